@@ -1,0 +1,160 @@
+"""The admin API (/admin, its own keys): scores, decisions, explain, policy, status.
+
+Read-only views of the scoreboard, decision log and policy, plus policy reload. Explain is
+a dry run of the same `rank()` the request path uses: it sends nothing and changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from proxy.api.context import Services, bearer_token, services
+from proxy.domain import Candidate, Pair, empty_score
+from proxy.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    ModelNotFound,
+    NoProviderAvailable,
+    PermissionDenied,
+)
+from proxy.stats import cv_band
+from proxy.store.base import StoreUnavailable
+
+router = APIRouter(prefix="/admin")
+
+
+def admin(request: Request) -> Services:
+    svc = services(request)
+    if not svc.admin_keys:
+        raise PermissionDenied("the admin API is disabled: set auth.admin_keys in the config")
+    token = bearer_token(request)
+    if token is None:
+        raise AuthenticationFailed("missing admin key: send 'Authorization: Bearer <key>'")
+    if token not in svc.admin_keys:
+        raise AuthenticationFailed("invalid admin key")
+    return svc
+
+
+@router.get("/scores")
+async def scores(request: Request, model: str | None = None) -> dict[str, Any]:
+    svc = admin(request)
+    now = time.time()
+    pairs = []
+    for name, deployments in svc.deployments.items():
+        if model is not None and name != model:
+            continue
+        policy = svc.policies.current.for_model(name)
+        for provider, upstream_model in deployments:
+            pair = Pair(name, provider)
+            score = svc.scoreboard.snapshot.get(pair) or empty_score(pair)
+            row = score.to_dict(now)
+            row["upstream_model"] = upstream_model
+            row["band"] = cv_band(score.cv, policy.cv_bands.tight, policy.cv_bands.variable)
+            pairs.append(row)
+    return {
+        "replica": svc.replica,
+        "scoreboard_age_s": svc.scoreboard.age_s(now),
+        "store": _store_status(svc),
+        "pairs": pairs,
+    }
+
+
+@router.get("/decisions")
+async def decisions(
+    request: Request,
+    model: str | None = None,
+    limit: int = Query(50, ge=1, le=1000),
+) -> dict[str, Any]:
+    svc = admin(request)
+    _known(svc, model)
+    try:
+        rows = await svc.store.recent_decisions(model, limit)
+    except StoreUnavailable as exc:
+        raise NoProviderAvailable(f"the decision log is unreachable: {exc}") from exc
+    return {"decisions": rows, "count": len(rows)}
+
+
+@router.get("/explain")
+async def explain(request: Request, model: str) -> dict[str, Any]:
+    svc = admin(request)
+    deployments = _known(svc, model)
+    policy = svc.policies.current.for_model(model)
+    now = time.time()
+    ranking = svc.router.route(
+        policy, deployments, svc.scoreboard.snapshot, model, now, dry_run=True
+    )
+
+    def row(c: Candidate) -> dict[str, Any]:
+        return {
+            "provider": c.provider,
+            "upstream_model": c.upstream_model,
+            "excluded_because": c.excluded_because,
+            "band": cv_band(c.score.cv, policy.cv_bands.tight, policy.cv_bands.variable),
+            "score": c.score.to_dict(now),
+        }
+
+    return {
+        "model": model,
+        "would_choose": ranking.ranked[0].provider if ranking.ranked else None,
+        "order": [c.provider for c in ranking.ranked],
+        "reason": ranking.reason,
+        "is_exploration": ranking.is_exploration,
+        "incumbent": svc.router.incumbents.get(model),
+        "candidates": [row(c) for c in ranking.ranked + ranking.excluded],
+        "policy": policy.model_dump(),
+    }
+
+
+@router.get("/policy")
+async def policy(request: Request) -> dict[str, Any]:
+    svc = admin(request)
+    return {**svc.policies.current.to_dict(), "last_reload_error": svc.policies.last_error}
+
+
+@router.post("/policy/reload")
+async def reload_policy(request: Request) -> dict[str, Any]:
+    svc = admin(request)
+    error = svc.policies.reload()
+    if error is not None:
+        raise InvalidRequest(f"policy not reloaded, the last good one stays: {error}")
+    return {"reloaded": True, **svc.policies.current.to_dict()}
+
+
+@router.get("/status")
+async def status(request: Request) -> dict[str, Any]:
+    svc = admin(request)
+    return {
+        "replica": svc.replica,
+        "store": _store_status(svc),
+        "scoreboard_age_s": svc.scoreboard.age_s(),
+        "scoreboard_last_refresh_cpu_s": svc.scoreboard.last_refresh_cpu_s,
+        "policy_last_reload_error": svc.policies.last_error,
+    }
+
+
+def _store_status(svc: Services) -> dict[str, Any]:
+    health = svc.store.health()
+    buffer = svc.buffer
+    return {
+        "kind": health.kind,
+        "ok": health.ok,
+        "detail": health.detail,
+        "buffered_samples": len(buffer),
+        "dropped_samples": buffer.dropped_samples,
+        "dropped_decisions": buffer.dropped_decisions,
+        "flushed_samples": buffer.flushed_samples,
+        "last_flush_error": buffer.last_error,
+    }
+
+
+def _known(svc: Services, model: str | None) -> list[tuple[str, str]]:
+    if model is None:
+        return []
+    deployments = svc.deployments.get(model)
+    if deployments is None:
+        known = ", ".join(svc.deployments)
+        raise ModelNotFound(f"model '{model}' is not configured (known: {known})", param="model")
+    return deployments

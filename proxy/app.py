@@ -1,0 +1,176 @@
+"""create_app(config): builds every object once, runs the background loops in the lifespan.
+
+No module-level state: each call returns a fresh app (tests build one per case). The
+aiohttp session, store, buffer flusher and scoreboard loop start with the app and stop
+with a bounded drain, logging whatever could not be written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from proxy.api import admin, health, openai
+from proxy.api.context import Services
+from proxy.config import Config, LiteLLMProvider, OpenAIProvider, RedisStoreConfig
+from proxy.dispatch import Deployment, Dispatcher
+from proxy.errors import InvalidRequest, NotFound, ProxyError
+from proxy.metrics import Metrics
+from proxy.policy import PolicyHolder
+from proxy.routing import Router
+from proxy.scoreboard import Scoreboard
+from proxy.store.base import Store
+from proxy.store.buffer import SampleBuffer
+from proxy.store.memory import MemoryStore
+from proxy.upstream.base import Upstream
+from proxy.upstream.litellm_adapter import LiteLLMUpstream
+from proxy.upstream.openai_compat import OpenAICompatUpstream, make_session
+
+log = logging.getLogger("ttft_router.app")
+SHUTDOWN_DRAIN_S = 5.0
+
+
+def create_app(config: Config, policies: PolicyHolder | None = None) -> FastAPI:
+    holder = policies or PolicyHolder(config.policy_paths())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        session = make_session()
+        svc = build_services(config, holder, session)
+        app.state.services = svc
+        await svc.store.start()
+        stop = asyncio.Event()
+        loops = [
+            asyncio.create_task(svc.buffer.run(stop), name="buffer-flusher"),
+            asyncio.create_task(svc.scoreboard.run(stop), name="scoreboard"),
+        ]
+        log.info(
+            "ttft-router replica %s up: %d models, %d providers, %s store",
+            svc.replica, len(config.models), len(config.providers), config.store.kind,
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            stop.set()
+            _, pending = await asyncio.wait(loops, timeout=SHUTDOWN_DRAIN_S)
+            for task in pending:
+                log.warning("shutdown: cancelling %s after %.0f s", task.get_name(),
+                            SHUTDOWN_DRAIN_S)  # fmt: skip
+                task.cancel()
+            await svc.buffer.drain(SHUTDOWN_DRAIN_S)
+            await svc.store.close()
+            await session.close()
+
+    app = FastAPI(
+        title="ttft-router", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.include_router(openai.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    install_error_handlers(app)
+    return app
+
+
+def build_services(
+    config: Config, policies: PolicyHolder, session: aiohttp.ClientSession
+) -> Services:
+    replica = config.server.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    metrics = Metrics()
+    store = build_store(config, replica)
+    buffer = SampleBuffer(config.buffer, store)
+    buffer.on_drop(lambda kind: metrics.dropped.labels(kind).inc())
+    scoreboard = Scoreboard(store, policies, refresh_s=config.scoreboard.refresh_s)
+    router = Router()
+    deployments = {
+        name: Deployment(
+            upstream=build_upstream(name, provider, session),
+            first_token_s=provider.timeouts.first_token_s,
+            streams_for_non_stream=isinstance(provider, OpenAIProvider)
+            and provider.stream_for_non_stream,
+        )
+        for name, provider in config.providers.items()
+    }
+    metrics.watch(scoreboard, buffer, store)
+    return Services(
+        config=config,
+        policies=policies,
+        deployments={m: list(e.providers.items()) for m, e in config.models.items()},
+        store=store,
+        buffer=buffer,
+        scoreboard=scoreboard,
+        router=router,
+        dispatcher=Dispatcher(deployments, buffer, router, metrics, replica),
+        metrics=metrics,
+        replica=replica,
+        client_keys=frozenset(k.get_secret_value() for k in config.auth.api_keys),
+        admin_keys=frozenset(k.get_secret_value() for k in config.auth.admin_keys),
+    )
+
+
+def build_store(config: Config, replica: str) -> Store:
+    if isinstance(config.store, RedisStoreConfig):
+        from proxy.store.redis_store import RedisStore
+
+        return RedisStore(config.store, replica)
+    return MemoryStore(config.store)
+
+
+def build_upstream(
+    name: str, provider: OpenAIProvider | LiteLLMProvider, session: aiohttp.ClientSession
+) -> Upstream:
+    if isinstance(provider, LiteLLMProvider):
+        return LiteLLMUpstream(name, provider)
+    return OpenAICompatUpstream(name, provider, session)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in OpenAI's shape, with one log line at its level."""
+
+    def render(exc: ProxyError) -> Response:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(ProxyError)
+    async def proxy_error(request: Request, exc: ProxyError) -> Response:
+        log.log(exc.log_level, "%s %s -> %s %s: %s", request.method, request.url.path,
+                exc.status, exc.code, exc.message)  # fmt: skip
+        return render(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        error = InvalidRequest(f"{where}: {first.get('msg', 'invalid request')}",
+                               param=where or None)  # fmt: skip
+        return await proxy_error(request, error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            error: ProxyError = NotFound(f"no route {request.method} {request.url.path}")
+        else:
+            error = InvalidRequest(f"{request.method} {request.url.path}: {exc.detail}")
+            error.status = exc.status_code
+        return await proxy_error(request, error)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        error = ProxyError("internal error in ttft-router; see its log")
+        return render(error)
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory for `serve --workers N`: the config path comes from the env."""
+    from proxy.config import load_config
+
+    return create_app(load_config(os.environ["TTFT_ROUTER_CONFIG"]))

@@ -1,0 +1,408 @@
+"""Failover before the first token, deadlines, streaming the winner, recording every attempt.
+
+For each request dispatch walks the ranked candidates: an attempt that fails before its
+first token (connect error, timeout, 5xx, 429, other provider-side 4xx) costs the client
+nothing and the next candidate is tried, within the policy's total deadline and attempt
+limit. Each attempt yields exactly one Sample (through the buffer) and one Attempt in the
+decision. After the first token the stream is the client's: an upstream failure then ends
+it with one OpenAI-shaped error event, never a silent truncation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from proxy.assemble import assemble_chat, assemble_completion
+from proxy.domain import Attempt, Candidate, Decision, Outcome, Pair, Sample
+from proxy.errors import (
+    NoProviderAvailable,
+    ProxyError,
+    RateLimited,
+    UpstreamFailed,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from proxy.measure import AttemptClock, FirstTokenWatch
+from proxy.metrics import Metrics
+from proxy.policy import ModelPolicy
+from proxy.routing import Router
+from proxy.store.buffer import SampleBuffer
+from proxy.upstream.base import Upstream, UpstreamFailure
+from proxy.upstream.sse import EventSplitter, error_event, iter_data, parse_payload
+
+log = logging.getLogger("ttft_router.dispatch")
+
+Kind = Literal["chat", "completion", "embedding"]
+PATHS: dict[Kind, str] = {
+    "chat": "/chat/completions",
+    "completion": "/completions",
+    "embedding": "/embeddings",
+}
+CLIENT_FAULT = frozenset({400, 413, 422})
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request as dispatch needs it. `body` is the client's parsed JSON."""
+
+    kind: Kind
+    model: str
+    body: dict[str, Any]
+    stream: bool
+    prompt_tokens: int
+    decision: Decision
+    policy: ModelPolicy
+    deadline: float = 0.0  # perf_counter() time by which a first token must have come
+    finished: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """How dispatch reaches one provider."""
+
+    upstream: Upstream
+    first_token_s: float
+    streams_for_non_stream: bool
+
+
+@dataclass(slots=True)
+class Started:
+    """An attempt that produced its first token (or, for whole-body calls, its body)."""
+
+    candidate: Candidate
+    clock: AttemptClock
+    stack: AsyncExitStack
+    prelude: bytes
+    chunks: AsyncIterator[bytes] | None
+    splitter: EventSplitter | None
+    attempt: Attempt
+    upstream_stream: bool
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        deployments: Mapping[str, Deployment],
+        buffer: SampleBuffer,
+        router: Router,
+        metrics: Metrics,
+        replica: str,
+    ) -> None:
+        self._deployments = deployments
+        self._buffer = buffer
+        self._router = router
+        self._metrics = metrics
+        self._replica = replica
+
+    # -- the failover loop ------------------------------------------------------------
+
+    async def start(self, call: Call) -> Started:
+        """Try candidates in order until one yields a first token. Raises ProxyError."""
+        decision = call.decision
+        if not decision.ranked:
+            self.finish(call, None)
+            raise _unavailable(decision, self._router, time.time())
+        if not call.deadline:
+            call.deadline = time.perf_counter() + call.policy.failover.total_deadline_s
+        tried = {a.provider for a in decision.attempts}
+        budget = call.policy.failover.max_attempts - len(decision.attempts)
+        untried = [c for c in decision.ranked if c.provider not in tried]
+        failures: list[UpstreamFailure] = []
+        for candidate in untried[: max(budget, 0)]:
+            remaining = call.deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                return await self._attempt(call, candidate, remaining)
+            except UpstreamFailure as failure:
+                failures.append(failure)
+                if failure.status in CLIENT_FAULT:
+                    self.finish(call, None)
+                    raise UpstreamRejected(
+                        _upstream_message(failure), status=failure.status
+                    ) from None
+        self.finish(call, None)
+        raise _all_failed(call, failures)
+
+    async def _attempt(self, call: Call, candidate: Candidate, remaining: float) -> Started:
+        deployment = self._deployments[candidate.provider]
+        upstream_stream = call.stream or (
+            call.kind != "embedding" and deployment.streams_for_non_stream
+        )
+        payload = _upstream_body(call, candidate.upstream_model, upstream_stream)
+        clock = AttemptClock()
+        attempt = Attempt(candidate.provider, Outcome.OK)
+        call.decision.attempts.append(attempt)
+        stack = AsyncExitStack()
+        try:
+            async with asyncio.timeout(min(deployment.first_token_s, remaining)):
+                response = await stack.enter_async_context(
+                    deployment.upstream.open(PATHS[call.kind], payload, stream=upstream_stream)
+                )
+                if not upstream_stream:
+                    body = await response.read()
+                    clock.first_token()
+                    return Started(candidate, clock, stack, body, None, None, attempt, False)
+                return await self._until_first_token(
+                    candidate, clock, stack, response.chunks(), attempt
+                )
+        except UpstreamFailure as failure:
+            await stack.aclose()
+            self._failed(call, candidate, clock, attempt, failure)
+            raise
+        except TimeoutError:
+            await stack.aclose()
+            failure = UpstreamFailure(
+                Outcome.TIMEOUT, f"no first token within {clock.elapsed():.1f} s"
+            )
+            self._failed(call, candidate, clock, attempt, failure)
+            raise failure from None
+        except BaseException:
+            # The client went away (or the server is stopping): censored, not an error.
+            await stack.aclose()
+            attempt.outcome = Outcome.CANCELLED
+            self._record(call, candidate, clock, Outcome.CANCELLED, attempt)
+            self.finish(call, None)
+            raise
+
+    async def _until_first_token(
+        self,
+        candidate: Candidate,
+        clock: AttemptClock,
+        stack: AsyncExitStack,
+        chunks: AsyncIterator[bytes],
+        attempt: Attempt,
+    ) -> Started:
+        watch = FirstTokenWatch(clock)
+        prelude: list[bytes] = []
+        async for data in chunks:
+            events = watch.feed(data)
+            if watch.upstream_error is not None:
+                message = orjson.dumps(watch.upstream_error).decode()[:300]
+                raise UpstreamFailure(Outcome.HTTP_5XX, f"error event before output: {message}")
+            if events:
+                prelude.append(events)
+            if watch.seen_output:
+                break
+        else:
+            # The stream ended with no output chunk at all (an empty answer): the client
+            # has everything now, so that is its time to first (and last) token.
+            clock.first_token()
+            if watch.splitter.pending:
+                prelude.append(watch.splitter.pending + b"\n\n")
+        return Started(
+            candidate, clock, stack, b"".join(prelude), chunks, watch.splitter, attempt, True
+        )
+
+    def _failed(
+        self,
+        call: Call,
+        candidate: Candidate,
+        clock: AttemptClock,
+        attempt: Attempt,
+        failure: UpstreamFailure,
+    ) -> None:
+        attempt.outcome = failure.outcome
+        attempt.status = failure.status
+        attempt.error = failure.message
+        attempt.elapsed_s = clock.elapsed()
+        pair = Pair(call.model, candidate.provider)
+        if failure.outcome is Outcome.RATE_LIMITED:
+            wait = failure.retry_after_s if failure.retry_after_s is not None else 1.0
+            self._router.note_rate_limited(pair, time.time() + wait)
+        if failure.status in CLIENT_FAULT:
+            return  # the client's request was at fault, not the pair: no sample
+        self._record(call, candidate, clock, failure.outcome, attempt)
+        log.info(
+            "attempt failed: %s on %s: %s (%.3f s)",
+            call.model, candidate.provider, failure.message, attempt.elapsed_s,
+        )  # fmt: skip
+
+    # -- after the first token -----------------------------------------------------------
+
+    async def stream(self, call: Call, started: Started) -> AsyncIterator[bytes]:
+        """The client's stream: prelude, then the rest; closes the upstream on exit."""
+        rewrite = ModelRewrite(started.candidate.upstream_model, call.model)
+        outcome = Outcome.OK
+        try:
+            yield rewrite(started.prelude)
+            assert started.chunks is not None and started.splitter is not None
+            async for data in started.chunks:
+                events = started.splitter.feed(data)
+                if events:
+                    yield rewrite(events)
+            if started.splitter.pending.strip():
+                yield rewrite(started.splitter.pending + b"\n\n")
+        except UpstreamFailure as failure:
+            outcome = Outcome.STREAM_ERROR
+            started.attempt.error = failure.message
+            log.warning(
+                "stream broke after first token: %s on %s: %s",
+                call.model, started.candidate.provider, failure.message,
+            )  # fmt: skip
+            yield error_event(_stream_error_body(started.candidate.provider, failure))
+        finally:
+            await started.stack.aclose()
+            self._done(call, started, outcome)
+
+    async def complete(self, call: Call) -> tuple[Started, bytes]:
+        """A whole answer for a stream=false client; a break mid-body fails over too,
+        since the client has seen nothing yet."""
+        while True:
+            started = await self.start(call)
+            try:
+                body = await self._whole_body(call, started)
+            except UpstreamFailure as failure:
+                await started.stack.aclose()
+                self._failed(call, started.candidate, started.clock, started.attempt, failure)
+                continue  # start() skips providers already tried
+            except BaseException:
+                await started.stack.aclose()
+                self._done(call, started, Outcome.OK)
+                raise
+            await started.stack.aclose()
+            self._done(call, started, Outcome.OK)
+            return started, body
+
+    async def _whole_body(self, call: Call, started: Started) -> bytes:
+        if not started.upstream_stream:
+            return ModelRewrite(started.candidate.upstream_model, call.model)(started.prelude)
+        assert started.chunks is not None and started.splitter is not None
+        parts = [started.prelude]
+        async for data in started.chunks:
+            parts.append(started.splitter.feed(data))
+        chunks = [c for c in map(parse_payload, iter_data(b"".join(parts))) if c is not None]
+        for chunk in chunks:
+            if "error" in chunk and not chunk.get("choices"):
+                raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
+        answer = assemble_chat(chunks) if call.kind == "chat" else assemble_completion(chunks)
+        answer["model"] = call.model
+        return orjson.dumps(answer)
+
+    # -- recording -------------------------------------------------------------------------
+
+    def _done(self, call: Call, started: Started, outcome: Outcome) -> None:
+        attempt = started.attempt
+        attempt.outcome = outcome
+        attempt.ttft_s = started.clock.ttft_s
+        attempt.elapsed_s = started.clock.elapsed()
+        self._record(call, started.candidate, started.clock, outcome, attempt)
+        self.finish(call, started.candidate.provider)
+
+    def _record(
+        self, call: Call, candidate: Candidate, clock: AttemptClock, outcome: Outcome,
+        attempt: Attempt,
+    ) -> None:  # fmt: skip
+        sample = clock.sample(
+            call.model, candidate.provider, outcome,
+            prompt_tokens=call.prompt_tokens, replica=self._replica,
+        )  # fmt: skip
+        attempt.elapsed_s = clock.elapsed()
+        self.record_sample(sample)
+
+    def record_sample(self, sample: Sample) -> None:
+        self._buffer.add_sample(sample)
+        self._metrics.record_sample(sample)
+
+    def finish(self, call: Call, winner: str | None) -> None:
+        """The request is over: log its decision (exactly once)."""
+        if call.finished:
+            return
+        call.finished = True
+        decision = call.decision
+        decision.winner = winner
+        if len(decision.attempts) > 1:
+            self._metrics.failovers.labels(call.model).inc()
+        self._buffer.add_decision(decision)
+
+
+class ModelRewrite:
+    """Replace the provider's model id with the public name in forwarded JSON.
+
+    Only the key-value pair `"model":"<id>"` (compact or with one space) is replaced; inside
+    any JSON string its quotes would be escaped, so content can never match by accident.
+    """
+
+    __slots__ = ("_compact", "_replacement", "_spaced", "_spaced_to")
+
+    def __init__(self, upstream_model: str, public_model: str) -> None:
+        old, new = orjson.dumps(upstream_model), orjson.dumps(public_model)
+        self._compact = b'"model":' + old
+        self._replacement = b'"model":' + new
+        self._spaced = b'"model": ' + old
+        self._spaced_to = b'"model": ' + new
+
+    def __call__(self, data: bytes) -> bytes:
+        if self._compact == self._replacement:
+            return data
+        data = data.replace(self._compact, self._replacement)
+        if self._spaced in data:
+            data = data.replace(self._spaced, self._spaced_to)
+        return data
+
+
+def _upstream_body(call: Call, upstream_model: str, upstream_stream: bool) -> bytes:
+    body = call.body
+    body["model"] = upstream_model
+    if upstream_stream and not call.stream:
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    return orjson.dumps(body)
+
+
+def _upstream_message(failure: UpstreamFailure) -> str:
+    try:
+        parsed = orjson.loads(failure.body)
+        message = parsed["error"]["message"]
+        if isinstance(message, str):
+            return f"provider rejected the request: {message}"
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        pass
+    return f"provider rejected the request: {failure.message}"
+
+
+def _stream_error_body(provider: str, failure: UpstreamFailure) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": f"upstream stream from {provider} broke after the first token: "
+            f"{failure.message}",
+            "type": "api_error",
+            "param": None,
+            "code": "upstream_stream_error",
+        }
+    }
+
+
+def _unavailable(decision: Decision, router: Router, now: float) -> ProxyError:
+    limits = router.rate_limited_until
+    waits = [limits.get(Pair(decision.model, c.provider), 0.0) - now for c in decision.excluded]
+    if waits and all(w > 0 for w in waits):
+        return RateLimited(
+            f"every provider of '{decision.model}' is rate-limited: {decision.reason}",
+            retry_after_s=min(waits),
+        )
+    return NoProviderAvailable(f"model '{decision.model}': {decision.reason}")
+
+
+def _all_failed(call: Call, failures: list[UpstreamFailure]) -> ProxyError:
+    detail = (
+        "; ".join(f"{a.provider}: {a.error}" for a in call.decision.attempts if a.error)
+        or "no attempt fitted in the deadline"
+    )
+    if failures and all(f.outcome is Outcome.RATE_LIMITED for f in failures):
+        waits = [f.retry_after_s for f in failures if f.retry_after_s is not None]
+        return RateLimited(
+            f"every provider of '{call.model}' answered 429: {detail}",
+            retry_after_s=min(waits) if waits else 1.0,
+        )
+    if failures and all(f.outcome is Outcome.TIMEOUT for f in failures):
+        return UpstreamTimeout(f"no provider of '{call.model}' answered in time: {detail}")
+    return UpstreamFailed(f"every provider of '{call.model}' failed: {detail}")

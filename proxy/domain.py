@@ -1,0 +1,278 @@
+"""The words of DESIGN.md as plain immutable data: pair, sample, outcome, score, decision.
+
+This module owns the shapes every layer passes around. It imports nothing from `proxy`
+and does no I/O; serialisation to dicts lives here so that every store and surface
+renders a sample or a decision the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+
+class Outcome(enum.StrEnum):
+    """How one upstream attempt ended (as far as the first token is concerned)."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    RATE_LIMITED = "rate_limited"
+    CONNECT_ERROR = "connect_error"
+    CANCELLED = "cancelled"
+    # The first token arrived, then the stream broke: the TTFT is real, the request failed.
+    STREAM_ERROR = "stream_error"
+
+    @property
+    def is_error(self) -> bool:
+        """Counts against the pair's error rate (a client cancel is not the pair's fault)."""
+        return self not in (Outcome.OK, Outcome.CANCELLED)
+
+
+class Source(enum.StrEnum):
+    PASSIVE = "passive"
+    PROBE = "probe"
+    BENCH = "bench"
+
+
+class Pair(NamedTuple):
+    """One model on one provider (a deployment). Hashable, cheap, ordered."""
+
+    model: str
+    provider: str
+
+    def __str__(self) -> str:
+        return f"{self.model}@{self.provider}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One TTFT observation of a pair.
+
+    `ttft_s` is None when no output arrived. `censored_at_s` is set when the attempt was
+    cut off before its first token (client cancel, hedge loser, timeout): all we know
+    is that the TTFT is greater than that many seconds. Times are seconds; `timestamp`
+    is wall-clock epoch seconds.
+    """
+
+    model: str
+    provider: str
+    outcome: Outcome
+    ttft_s: float | None
+    timestamp: float
+    ttfb_s: float | None = None
+    total_s: float | None = None
+    censored_at_s: float | None = None
+    source: Source = Source.PASSIVE
+    prompt_tokens: int = 0
+    replica: str = ""
+
+    @property
+    def pair(self) -> Pair:
+        return Pair(self.model, self.provider)
+
+    @property
+    def is_censored(self) -> bool:
+        return self.ttft_s is None and self.censored_at_s is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "provider": self.provider,
+            "outcome": self.outcome.value,
+            "ttft_s": self.ttft_s,
+            "timestamp": self.timestamp,
+            "ttfb_s": self.ttfb_s,
+            "total_s": self.total_s,
+            "censored_at_s": self.censored_at_s,
+            "source": self.source.value,
+            "prompt_tokens": self.prompt_tokens,
+            "replica": self.replica,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sample:
+        """Inverse of `to_dict`; raises KeyError/ValueError/TypeError on a malformed dict."""
+        return cls(
+            model=str(data["model"]),
+            provider=str(data["provider"]),
+            outcome=Outcome(data["outcome"]),
+            ttft_s=_opt_float(data.get("ttft_s")),
+            timestamp=float(data["timestamp"]),
+            ttfb_s=_opt_float(data.get("ttfb_s")),
+            total_s=_opt_float(data.get("total_s")),
+            censored_at_s=_opt_float(data.get("censored_at_s")),
+            source=Source(data.get("source", "passive")),
+            prompt_tokens=int(data.get("prompt_tokens", 0)),
+            replica=str(data.get("replica", "")),
+        )
+
+
+def _opt_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"expected a finite non-negative number of seconds, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """Statistics of one pair's recent window. Latency figures are seconds, None when n == 0.
+
+    `n` counts latency observations (first tokens plus censored attempts); errors are
+    counted apart in `n_errors` and `error_rate` (errors / all attempts).
+    """
+
+    model: str
+    provider: str
+    n: int
+    n_censored: int
+    n_errors: int
+    n_attempts: int
+    median: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    mean: float | None
+    std: float | None
+    cv: float | None
+    std_over_median: float | None
+    tail_ratio: float | None
+    cold_share: float | None
+    error_rate: float
+    consecutive_errors: int
+    newest_ts: float | None
+    last_error_ts: float | None
+    n_passive: int
+    n_probe: int
+    is_proven: bool
+
+    @property
+    def pair(self) -> Pair:
+        return Pair(self.model, self.provider)
+
+    def age_s(self, now: float) -> float | None:
+        """Seconds since the newest sample, or None when the window is empty."""
+        return None if self.newest_ts is None else max(0.0, now - self.newest_ts)
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "provider": self.provider,
+            "n": self.n,
+            "n_censored": self.n_censored,
+            "n_errors": self.n_errors,
+            "n_attempts": self.n_attempts,
+            "median_s": self.median,
+            "p90_s": self.p90,
+            "p95_s": self.p95,
+            "p99_s": self.p99,
+            "mean_s": self.mean,
+            "std_s": self.std,
+            "cv": self.cv,
+            "std_over_median": self.std_over_median,
+            "tail_ratio": self.tail_ratio,
+            "cold_share": self.cold_share,
+            "error_rate": self.error_rate,
+            "consecutive_errors": self.consecutive_errors,
+            "source_mix": {"passive": self.n_passive, "probe": self.n_probe},
+            "age_s": self.age_s(now),
+            "is_proven": self.is_proven,
+        }
+
+
+def empty_score(pair: Pair) -> Score:
+    """The score of a pair nobody has measured yet."""
+    return Score(
+        model=pair.model, provider=pair.provider, n=0, n_censored=0, n_errors=0,
+        n_attempts=0, median=None, p90=None, p95=None, p99=None, mean=None, std=None,
+        cv=None, std_over_median=None, tail_ratio=None, cold_share=None, error_rate=0.0,
+        consecutive_errors=0, newest_ts=None, last_error_ts=None, n_passive=0, n_probe=0,
+        is_proven=False,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One provider as the router saw it: its score and whether it may be tried."""
+
+    provider: str
+    upstream_model: str
+    score: Score
+    excluded_because: str | None = None
+
+    @property
+    def is_eligible(self) -> bool:
+        return self.excluded_because is None
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of one candidate within a request (filled in by dispatch)."""
+
+    provider: str
+    outcome: Outcome
+    ttft_s: float | None = None
+    elapsed_s: float = 0.0
+    status: int | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "outcome": self.outcome.value,
+            "ttft_s": self.ttft_s,
+            "elapsed_s": round(self.elapsed_s, 6),
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class Decision:
+    """For one request: the ranked candidates, the choice, the reason in words, what happened.
+
+    `ranked` holds the eligible candidates in the order dispatch will try them;
+    `excluded` the ones filtered out, each with its reason. `attempts` and `winner` are
+    appended by dispatch while the request runs.
+    """
+
+    id: str
+    model: str
+    timestamp: float
+    ranked: list[Candidate]
+    excluded: list[Candidate]
+    reason: str
+    attempts: list[Attempt] = field(default_factory=list)
+    winner: str | None = None
+    replica: str = ""
+
+    @property
+    def choice(self) -> str | None:
+        return self.ranked[0].provider if self.ranked else None
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        def candidate(c: Candidate) -> dict[str, Any]:
+            return {
+                "provider": c.provider,
+                "upstream_model": c.upstream_model,
+                "excluded_because": c.excluded_because,
+                "score": c.score.to_dict(now),
+            }
+
+        return {
+            "id": self.id,
+            "model": self.model,
+            "timestamp": self.timestamp,
+            "replica": self.replica,
+            "choice": self.choice,
+            "reason": self.reason,
+            "candidates": [candidate(c) for c in self.ranked + self.excluded],
+            "attempts": [a.to_dict() for a in self.attempts],
+            "winner": self.winner,
+        }

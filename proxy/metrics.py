@@ -1,0 +1,98 @@
+"""Prometheus collectors, declared once per app on the app's own registry.
+
+Per-request work is two calls (an attempt counter and a TTFT histogram, on cached label
+children); everything derived from the scoreboard, buffer and store is read at scrape time
+by a custom collector, so it costs the request path nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from proxy.domain import Sample
+
+if TYPE_CHECKING:
+    from proxy.scoreboard import Scoreboard
+    from proxy.store.base import Store
+    from proxy.store.buffer import SampleBuffer
+
+TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13, 21, 34, 55, 90)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.attempts = Counter(
+            "ttft_router_attempts", "Upstream attempts by outcome",
+            ["model", "provider", "outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "ttft_router_ttft_seconds", "Time to first token of successful attempts",
+            ["model", "provider"], buckets=TTFT_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.requests = Counter(
+            "ttft_router_requests", "Client requests by final HTTP status",
+            ["model", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.failovers = Counter(
+            "ttft_router_failovers", "Requests that needed more than one attempt",
+            ["model"], registry=self.registry,
+        )  # fmt: skip
+        self.dropped = Counter(
+            "ttft_router_buffer_dropped", "Samples/decisions dropped because the buffer was full",
+            ["kind"], registry=self.registry,
+        )  # fmt: skip
+
+    def record_sample(self, sample: Sample) -> None:
+        self.attempts.labels(sample.model, sample.provider, sample.outcome.value).inc()
+        if sample.ttft_s is not None:
+            self.ttft.labels(sample.model, sample.provider).observe(sample.ttft_s)
+
+    def watch(self, scoreboard: Scoreboard, buffer: SampleBuffer, store: Store) -> None:
+        self.registry.register(_StateCollector(scoreboard, buffer, store))
+
+
+class _StateCollector(Collector):
+    """Scores, buffer and store health, read when Prometheus scrapes."""
+
+    def __init__(self, scoreboard: Scoreboard, buffer: SampleBuffer, store: Store) -> None:
+        self._scoreboard = scoreboard
+        self._buffer = buffer
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        stats: dict[str, Callable[..., float | None]] = {
+            "median": lambda s: s.median, "p95": lambda s: s.p95, "p99": lambda s: s.p99,
+            "cv": lambda s: s.cv, "error_rate": lambda s: s.error_rate,
+            "cold_share": lambda s: s.cold_share, "n": lambda s: float(s.n),
+        }  # fmt: skip
+        score = GaugeMetricFamily(
+            "ttft_router_score", "Current score of each pair (seconds, ratios, counts)",
+            labels=["model", "provider", "stat"],
+        )  # fmt: skip
+        for pair, s in self._scoreboard.snapshot.items():
+            for name, read in stats.items():
+                value = read(s)
+                if value is not None:
+                    score.add_metric([pair.model, pair.provider, name], value)
+        yield score
+        yield _gauge("ttft_router_buffer_samples", "Samples waiting to be flushed",
+                     len(self._buffer))  # fmt: skip
+        health = self._store.health()
+        yield _gauge("ttft_router_store_up", "1 when the store is reachable", float(health.ok))
+        age = self._scoreboard.age_s(now)
+        yield _gauge("ttft_router_scoreboard_age_seconds", "Seconds since the last refresh",
+                     age if age is not None else float("nan"))  # fmt: skip
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc)
+    family.add_metric([], value)
+    return family

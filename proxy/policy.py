@@ -1,0 +1,203 @@
+"""policies/*.yaml as pydantic models, per-model lookup, and reload that keeps the last good.
+
+A policy file has `defaults` and `models` (per-model overrides, deep-merged over the
+defaults). Later files override earlier ones. Every model's merged policy is validated at
+load time, so a bad override fails the load, not a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from proxy.config import format_validation_error, read_yaml
+from proxy.errors import ConfigError
+from proxy.stats import WindowParams
+
+log = logging.getLogger("ttft_router.policy")
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Window(Frozen):
+    max_samples: int = Field(200, gt=0, le=100_000)
+    max_age_s: float = Field(3600.0, gt=0)
+
+
+class Failover(Frozen):
+    max_attempts: int = Field(3, ge=1, le=20)
+    total_deadline_s: float = Field(120.0, gt=0, description="for all attempts together")
+
+
+class CvBands(Frozen):
+    """CV (std/mean) thresholds: below `tight` is tight, below `variable` is variable,
+    above is cold-start-prone (MISSION.md's rule-of-thumb bands)."""
+
+    tight: float = Field(0.30, gt=0)
+    variable: float = Field(1.00, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CvBands:
+        if self.tight >= self.variable:
+            raise ValueError("cv_bands.tight must be below cv_bands.variable")
+        return self
+
+
+class ColdStart(Frozen):
+    """A sample is cold-start-like when above `factor` x median and above `floor_s`."""
+
+    factor: float = Field(4.0, gt=1)
+    floor_s: float = Field(2.0, ge=0)
+
+
+class Circuit(Frozen):
+    """A pair whose last `consecutive_errors` attempts all failed rests for `cooldown_s`."""
+
+    consecutive_errors: int = Field(5, ge=1)
+    cooldown_s: float = Field(30.0, gt=0)
+
+
+class ModelPolicy(Frozen):
+    mode: Literal["best", "weighted"] = "best"
+    objective: Literal["p50", "p90", "p95", "p99"] = "p95"
+    min_samples: int = Field(20, ge=1)
+    window: Window = Window()
+    exploration_share: float = Field(0.05, ge=0, le=1)
+    hysteresis: float = Field(
+        0.10, ge=0, lt=1, description="a challenger must beat the incumbent by this share"
+    )
+    failover: Failover = Failover()
+    cv_bands: CvBands = CvBands()
+    cold_start: ColdStart = ColdStart()
+    circuit: Circuit = Circuit()
+    exclude: list[str] = Field(default_factory=list, description="providers never used")
+
+    @model_validator(mode="after")
+    def _window_holds_proof(self) -> ModelPolicy:
+        if self.min_samples > self.window.max_samples:
+            raise ValueError("min_samples must not exceed window.max_samples")
+        return self
+
+    def window_params(self) -> WindowParams:
+        return WindowParams(
+            max_samples=self.window.max_samples,
+            max_age_s=self.window.max_age_s,
+            min_samples=self.min_samples,
+            cold_factor=self.cold_start.factor,
+            cold_floor_s=self.cold_start.floor_s,
+        )
+
+
+class PolicyFile(Frozen):
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """The validated policy of every model; models without an override get `default`."""
+
+    default: ModelPolicy = field(default_factory=ModelPolicy)
+    per_model: Mapping[str, ModelPolicy] = field(default_factory=dict)
+    sources: tuple[Path, ...] = ()
+
+    def for_model(self, model: str) -> ModelPolicy:
+        return self.per_model.get(model, self.default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sources": [str(p) for p in self.sources],
+            "defaults": self.default.model_dump(),
+            "models": {m: p.model_dump() for m, p in self.per_model.items()},
+        }
+
+
+def load_policies(paths: Sequence[Path]) -> PolicySet:
+    """Read, merge and validate policy files. Raises ConfigError naming file and field."""
+    defaults: dict[str, Any] = {}
+    overrides: dict[str, tuple[Path, dict[str, Any]]] = {}
+    default_source: Path | None = None
+    for path in paths:
+        data = read_yaml(path) or {}
+        try:
+            parsed = PolicyFile.model_validate(data)
+        except ValidationError as exc:
+            raise format_validation_error(path, exc) from exc
+        if parsed.defaults:
+            defaults = _merge(defaults, parsed.defaults)
+            default_source = path
+        for model, over in parsed.models.items():
+            previous = overrides.get(model, (path, {}))[1]
+            overrides[model] = (path, _merge(previous, over))
+    default = _validate(defaults, default_source, "defaults")
+    per_model = {
+        model: _validate(_merge(defaults, over), path, f"models.{model}")
+        for model, (path, over) in overrides.items()
+    }
+    return PolicySet(default=default, per_model=per_model, sources=tuple(paths))
+
+
+def _validate(data: dict[str, Any], path: Path | None, where: str) -> ModelPolicy:
+    try:
+        return ModelPolicy.model_validate(data)
+    except ValidationError as exc:
+        lines = str(format_validation_error(path or Path("<defaults>"), exc)).splitlines()
+        raise ConfigError(
+            "\n".join(line.replace(": ", f": {where}.", 1) for line in lines)
+        ) from exc
+
+
+class PolicyHolder:
+    """The current PolicySet; `reload()` swaps in a new one or keeps the last good."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = tuple(paths)
+        self.current = load_policies(self.paths)
+        self.last_error: str | None = None
+        self._mtimes = self._read_mtimes()
+
+    def _read_mtimes(self) -> tuple[float, ...]:
+        out = []
+        for p in self.paths:
+            try:
+                out.append(os.stat(p).st_mtime)
+            except OSError:
+                out.append(-1.0)
+        return tuple(out)
+
+    def reload(self) -> str | None:
+        """Load the files again. Returns None on success, else the error (policy unchanged)."""
+        self._mtimes = self._read_mtimes()
+        try:
+            self.current = load_policies(self.paths)
+        except ConfigError as exc:
+            self.last_error = str(exc)
+            log.error("policy reload failed, keeping the last good policy: %s", exc)
+            return self.last_error
+        self.last_error = None
+        log.info("policy reloaded from %s", ", ".join(map(str, self.paths)))
+        return None
+
+    def reload_if_changed(self) -> str | None:
+        """Reload when any file's mtime moved (called from a background loop)."""
+        if self._read_mtimes() == self._mtimes:
+            return None
+        return self.reload()

@@ -1,0 +1,185 @@
+"""Pure routing: (policy, scores, candidates, incumbent, rng, now) -> ranked candidates + reason.
+
+`rank()` does no I/O and reads no clock of its own, so every decision can be replayed and
+explained (/admin/explain calls the same function). `Router` adds the only state routing
+needs: the incumbent per model (for hysteresis) and the rate-limit deadlines announced by
+providers' Retry-After headers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from proxy.domain import Candidate, Pair, Score, empty_score
+from proxy.policy import ModelPolicy
+
+OBJECTIVES = {"p50": "median", "p90": "p90", "p95": "p95", "p99": "p99"}
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    ranked: list[Candidate]
+    excluded: list[Candidate]
+    reason: str
+    is_exploration: bool = False
+
+
+def rank(
+    policy: ModelPolicy,
+    deployments: Sequence[tuple[str, str]],
+    scores: Mapping[Pair, Score],
+    model: str,
+    *,
+    incumbent: str | None,
+    rate_limited_until: Mapping[Pair, float],
+    rng: random.Random,
+    now: float,
+) -> Ranking:
+    """Order a model's deployments ((provider, upstream model id) pairs) for one request."""
+    eligible: list[Candidate] = []
+    excluded: list[Candidate] = []
+    for provider, upstream_model in deployments:
+        pair = Pair(model, provider)
+        score = scores.get(pair) or empty_score(pair)
+        why = _exclusion(policy, provider, score, rate_limited_until.get(pair), now)
+        (excluded if why else eligible).append(Candidate(provider, upstream_model, score, why))
+    if not eligible:
+        return Ranking([], excluded, "no provider available: " + _list_exclusions(excluded))
+    key = OBJECTIVES[policy.objective]
+    proven = sorted((c for c in eligible if c.score.is_proven), key=lambda c: getattr(c.score, key))
+    unproven = [c for c in eligible if not c.score.is_proven]
+    rng.shuffle(unproven)
+    unproven.sort(key=lambda c: c.score.n)  # stable: least measured first, ties at random
+    if not proven:
+        return Ranking(
+            unproven,
+            excluded,
+            f"no pair proven yet (each needs {policy.min_samples} samples): measuring "
+            f"{unproven[0].provider} first (n={unproven[0].score.n})",
+        )
+    if unproven and rng.random() < policy.exploration_share:
+        pick = unproven[0]
+        return Ranking(
+            [pick, *proven, *unproven[1:]],
+            excluded,
+            f"exploring: {pick.provider} is unproven (n={pick.score.n} of "
+            f"{policy.min_samples}); {_figures(proven[0], key)} is the best proven",
+            is_exploration=True,
+        )
+    if policy.mode == "weighted":
+        order = _weighted_order(proven, key, rng)
+        return Ranking(order + unproven, excluded, _weighted_reason(order[0], proven, key))
+    order, reason = _hold_or_switch(proven, key, policy.hysteresis, incumbent, policy.objective)
+    return Ranking(order + unproven, excluded, reason)
+
+
+def _exclusion(
+    policy: ModelPolicy, provider: str, score: Score, limited_until: float | None, now: float
+) -> str | None:
+    if provider in policy.exclude:
+        return "excluded by policy"
+    if limited_until is not None and limited_until > now:
+        return f"rate-limited (429) for another {limited_until - now:.1f} s"
+    circuit = policy.circuit
+    if (
+        score.consecutive_errors >= circuit.consecutive_errors
+        and score.last_error_ts is not None
+        and now - score.last_error_ts < circuit.cooldown_s
+    ):
+        rest = circuit.cooldown_s - (now - score.last_error_ts)
+        return (
+            f"circuit open: last {score.consecutive_errors} attempts failed; "
+            f"retried in {rest:.0f} s"
+        )
+    return None
+
+
+def _hold_or_switch(
+    proven: list[Candidate], key: str, hysteresis: float, incumbent: str | None, objective: str
+) -> tuple[list[Candidate], str]:
+    best = proven[0]
+    holder = next((c for c in proven if c.provider == incumbent), None)
+    if holder is not None and holder is not best:
+        holder_value = getattr(holder.score, key)
+        if getattr(best.score, key) > holder_value * (1.0 - hysteresis):
+            order = [holder, *(c for c in proven if c is not holder)]
+            return order, (
+                f"holding {holder.provider} ({_figures(holder, key)}): challenger "
+                f"{_figures(best, key)} is not better by {hysteresis:.0%}"
+            )
+    others = "; ".join(_figures(c, key) for c in proven[1:4]) or "no other proven pair"
+    return proven, (
+        f"{best.provider} has the lowest {objective} among {len(proven)} proven pairs: "
+        f"{_figures(best, key)}; others: {others}"
+    )
+
+
+def _weighted_order(proven: list[Candidate], key: str, rng: random.Random) -> list[Candidate]:
+    """Draw an order without replacement, each pair weighted by 1 / objective."""
+    pool = list(proven)
+    order: list[Candidate] = []
+    while pool:
+        weights = [1.0 / max(getattr(c.score, key), 1e-6) for c in pool]
+        pick = rng.choices(range(len(pool)), weights=weights)[0]
+        order.append(pool.pop(pick))
+    return order
+
+
+def _weighted_reason(chosen: Candidate, proven: list[Candidate], key: str) -> str:
+    total = sum(1.0 / max(getattr(c.score, key), 1e-6) for c in proven)
+    share = (1.0 / max(getattr(chosen.score, key), 1e-6)) / total
+    return f"weighted draw: {chosen.provider} ({_figures(chosen, key)}) had a {share:.0%} share"
+
+
+def _figures(c: Candidate, key: str) -> str:
+    s = c.score
+    cv = f"{s.cv:.0%}" if s.cv is not None else "n/a"
+    label = "median" if key == "median" else key
+    return (
+        f"{c.provider} {label} {getattr(s, key):.3f} s (median {s.median:.3f} s, "
+        f"CV {cv}, errors {s.error_rate:.0%}, n={s.n})"
+    )
+
+
+def _list_exclusions(excluded: list[Candidate]) -> str:
+    return "; ".join(f"{c.provider}: {c.excluded_because}" for c in excluded) or "none configured"
+
+
+class Router:
+    """Holds the incumbent per model and providers' rate-limit deadlines between requests."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.rng = rng or random.Random()
+        self.incumbents: dict[str, str] = {}
+        self.rate_limited_until: dict[Pair, float] = {}
+
+    def route(
+        self,
+        policy: ModelPolicy,
+        deployments: Sequence[tuple[str, str]],
+        scores: Mapping[Pair, Score],
+        model: str,
+        now: float,
+        *,
+        dry_run: bool = False,
+    ) -> Ranking:
+        ranking = rank(
+            policy,
+            deployments,
+            scores,
+            model,
+            incumbent=self.incumbents.get(model),
+            rate_limited_until=self.rate_limited_until,
+            rng=self.rng,
+            now=now,
+        )
+        if not dry_run and ranking.ranked and not ranking.is_exploration:
+            first = ranking.ranked[0]
+            if first.score.is_proven:
+                self.incumbents[model] = first.provider
+        return ranking
+
+    def note_rate_limited(self, pair: Pair, until: float) -> None:
+        self.rate_limited_until[pair] = max(until, self.rate_limited_until.get(pair, 0.0))

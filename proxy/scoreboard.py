@@ -1,0 +1,92 @@
+"""The in-memory scoreboard routing reads: store -> stats -> one immutable snapshot.
+
+A background loop asks the store for windows whose version changed since the last refresh
+and recomputes only those pairs' scores; every `full_every_s` it recomputes all pairs from
+the windows it already holds, so that samples age out of a window with no new traffic. The
+snapshot is swapped whole: a reader never sees a half-updated board and never awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from proxy.domain import Pair, Sample, Score
+from proxy.loops import pause
+from proxy.policy import PolicyHolder
+from proxy.stats import compute_score
+from proxy.store.base import Store, StoreUnavailable
+
+log = logging.getLogger("ttft_router.scoreboard")
+
+
+class Scoreboard:
+    def __init__(
+        self,
+        store: Store,
+        policies: PolicyHolder,
+        *,
+        refresh_s: float = 1.0,
+        full_every_s: float = 15.0,
+    ) -> None:
+        self._store = store
+        self._policies = policies
+        self.refresh_s = refresh_s
+        self._full_every_s = full_every_s
+        self._versions: dict[Pair, int] = {}
+        self._windows: dict[Pair, list[Sample]] = {}
+        self.snapshot: Mapping[Pair, Score] = MappingProxyType({})
+        self.refreshed_at: float | None = None
+        self.last_error: str | None = None
+        self.last_refresh_cpu_s = 0.0
+        self._last_full = 0.0
+        self._policy_seen = policies.current
+
+    def age_s(self, now: float | None = None) -> float | None:
+        """Seconds since the last successful refresh; None before the first one."""
+        if self.refreshed_at is None:
+            return None
+        return (now if now is not None else time.time()) - self.refreshed_at
+
+    async def refresh(self) -> int:
+        """Pull changed windows and rescore them. Returns the number of pairs rescored.
+        Raises StoreUnavailable (the snapshot stays as it was)."""
+        changed = await self._store.changed_windows(self._versions)
+        cpu = time.process_time()
+        now = time.time()
+        for pair, window in changed.items():
+            self._versions[pair] = window.version
+            self._windows[pair] = window.samples
+        policy_changed = self._policies.current is not self._policy_seen
+        if policy_changed or now - self._last_full >= self._full_every_s:
+            self._policy_seen = self._policies.current
+            self._last_full = now
+            pairs = list(self._windows)
+        else:
+            pairs = list(changed)
+        if pairs:
+            board = dict(self.snapshot)
+            for pair in pairs:
+                params = self._policies.current.for_model(pair.model).window_params()
+                board[pair] = compute_score(pair, self._windows[pair], params, now)
+            self.snapshot = MappingProxyType(board)
+        self.refreshed_at = now
+        self.last_refresh_cpu_s = time.process_time() - cpu
+        return len(pairs)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh()
+                if self.last_error is not None:
+                    log.info("scoreboard refresh recovered")
+                self.last_error = None
+            except StoreUnavailable as exc:
+                if self.last_error is None:
+                    log.warning("scoreboard refresh failed, routing on the last scores: %s", exc)
+                self.last_error = str(exc)
+            self._policies.reload_if_changed()  # logs itself; keeps the last good policy
+            await pause(stop, self.refresh_s)

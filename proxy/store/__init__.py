@@ -1,0 +1,1 @@
+"""Where samples and decisions live: in memory (one process) or in Redis (shared)."""

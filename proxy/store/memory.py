@@ -1,0 +1,66 @@
+"""The embedded default store: per-pair windows and a decision log in this process's memory."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from proxy.config import MemoryStoreConfig
+from proxy.domain import Pair, Sample
+from proxy.store.base import StoreHealth, Window
+
+
+class MemoryStore:
+    kind = "memory"
+
+    def __init__(self, config: MemoryStoreConfig) -> None:
+        self._max_window = config.max_window
+        self._max_age_s = config.max_age_s
+        self._windows: dict[Pair, deque[Sample]] = {}
+        self._versions: dict[Pair, int] = {}
+        self._decisions: deque[dict[str, Any]] = deque(maxlen=config.max_decisions)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def append(self, samples: Sequence[Sample], decisions: Sequence[dict[str, Any]]) -> None:
+        for sample in samples:
+            pair = sample.pair
+            window = self._windows.get(pair)
+            if window is None:
+                window = self._windows[pair] = deque(maxlen=self._max_window)
+            window.append(sample)
+            self._versions[pair] = self._versions.get(pair, 0) + 1
+        self._decisions.extend(decisions)
+
+    async def changed_windows(self, known: Mapping[Pair, int]) -> dict[Pair, Window]:
+        out = {}
+        for pair, version in self._versions.items():
+            if known.get(pair) != version:
+                window = self._windows[pair]
+                if window and window[0].timestamp < window[-1].timestamp - self._max_age_s:
+                    cutoff = window[-1].timestamp - self._max_age_s
+                    while window and window[0].timestamp < cutoff:
+                        window.popleft()
+                out[pair] = Window(version, sorted(window, key=_by_time))
+        return out
+
+    async def recent_decisions(self, model: str | None, limit: int) -> list[dict[str, Any]]:
+        out = []
+        for decision in reversed(self._decisions):
+            if model is None or decision.get("model") == model:
+                out.append(decision)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(self.kind, True, "in-memory (this process only)")
+
+
+def _by_time(sample: Sample) -> float:
+    return sample.timestamp

@@ -1,0 +1,1 @@
+"""Upstream clients: the only place that knows aiohttp and litellm."""

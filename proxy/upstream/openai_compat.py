@@ -1,0 +1,111 @@
+"""OpenAI-compatible providers over one shared, pooled aiohttp session.
+
+aiohttp, not httpx: measured on this project's machines, a streaming pass-through on
+httpx.AsyncClient sustained ~650 streamed requests/s and added ~400 ms p50 TTFT at 64
+streams; the same on aiohttp's client ~4,800 requests/s and ~7 ms (docs/performance.md).
+aiohttp's exceptions are translated to UpstreamFailure here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+
+from proxy.config import OpenAIProvider
+from proxy.domain import Outcome
+from proxy.upstream.base import UpstreamFailure, status_failure
+
+
+def make_session() -> aiohttp.ClientSession:
+    """The one client session of the process (built in the app's lifespan)."""
+    connector = aiohttp.TCPConnector(
+        limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
+    )
+    return aiohttp.ClientSession(connector=connector, auto_decompress=True)
+
+
+class AiohttpResponse:
+    __slots__ = ("_response", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._response.content.iter_any():
+                yield data
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _translate(exc) from exc
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _translate(exc) from exc
+
+
+class OpenAICompatUpstream:
+    """One provider. Holds its URL, headers and timeouts; borrows the shared session."""
+
+    def __init__(self, name: str, config: OpenAIProvider, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self._base = config.url
+        self._session = session
+        headers = {"Content-Type": "application/json", **config.headers}
+        if config.api_key is not None:
+            headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self._headers = headers
+        self._stream_headers = {**headers, "Accept": "text/event-stream"}
+        t = config.timeouts
+        self._timeout = aiohttp.ClientTimeout(
+            total=t.total_s, connect=t.connect_s, sock_connect=t.connect_s
+        )
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes, *, stream: bool) -> AsyncIterator[AiohttpResponse]:
+        try:
+            response = await self._session.post(
+                self._base + path,
+                data=body,
+                headers=self._stream_headers if stream else self._headers,
+                timeout=self._timeout,
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise _translate(exc) from exc
+        try:
+            if response.status >= 300:
+                try:
+                    error_body = await response.read()
+                except (TimeoutError, aiohttp.ClientError, OSError):
+                    error_body = b""
+                raise status_failure(
+                    response.status, error_body, response.headers.get("Retry-After")
+                )
+            yield AiohttpResponse(response)
+        finally:
+            # Not fully read (client gone, loser, failure): drop the connection, which
+            # aborts the upstream request; fully read: back to the pool.
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()
+
+    async def close(self) -> None:
+        """The session is shared and closed by its owner (the app)."""
+
+
+def _translate(exc: BaseException) -> UpstreamFailure:
+    """aiohttp's exceptions -> UpstreamFailure, narrowest type first."""
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamFailure(Outcome.TIMEOUT, f"timed out: {exc}".rstrip(": "))
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamFailure(Outcome.CONNECT_ERROR, f"cannot connect: {exc.os_error}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return UpstreamFailure(Outcome.CONNECT_ERROR, "server disconnected")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamFailure(Outcome.CONNECT_ERROR, f"response broken off: {exc}")
+    return UpstreamFailure(Outcome.CONNECT_ERROR, f"{type(exc).__name__}: {exc}")

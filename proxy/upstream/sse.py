@@ -1,0 +1,99 @@
+"""Server-sent events as OpenAI streams them: framing, and "does this chunk carry output?".
+
+Pure and allocation-light: the hot path calls `EventSplitter.feed` on every network read and
+`carries_output` only until the first token has been seen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+DONE = b"[DONE]"
+
+
+class EventSplitter:
+    """Cuts a byte stream into whole SSE events (blocks ending in a blank line).
+
+    `feed(data)` returns the bytes of every event completed by `data`, each block still
+    ending in its blank line, so that they can be forwarded as they are; an incomplete
+    tail is kept for the next call. CRLF framing is normalised to LF.
+    """
+
+    __slots__ = ("_buffer", "_crlf")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._crlf: bool | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        """All complete events so far, concatenated (b"" if none completed yet)."""
+        if self._crlf is None and data:
+            self._crlf = b"\r\n" in data
+        if self._crlf:
+            data = data.replace(b"\r\n", b"\n")
+        buffer = self._buffer + data if self._buffer else data
+        end = buffer.rfind(b"\n\n")
+        if end < 0:
+            self._buffer = buffer
+            return b""
+        self._buffer = buffer[end + 2 :]
+        return buffer[: end + 2]
+
+    @property
+    def pending(self) -> bytes:
+        """An incomplete event left when the stream ended (normally empty)."""
+        return self._buffer
+
+
+def iter_data(events: bytes) -> list[bytes]:
+    """The `data:` payload of each event in a block of whole events (comments skipped)."""
+    out = []
+    for block in events.split(b"\n\n"):
+        if not block:
+            continue
+        lines = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
+        if lines:
+            out.append(b"\n".join(lines))
+    return out
+
+
+def parse_payload(payload: bytes) -> dict[str, Any] | None:
+    """The JSON object of one data payload; None for [DONE] or anything not an object."""
+    if payload == DONE:
+        return None
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+_OUTPUT_KEYS = ("content", "reasoning_content", "reasoning", "refusal", "audio")
+
+
+def carries_output(chunk: dict[str, Any]) -> bool:
+    """True when a chat or text completion chunk carries generated output.
+
+    Output is non-empty content, reasoning content, a refusal, audio, or any tool-call /
+    function-call delta. A role-only first chunk or an empty-content chunk is not output.
+    """
+    for choice in chunk.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("text"):
+            return True
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            continue
+        if delta.get("tool_calls") or delta.get("function_call"):
+            return True
+        if any(delta.get(key) for key in _OUTPUT_KEYS):
+            return True
+    return False
+
+
+def error_event(body: dict[str, Any]) -> bytes:
+    """An OpenAI-shaped error as one SSE event (what the openai SDK raises on mid-stream)."""
+    return b"data: " + orjson.dumps(body) + b"\n\n"
