@@ -26,15 +26,31 @@ def policy(**kw: object) -> ModelPolicy:
 
 
 def ranked(policy: ModelPolicy, scores: dict[Pair, Score], **kw: object) -> list[str]:
-    r = rank(policy, DEPLOYMENTS, scores, "m", incumbent=kw.get("incumbent"),  # type: ignore[arg-type]
-             rate_limited_until=kw.get("limits", {}), rng=random.Random(1), now=NOW)  # type: ignore[arg-type]
+    r = rank(
+        policy,
+        DEPLOYMENTS,
+        scores,
+        "m",
+        incumbent=kw.get("incumbent"),  # type: ignore[arg-type]
+        rate_limited_until=kw.get("limits", {}),
+        rng=random.Random(1),
+        now=NOW,
+    )  # type: ignore[arg-type]
     return [c.provider for c in r.ranked]
 
 
 def test_lowest_p95_among_proven_wins_and_reason_has_figures() -> None:
     scores = board(a=[0.4] * 19 + [6.0] * 2, b=[0.6] * 21, c=[0.3] * 5)
-    r = rank(policy(), DEPLOYMENTS, scores, "m", incumbent=None, rate_limited_until={},
-             rng=random.Random(0), now=NOW)
+    r = rank(
+        policy(),
+        DEPLOYMENTS,
+        scores,
+        "m",
+        incumbent=None,
+        rate_limited_until={},
+        rng=random.Random(0),
+        now=NOW,
+    )
     assert [c.provider for c in r.ranked] == ["b", "a", "c"]
     assert "b has the lowest p95 among 2 proven pairs" in r.reason
     assert "p95 0.600 s" in r.reason and "n=21" in r.reason
@@ -57,8 +73,18 @@ def test_exploration_share_sends_some_requests_to_unproven() -> None:
     scores = board(a=[0.4] * 30, b=[0.6] * 30, c=[0.3] * 3)
     rng = random.Random(7)
     firsts = [
-        rank(policy(exploration_share=0.1), DEPLOYMENTS, scores, "m", incumbent=None,
-             rate_limited_until={}, rng=rng, now=NOW).ranked[0].provider
+        rank(
+            policy(exploration_share=0.1),
+            DEPLOYMENTS,
+            scores,
+            "m",
+            incumbent=None,
+            rate_limited_until={},
+            rng=rng,
+            now=NOW,
+        )
+        .ranked[0]
+        .provider
         for _ in range(2000)
     ]
     share = firsts.count("c") / len(firsts)
@@ -68,8 +94,16 @@ def test_exploration_share_sends_some_requests_to_unproven() -> None:
 def test_filters_exclude_circuit_and_rate_limit_with_reasons() -> None:
     scores = board(a=[0.4] * 30, b=[0.6] * 30, c=[0.7] * 30)
     scores[Pair("m", "a")] = score("a", [0.4] * 30, errors=5)
-    r = rank(policy(exclude=["c"]), DEPLOYMENTS, scores, "m", incumbent=None,
-             rate_limited_until={Pair("m", "b"): NOW + 10}, rng=random.Random(0), now=NOW)
+    r = rank(
+        policy(exclude=["c"]),
+        DEPLOYMENTS,
+        scores,
+        "m",
+        incumbent=None,
+        rate_limited_until={Pair("m", "b"): NOW + 10},
+        rng=random.Random(0),
+        now=NOW,
+    )
     assert r.ranked == []
     reasons = {c.provider: c.excluded_because for c in r.excluded}
     assert reasons["c"] == "excluded by policy"

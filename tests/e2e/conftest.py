@@ -1,0 +1,98 @@
+"""End-to-end fixtures: simulated providers (real aiohttp servers streaming real SSE) and
+the proxy (real uvicorn server), both on 127.0.0.1, driven through the official openai SDK."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+from fastapi import FastAPI
+
+from proxy.api.context import Services
+from proxy.app import create_app
+from proxy.config import Config
+from proxy.policy import PolicyHolder
+from proxy.simulator import Market, Scenario
+from tests.helpers import serve_app
+
+CLIENT_KEY = "test-client-key"
+ADMIN_KEY = "test-admin-key"
+
+
+@dataclass
+class Proxy:
+    url: str
+    app: FastAPI
+
+    @property
+    def services(self) -> Services:
+        svc: Services = self.app.state.services
+        return svc
+
+    def client(self, **kw: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=self.url + "/v1", api_key=CLIENT_KEY, max_retries=0, **kw
+        )
+
+    def admin(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
+        )
+
+
+def scenario(providers: dict[str, dict[str, Any]], **kw: Any) -> Scenario:
+    """A scenario from {provider: {upstream model id: behaviour dict}}; keys key-<provider>."""
+    return Scenario.model_validate(
+        {
+            "providers": {
+                name: {"api_key": f"key-{name}", "models": models}
+                for name, models in providers.items()
+            },
+            **kw,
+        }
+    )
+
+
+def config_for(
+    market: Market,
+    models: dict[str, dict[str, str]],
+    *,
+    extra_providers: dict[str, dict[str, Any]] | None = None,
+    policy_file: Path | None = None,
+    **overrides: Any,
+) -> Config:
+    providers: dict[str, Any] = {
+        name: {"kind": "openai", "base_url": market.base_url(name), "api_key": market.api_key(name)}
+        for name in market.providers
+    }
+    providers.update(extra_providers or {})
+    data: dict[str, Any] = {
+        "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
+        "providers": providers,
+        "models": {m: {"providers": p} for m, p in models.items()},
+        "buffer": {"flush_interval_s": 0.02},
+        "scoreboard": {"refresh_s": 0.05},
+        "policies": [str(policy_file)] if policy_file else [],
+        **overrides,
+    }
+    return Config.model_validate(data)
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(
+    config: Config, policies: PolicyHolder | None = None
+) -> AsyncIterator[Proxy]:
+    app = create_app(config, policies)
+    async with serve_app(app) as url:
+        yield Proxy(url, app)
+
+
+def policy_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
