@@ -168,9 +168,10 @@ def _validate(data: dict[str, Any], path: Path | None, where: str) -> ModelPolic
 class PolicyHolder:
     """The current PolicySet; `reload()` swaps in a new one or keeps the last good."""
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    def __init__(self, paths: Sequence[Path], initial: PolicySet | None = None) -> None:
+        """Load `paths`, or start from `initial` (built in code) when it is given."""
         self.paths = tuple(paths)
-        self.current = load_policies(self.paths)
+        self.current = initial if initial is not None else load_policies(self.paths)
         self.last_error: str | None = None
         self._mtimes = self._read_mtimes()
 
