@@ -138,6 +138,7 @@ class Score:
     p90: float | None
     p95: float | None
     p99: float | None
+    tail_mean: float | None  # mean of the slowest 5% (expected shortfall at 95%)
     mean: float | None
     std: float | None
     cv: float | None
@@ -172,6 +173,7 @@ class Score:
             "p90_s": self.p90,
             "p95_s": self.p95,
             "p99_s": self.p99,
+            "tail_mean_s": self.tail_mean,
             "mean_s": self.mean,
             "std_s": self.std,
             "cv": self.cv,
@@ -190,7 +192,8 @@ def empty_score(pair: Pair) -> Score:
     """The score of a pair nobody has measured yet."""
     return Score(
         model=pair.model, provider=pair.provider, n=0, n_censored=0, n_errors=0,
-        n_attempts=0, median=None, p90=None, p95=None, p99=None, mean=None, std=None,
+        n_attempts=0, median=None, p90=None, p95=None, p99=None, tail_mean=None, mean=None,
+        std=None,
         cv=None, std_over_median=None, tail_ratio=None, cold_share=None, error_rate=0.0,
         consecutive_errors=0, newest_ts=None, last_error_ts=None, n_passive=0, n_probe=0,
         is_proven=False,

@@ -70,6 +70,7 @@ class _StateCollector(Collector):
         now = time.time()
         stats: dict[str, Callable[..., float | None]] = {
             "median": lambda s: s.median, "p95": lambda s: s.p95, "p99": lambda s: s.p99,
+            "tail_mean": lambda s: s.tail_mean,
             "cv": lambda s: s.cv, "error_rate": lambda s: s.error_rate,
             "cold_share": lambda s: s.cold_share, "n": lambda s: float(s.n),
         }  # fmt: skip

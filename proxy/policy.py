@@ -67,7 +67,10 @@ class Circuit(Frozen):
 
 class ModelPolicy(Frozen):
     mode: Literal["best", "weighted"] = "best"
-    objective: Literal["p50", "p90", "p95", "p99"] = "p95"
+    objective: Literal["p50", "p90", "p95", "p99", "tail_mean"] = Field(
+        "tail_mean",
+        description="TTFT statistic to minimise; tail_mean is the mean of the slowest 5%",
+    )
     min_samples: int = Field(20, ge=1)
     window: Window = Window()
     exploration_share: float = Field(0.05, ge=0, le=1)

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from proxy.domain import Candidate, Pair, Score, empty_score
 from proxy.policy import ModelPolicy
 
-OBJECTIVES = {"p50": "median", "p90": "p90", "p95": "p95", "p99": "p99"}
+OBJECTIVES = {
+    "p50": "median",
+    "p90": "p90",
+    "p95": "p95",
+    "p99": "p99",
+    "tail_mean": "tail_mean",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +112,12 @@ def _hold_or_switch(
         if getattr(best.score, key) > holder_value * (1.0 - hysteresis):
             order = [holder, *(c for c in proven if c is not holder)]
             return order, (
-                f"holding {holder.provider} ({_figures(holder, key)}): challenger "
-                f"{_figures(best, key)} is not better by {hysteresis:.0%}"
+                f"holding {_figures(holder, key)}: challenger {_figures(best, key)} "
+                f"is not better by {hysteresis:.0%}"
             )
     others = "; ".join(_figures(c, key) for c in proven[1:4]) or "no other proven pair"
     return proven, (
-        f"{best.provider} has the lowest {objective} among {len(proven)} proven pairs: "
+        f"{best.provider} has the lowest {LABELS.get(key, key)} among {len(proven)} proven pairs: "
         f"{_figures(best, key)}; others: {others}"
     )
 
@@ -130,16 +136,19 @@ def _weighted_order(proven: list[Candidate], key: str, rng: random.Random) -> li
 def _weighted_reason(chosen: Candidate, proven: list[Candidate], key: str) -> str:
     total = sum(1.0 / max(getattr(c.score, key), 1e-6) for c in proven)
     share = (1.0 / max(getattr(chosen.score, key), 1e-6)) / total
-    return f"weighted draw: {chosen.provider} ({_figures(chosen, key)}) had a {share:.0%} share"
+    return f"weighted draw: {_figures(chosen, key)} had a {share:.0%} share"
+
+
+LABELS = {"median": "median", "tail_mean": "tail mean (slowest 5%)"}
 
 
 def _figures(c: Candidate, key: str) -> str:
     s = c.score
     cv = f"{s.cv:.0%}" if s.cv is not None else "n/a"
-    label = "median" if key == "median" else key
+    lead = "" if key in ("p95", "median") else f"{LABELS.get(key, key)} {getattr(s, key):.3f} s, "
     return (
-        f"{c.provider} {label} {getattr(s, key):.3f} s (median {s.median:.3f} s, "
-        f"CV {cv}, errors {s.error_rate:.0%}, n={s.n})"
+        f"{c.provider} ({lead}p95 {s.p95:.3f} s, median {s.median:.3f} s, CV {cv}, "
+        f"errors {s.error_rate:.0%}, n={s.n})"
     )
 
 

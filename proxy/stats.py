@@ -8,6 +8,10 @@ empirical distribution and a quantile is numpy's `inverted_cdf` (the smallest ob
 whose cumulative share reaches q). When a quantile lies beyond every first token seen (the
 tail is all censored), we report the largest time observed: a lower bound, never a guess.
 
+`tail_mean` is the mean of the slowest 5% of the distribution (expected shortfall, CVaR95):
+unlike p95 it grows with the size of rare cold starts, so a 2% share of 40 s cold starts
+shows even in a window where p95 sits in the warm tail (docs/statistics.md).
+
 Mean, std and CV count a censored attempt at its censoring time (a lower bound too).
 CV is the standard std/mean (sample std, ddof=1); std/median and p95/p50 sit beside it as
 robust measures of the same spread (see docs/statistics.md).
@@ -24,6 +28,7 @@ import numpy.typing as npt
 from proxy.domain import Outcome, Pair, Sample, Score, Source
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
+TAIL_SHARE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,25 +50,50 @@ def window(samples: Sequence[Sample], params: WindowParams, now: float) -> list[
     return recent
 
 
-def km_quantiles(
-    times: npt.NDArray[np.float64], observed: npt.NDArray[np.bool_], qs: Sequence[float]
-) -> list[float]:
-    """Kaplan-Meier quantiles of right-censored data.
+def km_masses(
+    times: npt.NDArray[np.float64], observed: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Kaplan-Meier probability masses of right-censored data, sorted by time.
 
     `times[i]` is a TTFT when `observed[i]`, else a censoring time (TTFT > times[i]).
-    Returns, for each q, the smallest time t with F(t) >= q, or max(times) when the
-    estimate never reaches q. Requires at least one element.
+    Returns (sorted times, mass at each): censored entries carry no mass of their own, and
+    the mass left beyond the last first token (an all-censored tail) is put on the largest
+    time seen, a lower bound. Requires at least one element.
     """
     # Ties: an event at t happens before a censoring at t (the standard convention).
     order = np.lexsort((~observed, times))
     t, e = times[order], observed[order]
     at_risk = len(t) - np.arange(len(t))
-    cdf = 1.0 - np.cumprod(1.0 - e / at_risk)
-    out = []
-    for q in qs:
-        idx = int(np.searchsorted(cdf, q - 1e-12, side="left"))
-        out.append(float(t[idx]) if idx < len(t) else float(t[-1]))
-    return out
+    survival = np.cumprod(1.0 - e / at_risk)
+    mass = np.concatenate(([1.0], survival[:-1])) - survival
+    mass[-1] += survival[-1]
+    return t, mass
+
+
+def quantiles_of(
+    t: npt.NDArray[np.float64], mass: npt.NDArray[np.float64], qs: Sequence[float]
+) -> list[float]:
+    """For each q, the smallest time whose cumulative mass reaches q (inverted CDF)."""
+    cdf = np.cumsum(mass)
+    idx = np.searchsorted(cdf, np.asarray(qs) - 1e-12, side="left")
+    return [float(t[min(int(i), len(t) - 1)]) for i in idx]
+
+
+def tail_mean_of(
+    t: npt.NDArray[np.float64], mass: npt.NDArray[np.float64], share: float = TAIL_SHARE
+) -> float:
+    """Mean of the slowest `share` of the distribution (expected shortfall)."""
+    slow_first, slow_mass = t[::-1], mass[::-1]
+    above = np.cumsum(slow_mass) - slow_mass  # mass strictly slower than each time
+    take = np.minimum(slow_mass, np.maximum(share - above, 0.0))
+    return float(np.dot(take, slow_first) / take.sum())
+
+
+def km_quantiles(
+    times: npt.NDArray[np.float64], observed: npt.NDArray[np.bool_], qs: Sequence[float]
+) -> list[float]:
+    """Kaplan-Meier quantiles (see km_masses); max(times) where the estimate ends early."""
+    return quantiles_of(*km_masses(times, observed), qs)
 
 
 def empirical_quantiles(times: npt.NDArray[np.float64], qs: Sequence[float]) -> list[float]:
@@ -98,8 +128,8 @@ def compute_score(pair: Pair, samples: Sequence[Sample], params: WindowParams, n
 
 
 _NO_FIGURES: dict[str, float | None] = dict.fromkeys(
-    ("median", "p90", "p95", "p99", "mean", "std", "cv", "std_over_median", "tail_ratio",
-     "cold_share"),
+    ("median", "p90", "p95", "p99", "tail_mean", "mean", "std", "cv", "std_over_median",
+     "tail_ratio", "cold_share"),
 )  # fmt: skip
 
 
@@ -111,9 +141,11 @@ def _latency_figures(latency: list[Sample], params: WindowParams) -> dict[str, f
     )
     observed = np.fromiter((s.ttft_s is not None for s in latency), dtype=np.bool_)
     if observed.all():
-        median, p90, p95, p99 = empirical_quantiles(times, QUANTILES)
+        t = np.sort(times)
+        mass = np.full(len(t), 1.0 / len(t))
     else:
-        median, p90, p95, p99 = km_quantiles(times, observed, QUANTILES)
+        t, mass = km_masses(times, observed)
+    median, p90, p95, p99 = quantiles_of(t, mass, QUANTILES)
     mean = float(times.mean())
     std = float(times.std(ddof=1)) if len(times) > 1 else 0.0
     cold_threshold = max(params.cold_factor * median, params.cold_floor_s)
@@ -122,6 +154,7 @@ def _latency_figures(latency: list[Sample], params: WindowParams) -> dict[str, f
         "p90": p90,
         "p95": p95,
         "p99": p99,
+        "tail_mean": tail_mean_of(t, mass),
         "mean": mean,
         "std": std,
         "cv": std / mean if mean > 0 else None,

@@ -42,7 +42,7 @@ def ranked(policy: ModelPolicy, scores: dict[Pair, Score], **kw: object) -> list
 def test_lowest_p95_among_proven_wins_and_reason_has_figures() -> None:
     scores = board(a=[0.4] * 19 + [6.0] * 2, b=[0.6] * 21, c=[0.3] * 5)
     r = rank(
-        policy(),
+        policy(objective="p95"),
         DEPLOYMENTS,
         scores,
         "m",
@@ -54,6 +54,24 @@ def test_lowest_p95_among_proven_wins_and_reason_has_figures() -> None:
     assert [c.provider for c in r.ranked] == ["b", "a", "c"]
     assert "b has the lowest p95 among 2 proven pairs" in r.reason
     assert "p95 0.600 s" in r.reason and "n=21" in r.reason
+
+
+def test_default_objective_tail_mean_sees_rare_cold_starts_p95_misses() -> None:
+    # a: 3% cold starts of 40 s (p95 stays warm); b: a wider warm spread, no cold starts.
+    scores = board(a=[0.3] * 97 + [40.0] * 3, b=[0.5] * 90 + [1.2] * 10, c=[9.0] * 30)
+    assert ranked(policy(objective="p95"), scores)[0] == "a"
+    r = rank(
+        policy(),
+        DEPLOYMENTS,
+        scores,
+        "m",
+        incumbent=None,
+        rate_limited_until={},
+        rng=random.Random(0),
+        now=NOW,
+    )
+    assert r.ranked[0].provider == "b"
+    assert r.reason.startswith("b has the lowest tail mean (slowest 5%) among 3 proven pairs")
 
 
 def test_no_proven_pair_measures_least_measured_first() -> None:
