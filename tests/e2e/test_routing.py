@@ -41,9 +41,9 @@ async def test_mission_market_routes_each_model_to_its_best_provider(tmp_path: P
 
             async def warm(model: str) -> None:
                 for _ in range(20):  # bounded: at most 20 x 30 requests
-                    if all(board.snapshot[p].is_proven for p in board.snapshot if p.model == model):
-                        if len([p for p in board.snapshot if p.model == model]) == 3:
-                            return
+                    proven = [s.is_proven for p, s in board.snapshot.items() if p.model == model]
+                    if len(proven) == 3 and all(proven):
+                        return
                     await drive(proxy, model, 30)
                 raise AssertionError(f"{model}: pairs not proven: {dict(board.snapshot)}")
 
