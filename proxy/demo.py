@@ -133,7 +133,7 @@ async def background_traffic(base: str, rps: float, stop: asyncio.Event) -> None
 
 
 async def _demo(port: int, time_scale: float, traffic_rps: float) -> None:
-    scenario = load_scenario(resources.files("proxy") / "scenarios" / "mission.yaml")
+    scenario = load_scenario(str(resources.files("proxy") / "scenarios" / "mission.yaml"))
     async with Market(scenario.with_time_scale(time_scale)) as market:
         config = mission_config(market, port)
         app = create_app(config, demo_policies(time_scale))

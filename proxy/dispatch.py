@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -161,11 +161,11 @@ class Dispatcher:
             raise
         except TimeoutError:
             await stack.aclose()
-            failure = UpstreamFailure(
+            timed_out = UpstreamFailure(
                 Outcome.TIMEOUT, f"no first token within {clock.elapsed():.1f} s"
             )
-            self._failed(call, candidate, clock, attempt, failure)
-            raise failure from None
+            self._failed(call, candidate, clock, attempt, timed_out)
+            raise timed_out from None
         except BaseException:
             # The client went away (or the server is stopping): censored, not an error.
             await stack.aclose()
@@ -229,7 +229,7 @@ class Dispatcher:
 
     # -- after the first token -----------------------------------------------------------
 
-    async def stream(self, call: Call, started: Started) -> AsyncIterator[bytes]:
+    async def stream(self, call: Call, started: Started) -> AsyncGenerator[bytes, None]:
         """The client's stream: prelude, then the rest; closes the upstream on exit."""
         rewrite = ModelRewrite(started.candidate.upstream_model, call.model)
         outcome = Outcome.OK

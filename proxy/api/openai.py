@@ -181,7 +181,7 @@ class DispatchResponse(Response):
                 task.cancel()
                 return
 
-    def _headers(self, provider: str, content_type: bytes) -> list[tuple[bytes, bytes]]:
+    def _response_headers(self, provider: str, content_type: bytes) -> list[tuple[bytes, bytes]]:
         return [
             (b"content-type", content_type),
             (b"x-ttft-router-provider", provider.encode()),
@@ -191,7 +191,7 @@ class DispatchResponse(Response):
 
     async def _send_stream(self, send: Send) -> None:
         started = await self._dispatcher.start(self._call)
-        headers = self._headers(started.candidate.provider, b"text/event-stream")
+        headers = self._response_headers(started.candidate.provider, b"text/event-stream")
         headers.append((b"cache-control", b"no-cache"))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         body = self._dispatcher.stream(self._call, started)
@@ -204,7 +204,7 @@ class DispatchResponse(Response):
 
     async def _send_whole(self, send: Send) -> None:
         started, payload = await self._dispatcher.complete(self._call)
-        headers = self._headers(started.candidate.provider, b"application/json")
+        headers = self._response_headers(started.candidate.provider, b"application/json")
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
