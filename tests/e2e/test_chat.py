@@ -22,9 +22,13 @@ def solo_market() -> Market:
     return Market(scenario({"solo": {"org/Chat-Model-1": FAST}}))
 
 
-async def samples_of(proxy: Any, pair: Pair) -> int:
+def samples_of(proxy: Any, pair: Pair) -> int:
     score = proxy.services.scoreboard.snapshot.get(pair)
     return score.n if score else 0
+
+
+def has_n(proxy: Any, pair: Pair, n: int) -> bool:
+    return samples_of(proxy, pair) == n
 
 
 async def test_stream_arrives_intact_with_usage_and_records_a_sample() -> None:
@@ -45,7 +49,7 @@ async def test_stream_arrives_intact_with_usage_and_records_a_sample() -> None:
             model="chat-model", messages=[{"role": "user", "content": "hi"}], stream=True
         )
         assert all(c.usage is None for c in [c async for c in no_usage])
-        await wait_until(lambda: samples_of(proxy, Pair("chat-model", "solo")), timeout=5)
+        await wait_until(lambda: has_n(proxy, Pair("chat-model", "solo"), 2), timeout=5)
         score = proxy.services.scoreboard.snapshot[Pair("chat-model", "solo")]
         assert score.n == 2 and score.median is not None and score.median < 1.0
 
@@ -80,7 +84,7 @@ async def test_non_stream_is_assembled_and_equals_upstream_answer() -> None:
         ]
         stats = market.stats("solo")
         assert stats["requests"] == 4
-        await wait_until(lambda: samples_of(proxy, Pair("chat-model", "solo")), timeout=5)
+        await wait_until(lambda: has_n(proxy, Pair("chat-model", "solo"), 2), timeout=5)
 
 
 async def test_streamed_tool_call_deltas_keep_their_ids() -> None:
