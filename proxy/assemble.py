@@ -7,55 +7,54 @@ reasoning, tool calls, logprobs, finish_reason, usage. Pure; no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 _KEEP_TOP = ("id", "created", "model", "system_fingerprint", "service_tier")
 
 
 def assemble_chat(chunks: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    top: dict[str, Any] = {}
-    usage: Any = None
     choices: dict[int, _ChatChoice] = {}
-    for chunk in chunks:
-        _take_top(top, chunk)
-        if chunk.get("usage"):
-            usage = chunk["usage"]
-        for raw in chunk.get("choices") or ():
-            index = int(raw.get("index", 0))
-            choices.setdefault(index, _ChatChoice(index)).add(raw)
-    return {
-        **top,
-        "object": "chat.completion",
-        "choices": [choices[i].render() for i in sorted(choices)],
-        "usage": usage,
-    }
+
+    def add(index: int, raw: dict[str, Any]) -> None:
+        choices.setdefault(index, _ChatChoice(index)).add(raw)
+
+    top, usage = _fold(chunks, add)
+    rendered = [choices[i].render() for i in sorted(choices)]
+    return {**top, "object": "chat.completion", "choices": rendered, "usage": usage}
 
 
 def assemble_completion(chunks: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    choices: dict[int, dict[str, Any]] = {}
+
+    def add(index: int, raw: dict[str, Any]) -> None:
+        choice = choices.setdefault(
+            index, {"index": index, "text": "", "logprobs": None, "finish_reason": None}
+        )
+        choice["text"] += raw.get("text") or ""
+        if raw.get("logprobs"):
+            choice["logprobs"] = _concat_lists(choice["logprobs"], raw["logprobs"])
+        if raw.get("finish_reason"):
+            choice["finish_reason"] = raw["finish_reason"]
+
+    top, usage = _fold(chunks, add)
+    rendered = [choices[i] for i in sorted(choices)]
+    return {**top, "object": "text_completion", "choices": rendered, "usage": usage}
+
+
+def _fold(
+    chunks: Iterable[dict[str, Any]], add: Callable[[int, dict[str, Any]], None]
+) -> tuple[dict[str, Any], Any]:
+    """Walk the chunks: collect the top-level fields and usage, hand each choice to `add`."""
     top: dict[str, Any] = {}
     usage: Any = None
-    choices: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
         _take_top(top, chunk)
         if chunk.get("usage"):
             usage = chunk["usage"]
         for raw in chunk.get("choices") or ():
-            index = int(raw.get("index", 0))
-            choice = choices.setdefault(
-                index, {"index": index, "text": "", "logprobs": None, "finish_reason": None}
-            )
-            choice["text"] += raw.get("text") or ""
-            if raw.get("logprobs"):
-                choice["logprobs"] = _concat_lists(choice["logprobs"], raw["logprobs"])
-            if raw.get("finish_reason"):
-                choice["finish_reason"] = raw["finish_reason"]
-    return {
-        **top,
-        "object": "text_completion",
-        "choices": [choices[i] for i in sorted(choices)],
-        "usage": usage,
-    }
+            add(int(raw.get("index", 0)), raw)
+    return top, usage
 
 
 def _take_top(top: dict[str, Any], chunk: dict[str, Any]) -> None:
