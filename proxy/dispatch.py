@@ -30,7 +30,7 @@ from proxy.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from proxy.measure import AttemptClock, FirstTokenWatch
+from proxy.measure import AttemptClock, read_first_token
 from proxy.metrics import Metrics
 from proxy.policy import ModelPolicy
 from proxy.routing import Router
@@ -182,26 +182,8 @@ class Dispatcher:
         chunks: AsyncIterator[bytes],
         attempt: Attempt,
     ) -> Started:
-        watch = FirstTokenWatch(clock)
-        prelude: list[bytes] = []
-        async for data in chunks:
-            events = watch.feed(data)
-            if watch.upstream_error is not None:
-                message = orjson.dumps(watch.upstream_error).decode()[:300]
-                raise UpstreamFailure(Outcome.HTTP_5XX, f"error event before output: {message}")
-            if events:
-                prelude.append(events)
-            if watch.seen_output:
-                break
-        else:
-            # The stream ended with no output chunk at all (an empty answer): the client
-            # has everything now, so that is its time to first (and last) token.
-            clock.first_token()
-            if watch.splitter.pending:
-                prelude.append(watch.splitter.pending + b"\n\n")
-        return Started(
-            candidate, clock, stack, b"".join(prelude), chunks, watch.splitter, attempt, True
-        )
+        prelude, splitter = await read_first_token(chunks, clock)
+        return Started(candidate, clock, stack, prelude, chunks, splitter, attempt, True)
 
     def _failed(
         self,

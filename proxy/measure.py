@@ -8,9 +8,15 @@ client gone, hedge loser) is censored at the time it was cut off.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import orjson
 
 from proxy.domain import Outcome, Sample, Source
+from proxy.upstream.base import Upstream, UpstreamFailure
 from proxy.upstream.sse import EventSplitter, carries_output, iter_data, parse_payload
 
 
@@ -100,6 +106,68 @@ class FirstTokenWatch:
                     self.clock.first_token()
                     break
         return events
+
+
+async def read_first_token(
+    chunks: AsyncIterator[bytes], clock: AttemptClock
+) -> tuple[bytes, EventSplitter]:
+    """Read a stream until its first output-carrying event; stops `clock` there.
+
+    Returns the whole events read so far (to forward) and the splitter holding whatever
+    partial event follows, so the caller can go on reading `chunks`. A stream that ends
+    with no output at all (an empty answer) stops the clock at its end. An error event
+    before any output raises UpstreamFailure(HTTP_5XX); the caller owns the deadline.
+    """
+    watch = FirstTokenWatch(clock)
+    prelude: list[bytes] = []
+    async for data in chunks:
+        events = watch.feed(data)
+        if watch.upstream_error is not None:
+            message = orjson.dumps(watch.upstream_error).decode()[:300]
+            raise UpstreamFailure(Outcome.HTTP_5XX, f"error event before output: {message}")
+        if events:
+            prelude.append(events)
+        if watch.seen_output:
+            break
+    else:
+        # The stream ended with no output chunk at all (an empty answer): the client
+        # has everything now, so that is its time to first (and last) token.
+        clock.first_token()
+        if watch.splitter.pending:
+            prelude.append(watch.splitter.pending + b"\n\n")
+    return b"".join(prelude), watch.splitter
+
+
+async def measure_stream(
+    upstream: Upstream, path: str, body: bytes, first_token_s: float
+) -> tuple[AttemptClock, Outcome, str | None]:
+    """One whole streamed request, measured: (clock, outcome, error message or None).
+
+    The clock runs from send to the first output chunk (`read_first_token`); the rest of
+    the stream is read to its end so the request completes as a client's would. No first
+    token within `first_token_s` is a TIMEOUT (censored by `clock.sample`); a break or an
+    error event after the first token is a STREAM_ERROR with its TTFT kept.
+    """
+    clock = AttemptClock()
+    async with AsyncExitStack() as stack:
+        try:
+            async with asyncio.timeout(first_token_s):
+                response = await stack.enter_async_context(upstream.open(path, body, stream=True))
+                chunks = response.chunks()
+                _, splitter = await read_first_token(chunks, clock)
+        except UpstreamFailure as failure:
+            return clock, failure.outcome, failure.message
+        except TimeoutError:
+            return clock, Outcome.TIMEOUT, f"no first token within {clock.elapsed():.1f} s"
+        try:
+            async for data in chunks:
+                for payload in iter_data(splitter.feed(data)):
+                    chunk = parse_payload(payload)
+                    if chunk is not None and "error" in chunk and not chunk.get("choices"):
+                        return clock, Outcome.STREAM_ERROR, "error event after the first token"
+        except UpstreamFailure as failure:
+            return clock, Outcome.STREAM_ERROR, failure.message
+    return clock, Outcome.OK, None
 
 
 def estimate_prompt_tokens(body_len: int) -> int:
