@@ -1,0 +1,264 @@
+"""The bench report: per pair figures (from `stats.compute_score`), verdicts, best per model.
+
+Owns the rows and their renderings: a rich table for the terminal, markdown, CSV and JSON
+files. Computes no statistic of its own: every figure comes from `compute_score` over the
+counted samples of a pair, and the verdict band from `stats.cv_band` with the policy's
+thresholds. Files are written whole or not at all (`atomic_write`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.table import Table
+
+from proxy.bench.plan import METHOD_REQUESTS, Judgement, PairSpec
+from proxy.bench.samplefile import Header, RunLog, atomic_write
+from proxy.domain import Sample, Score
+from proxy.stats import compute_score, cv_band
+
+UNPROVEN = "unproven"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    spec: PairSpec
+    score: Score
+    requests: int  # counted requests, whatever their outcome
+    cold_count: int
+    verdict: str
+    is_best: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.score
+        return {
+            "model": self.spec.model,
+            "provider": self.spec.provider,
+            "upstream_model": self.spec.upstream_model,
+            "requests": self.requests,
+            "n": s.n,
+            "errors": s.n_errors,
+            "error_rate": s.error_rate,
+            "timeouts": s.n_censored,
+            "median_s": s.median,
+            "p90_s": s.p90,
+            "p95_s": s.p95,
+            "p99_s": s.p99,
+            "mean_s": s.mean,
+            "std_s": s.std,
+            "cv": s.cv,
+            "std_over_median": s.std_over_median,
+            "p95_over_p50": s.tail_ratio,
+            "cold_start_like": self.cold_count,
+            "verdict": self.verdict,
+            "is_best": self.is_best,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    header: Header
+    judgement: Judgement
+    rows: list[Row]
+    samples: dict[PairSpec, list[Sample]]  # counted samples per pair, oldest first
+    generated: float
+
+    def best(self, model: str) -> Row | None:
+        return next((r for r in self.rows if r.spec.model == model and r.is_best), None)
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(r.spec.model for r in self.rows))
+
+
+def build_report(log: RunLog, judgement: Judgement | None = None) -> Report:
+    """Rows for every pair of the run, from its counted samples (warm-ups left out)."""
+    judgement = judgement or log.header.judgement
+    now = time.time()
+    samples: dict[PairSpec, list[Sample]] = {spec: [] for spec in log.header.method.pairs}
+    by_pair = {spec.pair: spec for spec in samples}
+    for record in log.counted():
+        samples[by_pair[record.sample.pair]].append(record.sample)
+    for pair_samples in samples.values():
+        pair_samples.sort(key=lambda s: s.timestamp)
+    rows = [_row(spec, s, judgement, now) for spec, s in samples.items()]
+    return Report(log.header, judgement, _mark_best(rows, judgement), samples, now)
+
+
+def _row(spec: PairSpec, samples: list[Sample], judgement: Judgement, now: float) -> Row:
+    score = compute_score(spec.pair, samples, judgement.window_params(spec.model), now)
+    bands = judgement.for_model(spec.model)
+    verdict = cv_band(score.cv, bands.cv_tight, bands.cv_variable) if score.is_proven else UNPROVEN
+    cold = round((score.cold_share or 0.0) * score.n)
+    return Row(spec, score, len(samples), cold, verdict)
+
+
+def _mark_best(rows: list[Row], judgement: Judgement) -> list[Row]:
+    """Per model, the lowest p95 among proven pairs within the error-rate limit."""
+    best: dict[str, Row] = {}
+    for row in rows:
+        s = row.score
+        if not s.is_proven or s.p95 is None or s.error_rate > judgement.max_error_rate:
+            continue
+        current = best.get(row.spec.model)
+        if current is None or (s.p95, s.median) < (current.score.p95, current.score.median):
+            best[row.spec.model] = row
+    chosen = {id(r) for r in best.values()}
+    return [
+        Row(r.spec, r.score, r.requests, r.cold_count, r.verdict, id(r) in chosen) for r in rows
+    ]
+
+
+# -- renderings -----------------------------------------------------------------------------
+
+COLUMNS = ("model", "provider", "n", "errors", "median", "p90", "p95", "p99", "mean", "std",
+           "CV%", "std/median%", "p95/p50", "cold", "verdict", "best")  # fmt: skip
+
+
+def _cells(row: Row) -> list[str]:
+    s = row.score
+    return [
+        row.spec.model,
+        row.spec.provider,
+        str(s.n),
+        str(s.n_errors),
+        *(_secs(v) for v in (s.median, s.p90, s.p95, s.p99, s.mean, s.std)),
+        _pct(s.cv),
+        _pct(s.std_over_median),
+        "-" if s.tail_ratio is None else f"{s.tail_ratio:.1f}",
+        str(row.cold_count),
+        row.verdict,
+        "best" if row.is_best else "",
+    ]
+
+
+def _secs(value: float | None) -> str:
+    """Three significant digits, trailing zeros kept (0.390 s, 6.30 s, 40.1 s, 123 s)."""
+    if value is None:
+        return "-"
+    return f"{value:.0f} s" if value >= 100 else f"{value:#.3g} s"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}"
+
+
+def rich_table(report: Report) -> Table:
+    table = Table(title="TTFT per model and provider (counted samples; warm-ups discarded)")
+    for name in COLUMNS:
+        table.add_column(name, justify="left" if name in ("model", "provider", "verdict")
+                         else "right", no_wrap=True)  # fmt: skip
+    styles = {"tight": "green", "variable": "yellow", "cold-start-prone": "red"}
+    for i, row in enumerate(report.rows):
+        cells = _cells(row)
+        cells[-2] = f"[{styles.get(row.verdict, 'dim')}]{row.verdict}[/]"
+        cells[-1] = "[bold green]★ best[/]" if row.is_best else ""
+        following = report.rows[i + 1].spec.model if i + 1 < len(report.rows) else None
+        table.add_row(*cells, end_section=following not in (None, row.spec.model))
+    return table
+
+
+def markdown(report: Report, pictures: Sequence[Path] = ()) -> str:
+    m, p, j = report.header.method, report.header.pacing, report.judgement
+    lines = [
+        "# TTFT benchmark",
+        "",
+        f"Run started {_utc(report.header.started)}, report generated {_utc(report.generated)}.",
+        f"Method: {m.requests} counted requests per pair after {m.warmup} discarded "
+        f"warm-ups, streamed, temperature {m.temperature:g}, max_tokens {m.max_tokens}, "
+        f"concurrency {m.concurrency} per pair, pairs interleaved round-robin, "
+        f"{p.spacing_s:g} s apart (jitter ±{100 * p.jitter:.0f}%)"
+        + (f", spread over {p.duration_s:g} s." if p.duration_s else "."),
+        f"Prompt: `{m.prompt}`",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join(_md_align(c) for c in COLUMNS) + "|",
+        *("| " + " | ".join(_md_cells(row)) + " |" for row in report.rows),
+        "",
+        *_notes(report, j),
+    ]
+    if pictures:
+        lines += ["", "## Pictures", ""]
+        lines += [f"![{pic.stem}]({pic.name})" for pic in pictures]
+    return "\n".join(lines) + "\n"
+
+
+def _md_align(column: str) -> str:
+    return "---" if column in ("model", "provider", "verdict", "best") else "---:"
+
+
+def _md_cells(row: Row) -> list[str]:
+    cells = _cells(row)
+    cells[-1] = "**best**" if row.is_best else ""
+    return cells
+
+
+def _notes(report: Report, j: Judgement) -> list[str]:
+    bands = {(b.cv_tight, b.cv_variable) for b in (j.for_model(m) for m in report.models)}
+    band_text = "; ".join(f"tight below {100 * t:.0f}%, variable below {100 * v:.0f}%, "
+                          "cold-start-prone above" for t, v in sorted(bands))  # fmt: skip
+    notes = [
+        "n: latency observations (first tokens, plus timeouts counted at their timeout); "
+        "errors: failed requests (timeouts included). Times in seconds.",
+        "CV% is the standard coefficient of variation, std/mean (sample std). std/median% "
+        "and p95/p50 are robust measures of the same spread, shown beside it; published "
+        "CVs above ~866% (75 samples) can only be std/median.",
+        "cold: samples above max(factor x median, floor) of the pair, per the policy's "
+        "cold_start settings.",
+        f"verdict: the policy's CV bands ({band_text}); `unproven` below {j.min_samples} samples.",
+        f"best: lowest p95 of the model among proven pairs with at most "
+        f"{100 * j.max_error_rate:.0f}% errors.",
+    ]
+    if report.header.method.requests < METHOD_REQUESTS:
+        notes.append(
+            f"Warning: {report.header.method.requests} requests per pair is below the "
+            f"method's {METHOD_REQUESTS}; p95 and CV are less certain."
+        )
+    return [f"- {n}" for n in notes]
+
+
+def csv_text(report: Report) -> str:
+    buffer = io.StringIO()
+    rows = [row.to_dict() for row in report.rows]
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def json_bytes(report: Report) -> bytes:
+    h = report.header
+    document = {
+        "started": h.started,
+        "generated": report.generated,
+        "method": h.method.to_dict(),
+        "pacing": h.pacing.to_dict(),
+        "judgement": report.judgement.to_dict(),
+        "best": {m: row.spec.provider for m in report.models if (row := report.best(m))},
+        "rows": [row.to_dict() for row in report.rows],
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2)
+
+
+def write_report(report: Report, out: Path, pictures: Sequence[Path] = ()) -> list[Path]:
+    """report.md, report.csv and report.json in `out`, each replaced whole."""
+    files = {
+        out / "report.md": markdown(report, pictures).encode(),
+        out / "report.csv": csv_text(report).encode(),
+        out / "report.json": json_bytes(report),
+    }
+    for path, data in files.items():
+        atomic_write(path, data)
+    return list(files)
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
