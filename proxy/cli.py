@@ -182,13 +182,18 @@ def _progress(job: Job) -> LiveProgress | PlainProgress:
 def _show(report: Report, files: Sequence[Path]) -> None:
     from rich.console import Console
 
-    from proxy.bench.report import rich_table
+    from proxy.bench.report import format_seconds, rich_table
 
     console = Console(width=None if sys.stdout.isatty() else 200)
-    console.print(rich_table(report))
+    table = rich_table(report)
+    unbounded = console.options.update_width(10_000)
+    if console.measure(table, options=unbounded).maximum > console.width:
+        table = rich_table(report, compact=True)
+        table.caption = "(a narrow terminal: every column is in report.md)"
+    console.print(table)
     for model in report.models:
         best = report.best(model)
-        choice = (f"{best.spec.provider} (p95 {best.score.p95:.3g} s)" if best
+        choice = (f"{best.spec.provider} (p95 {format_seconds(best.score.p95)})" if best
                   else "none (no proven pair within the error limit)")  # fmt: skip
         console.print(f"best for {model}: {choice}")
     incomplete = [r for r in report.rows if r.requests < report.header.method.requests]

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from proxy.bench.plan import Judgement, Method
+from proxy.bench.report import format_seconds
 from proxy.bench.samplefile import Record
 from proxy.domain import Pair, Sample
 from proxy.stats import compute_score
@@ -57,9 +58,8 @@ class Tally:
 
     def table(self) -> Table:
         m = self.method
-        table = Table(box=None, pad_edge=False)
-        for name in ("model", "provider", f"warm-up /{m.warmup}", f"counted /{m.requests}",
-                     "median", "p95", "errors", "last"):  # fmt: skip
+        table = Table(box=None, pad_edge=False, caption="times in seconds")
+        for name in ("model", "provider", "warm-up", "counted", "p50", "p95", "errors", "last"):
             table.add_column(name, justify="left" if name in ("model", "provider") else "right")
         now = time.time()
         for spec in m.pairs:
@@ -68,8 +68,8 @@ class Tally:
             score = compute_score(spec.pair, samples, params, now)
             last = self.last.get(spec.pair)
             table.add_row(
-                spec.model, spec.provider, str(self.warmups[spec.pair]), str(len(samples)),
-                _secs(score.median), _secs(score.p95),
+                spec.model, spec.provider, f"{self.warmups[spec.pair]}/{m.warmup}",
+                f"{len(samples)}/{m.requests}", _secs(score.median), _secs(score.p95),
                 Text(str(score.n_errors), style="red" if score.n_errors else ""),
                 _last(last),
             )  # fmt: skip
@@ -77,14 +77,14 @@ class Tally:
 
 
 def _secs(value: float | None) -> str:
-    return "-" if value is None else f"{value:#.3g} s"
+    return format_seconds(value, unit="")
 
 
 def _last(sample: Sample | None) -> str:
     if sample is None:
         return ""
     if sample.ttft_s is not None and not sample.outcome.is_error:
-        return f"{sample.ttft_s:.3g} s"
+        return _secs(sample.ttft_s)
     return sample.outcome.value
 
 
@@ -100,8 +100,8 @@ class LiveProgress:
         t = self.tally
         elapsed = time.monotonic() - t.started
         left = "" if t.rounds_left is None else f", {t.rounds_left} rounds to go"
-        status = Text(f"bench: {t.done}/{t.total} requests, {t.errors} errors, "
-                      f"{elapsed:.0f} s{left}  (Ctrl-C stops; rerun resumes)")  # fmt: skip
+        status = Text(f"{t.done}/{t.total} requests, {t.errors} errors, {elapsed:.0f} s{left}"
+                      " · Ctrl-C stops, rerun resumes")  # fmt: skip
         return Group(t.table(), status)
 
     def add(self, record: Record) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from rich import box
 from rich.table import Table
 
 from proxy.bench.plan import METHOD_REQUESTS, Judgement, PairSpec
@@ -121,48 +122,65 @@ def _mark_best(rows: list[Row], judgement: Judgement) -> list[Row]:
 
 COLUMNS = ("model", "provider", "n", "errors", "median", "p90", "p95", "p99", "mean", "std",
            "CV%", "std/median%", "p95/p50", "cold", "verdict", "best")  # fmt: skip
+# What a terminal too narrow for every column still shows, under shorter headings.
+COMPACT = ("model", "provider", "n", "errors", "median", "p95", "CV%", "verdict", "best")
+_SHORT = {"errors": "err", "median": "p50", "best": ""}
+_LEFT = ("model", "provider", "verdict", "best")
 
 
-def _cells(row: Row) -> list[str]:
+def _cells(row: Row, unit: str = " s") -> dict[str, str]:
     s = row.score
-    return [
-        row.spec.model,
-        row.spec.provider,
-        str(s.n),
-        str(s.n_errors),
-        *(_secs(v) for v in (s.median, s.p90, s.p95, s.p99, s.mean, s.std)),
-        _pct(s.cv),
-        _pct(s.std_over_median),
-        "-" if s.tail_ratio is None else f"{s.tail_ratio:.1f}",
-        str(row.cold_count),
-        row.verdict,
-        "best" if row.is_best else "",
-    ]
+    times = ("median", "p90", "p95", "p99", "mean", "std")
+    values = (s.median, s.p90, s.p95, s.p99, s.mean, s.std)
+    return {
+        "model": row.spec.model,
+        "provider": row.spec.provider,
+        "n": str(s.n),
+        "errors": str(s.n_errors),
+        **{name: format_seconds(v, unit) for name, v in zip(times, values, strict=True)},
+        "CV%": _pct(s.cv),
+        "std/median%": _pct(s.std_over_median),
+        "p95/p50": "-" if s.tail_ratio is None else f"{s.tail_ratio:.1f}",
+        "cold": str(row.cold_count),
+        "verdict": row.verdict,
+        "best": "best" if row.is_best else "",
+    }
 
 
-def _secs(value: float | None) -> str:
+def format_seconds(value: float | None, unit: str = " s") -> str:
     """Three significant digits, trailing zeros kept (0.390 s, 6.30 s, 40.1 s, 123 s)."""
     if value is None:
         return "-"
-    return f"{value:.0f} s" if value >= 100 else f"{value:#.3g} s"
+    return f"{value:.0f}{unit}" if value >= 100 else f"{value:#.3g}{unit}"
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}"
 
 
-def rich_table(report: Report) -> Table:
-    table = Table(title="TTFT per model and provider (counted samples; warm-ups discarded)")
-    for name in COLUMNS:
-        table.add_column(name, justify="left" if name in ("model", "provider", "verdict")
-                         else "right", no_wrap=True)  # fmt: skip
+def rich_table(report: Report, *, compact: bool = False) -> Table:
+    """The report for a terminal (times in seconds, without the unit to save width);
+    `compact` keeps the columns that fit in 80."""
+    columns = COMPACT if compact else COLUMNS
+    table = Table(
+        title="TTFT in seconds per model and provider (counted samples; warm-ups discarded)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=not compact,
+        collapse_padding=compact,
+    )
+    for name in columns:
+        heading = _SHORT.get(name, name) if compact else name
+        table.add_column(heading, justify="left" if name in _LEFT else "right", no_wrap=True)
     styles = {"tight": "green", "variable": "yellow", "cold-start-prone": "red"}
     for i, row in enumerate(report.rows):
-        cells = _cells(row)
-        cells[-2] = f"[{styles.get(row.verdict, 'dim')}]{row.verdict}[/]"
-        cells[-1] = "[bold green]★ best[/]" if row.is_best else ""
+        cells = _cells(row, unit="")
+        cells["verdict"] = f"[{styles.get(row.verdict, 'dim')}]{row.verdict}[/]"
+        star = "★" if compact else "★ best"
+        cells["best"] = f"[bold green]{star}[/]" if row.is_best else ""
         following = report.rows[i + 1].spec.model if i + 1 < len(report.rows) else None
-        table.add_row(*cells, end_section=following not in (None, row.spec.model))
+        table.add_row(
+            *(cells[c] for c in columns), end_section=following not in (None, row.spec.model)
+        )
     return table
 
 
@@ -192,13 +210,13 @@ def markdown(report: Report, pictures: Sequence[Path] = ()) -> str:
 
 
 def _md_align(column: str) -> str:
-    return "---" if column in ("model", "provider", "verdict", "best") else "---:"
+    return "---" if column in _LEFT else "---:"
 
 
 def _md_cells(row: Row) -> list[str]:
     cells = _cells(row)
-    cells[-1] = "**best**" if row.is_best else ""
-    return cells
+    cells["best"] = "**best**" if row.is_best else ""
+    return [cells[c] for c in COLUMNS]
 
 
 def _notes(report: Report, j: Judgement) -> list[str]:

@@ -46,6 +46,18 @@ class Cursor:
     def remaining(self) -> int:
         return self.method.warmup + self.method.requests - sum(self.made.values())
 
+    def batch(self) -> int:
+        """How many requests this pair sends in the next round: up to `concurrency`, and
+        never warm-ups and counted ones together (counted requests come after warm-up)."""
+        warmups_left = self.method.warmup - self.made["warmup"]
+        return min(self.method.concurrency, warmups_left or self.remaining)
+
+    @property
+    def rounds_left(self) -> int:
+        c = self.method.concurrency
+        warmups_left = self.method.warmup - self.made["warmup"]
+        return -(-warmups_left // c) + -(-(self.remaining - warmups_left) // c)
+
     def note(self, record: Record) -> None:
         self.made[record.phase] += 1
         self.next_index[record.phase] = max(self.next_index[record.phase], record.index + 1)
@@ -85,13 +97,12 @@ async def run_bench(
     """Send every request the samples file is still missing. Returns when all are in."""
     rng = rng or random.Random()
     cursors = cursors_for(run.method, done)
-    concurrency = run.method.concurrency
-    rounds_left = max(-(-c.remaining // concurrency) for c in cursors)
+    rounds_left = max(c.rounds_left for c in cursors)
     end_at = run.started + run.pacing.duration_s if run.pacing.duration_s else None
     while rounds_left > 0:
         async with asyncio.TaskGroup() as group:
             for cursor in cursors:
-                for _ in range(min(concurrency, cursor.remaining)):
+                for _ in range(cursor.batch()):
                     phase, index = cursor.take()
                     group.create_task(_request(run, cursor.spec, phase, index, progress))
         rounds_left -= 1

@@ -62,3 +62,25 @@ async def test_bench_ranks_the_mission_market_like_the_published_table(
     rerendered = json.loads((again / "report.json").read_text())
     assert rerendered["rows"] == report["rows"]
     assert not list(again.glob("*.png"))
+
+
+async def test_warmups_come_first_and_duration_spreads_the_rounds(
+    mission_market: Market, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = build_parser().parse_args(
+        ["bench", "--config", str(write_config(tmp_path, mission_market)),
+         "--model", "deepseek-v4-pro", "--provider", "provider-a", "--requests", "6",
+         "--warmup", "2", "--concurrency", "2", "--duration", "1.2s", "--spacing", "0",
+         "--no-plots", "--out", str(out)]
+    )  # fmt: skip
+
+    assert await bench_async(args) == 0
+
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()[1:]]
+    warmups = [r["timestamp"] for r in records if r["phase"] == "warmup"]
+    counted = [r["timestamp"] for r in records if r["phase"] == "counted"]
+    assert (len(warmups), len(counted)) == (2, 6)
+    assert max(warmups) < min(counted), "counted requests start after the warm-ups"
+    # 4 rounds of 2 in flight; the 3 pauses share the 1.2 s (±25% jitter each).
+    assert len(set(counted)) == 6 and max(counted) - min(warmups) > 0.6
