@@ -316,25 +316,62 @@ def add_bench_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "appended to OUT/samples.jsonl as it arrives (rerun the same command to resume).",
     )
     add = bench.add_argument
-    add("--config", required=True, help="path to config.yaml (providers, models, policies)")
+    add("--config", required=True, metavar="PATH",
+        help="config.yaml (providers, models, policies)")  # fmt: skip
     add("--model", nargs="+", action="extend", metavar="M", help="models to measure (default: all)")
     add("--provider", nargs="+", action="extend", metavar="P",
         help="providers to measure (default: all serving the models)")  # fmt: skip
-    add("--requests", type=_positive_int, default=75, help="counted requests per pair (75)")
-    add("--warmup", type=_non_negative_int, default=3, help="discarded warm-ups per pair (3)")
-    add("--spacing", type=_seconds, default=3.0, help="seconds between rounds (3)")
-    add("--jitter", type=_share, default=0.25, help="spacing varies by ±this share (0.25)")
-    add("--duration", type=_duration, help="spread the run over e.g. 3h (peak and off-peak)")
-    add("--concurrency", type=_positive_int, default=1, help="requests in flight per pair (1)")
-    add("--prompt-file", help="the prompt to send (default: a fixed short prompt)")
-    add("--max-tokens", type=_positive_int, default=16, help="max_tokens of each request (16)")
-    add("--timeout", type=_seconds, help="seconds to wait for a first token "
+    add(
+        "--requests",
+        type=_positive_int,
+        default=75,
+        metavar="N",
+        help="counted requests per pair (75)",
+    )
+    add(
+        "--warmup",
+        type=_non_negative_int,
+        default=3,
+        metavar="N",
+        help="discarded warm-ups per pair (3)",
+    )
+    add("--spacing", type=_seconds, default=3.0, metavar="S", help="seconds between rounds (3)")
+    add(
+        "--jitter",
+        type=_share,
+        default=0.25,
+        metavar="F",
+        help="spacing varies by ±this share (0.25)",
+    )
+    add(
+        "--duration",
+        type=_duration,
+        metavar="D",
+        help="spread the run over e.g. 3h (peak and off-peak)",
+    )
+    add(
+        "--concurrency",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="requests in flight per pair (1)",
+    )
+    add("--prompt-file", metavar="PATH", help="the prompt to send (default: a fixed short prompt)")
+    add(
+        "--max-tokens",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="max_tokens of each request (16)",
+    )
+    add("--timeout", type=_seconds, metavar="S", help="seconds to wait for a first token "
         "(default: each provider's timeouts.first_token_s)")  # fmt: skip
-    add("--min-samples", type=_positive_int,
+    add("--min-samples", type=_positive_int, metavar="N",
         help="samples a pair needs for a verdict (default: 75, or --requests if less)")  # fmt: skip
-    add("--max-error-rate", type=_share, default=0.10,
+    add("--max-error-rate", type=_share, default=0.10, metavar="F",
         help="pairs with more errors are not named best (0.10)")  # fmt: skip
-    add("--out", default="bench-results", help="directory for samples, report, pictures")
+    add("--out", default="bench-results", metavar="DIR",
+        help="directory for samples, report, pictures (bench-results)")  # fmt: skip
     add("--no-plots", action="store_true", help="skip the PNG pictures")
     add("--import", dest="import_samples", action="store_true",
         help="then load the samples into the configured store (source=bench)")  # fmt: skip

@@ -90,8 +90,8 @@ def prepare(options: BenchOptions, config: Config, policies: PolicySet) -> Job:
 
 
 def _existing_run(path: Path, method: Method) -> RunLog | None:
-    if not path.exists():
-        return None
+    if not path.exists() or b"\n" not in path.read_bytes():
+        return None  # nothing there, or a run killed before its header was whole
     run = read_run(path)
     differences = run.header.method.differences(method)
     if differences:

@@ -18,7 +18,7 @@ import orjson
 
 from proxy.config import Config, LiteLLMProvider
 from proxy.domain import Pair
-from proxy.policy import PolicySet
+from proxy.policy import ModelPolicy, PolicySet
 from proxy.stats import WindowParams
 
 CHAT_PATH = "/chat/completions"
@@ -127,6 +127,15 @@ class ModelJudgement:
     cold_factor: float
     cold_floor_s: float
 
+    @classmethod
+    def of(cls, policy: ModelPolicy) -> ModelJudgement:
+        return cls(
+            cv_tight=policy.cv_bands.tight,
+            cv_variable=policy.cv_bands.variable,
+            cold_factor=policy.cold_start.factor,
+            cold_floor_s=policy.cold_start.floor_s,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
@@ -135,7 +144,7 @@ class Judgement:
     models: Mapping[str, ModelJudgement]
     min_samples: int
     max_error_rate: float = 0.10
-    default: ModelJudgement = field(default=ModelJudgement(0.30, 1.00, 4.0, 2.0))
+    default: ModelJudgement = field(default_factory=lambda: ModelJudgement.of(ModelPolicy()))
 
     def for_model(self, model: str) -> ModelJudgement:
         return self.models.get(model, self.default)
@@ -174,15 +183,7 @@ class Judgement:
 def judgement_from_policies(
     policies: PolicySet, models: Sequence[str], min_samples: int, max_error_rate: float
 ) -> Judgement:
-    per_model = {}
-    for model in models:
-        policy = policies.for_model(model)
-        per_model[model] = ModelJudgement(
-            cv_tight=policy.cv_bands.tight,
-            cv_variable=policy.cv_bands.variable,
-            cold_factor=policy.cold_start.factor,
-            cold_floor_s=policy.cold_start.floor_s,
-        )
+    per_model = {model: ModelJudgement.of(policies.for_model(model)) for model in models}
     return Judgement(per_model, min_samples=min_samples, max_error_rate=max_error_rate)
 
 

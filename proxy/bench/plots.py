@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy.bench.report import Report, Row
+from proxy.bench.report import Report, Row, format_seconds
 from proxy.domain import Sample
 
 if TYPE_CHECKING:
@@ -111,8 +111,10 @@ def _summary(row: Row) -> str:
     if s.median is None or s.p95 is None:
         return f"n={s.n}, errors {s.n_errors}"
     cv = "-" if s.cv is None else f"{100 * s.cv:.0f}%"
-    return (f"n={s.n}  p50 {s.median:.3g} s  p95 {s.p95:.3g} s\nCV {cv}  cold {row.cold_count}"
-            f"  errors {s.n_errors}  {row.verdict}")  # fmt: skip
+    return (
+        f"n={s.n}  p50 {format_seconds(s.median)}  p95 {format_seconds(s.p95)}\n"
+        f"CV {cv}  cold {row.cold_count}  errors {s.n_errors}  {row.verdict}"
+    )
 
 
 def _over_time(ax: Axes, model: str, rows: list[Row], report: Report) -> None:

@@ -9,6 +9,7 @@ Any other bad line makes the whole file refused, with the file, line and reason.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections import Counter
@@ -146,27 +147,35 @@ def _reason(exc: Exception) -> str:
 
 
 class SampleWriter:
-    """Appends records to a samples file, one unbuffered write per line."""
+    """Appends records to a samples file, one unbuffered write per line. Holds an exclusive
+    lock on the file, so two runs can never append to the same one."""
 
     def __init__(self, path: Path, file: IO[bytes]) -> None:
         self.path = path
         self._file = file
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.close()
+            raise BenchError(f"{path}: another bench run is writing this file") from None
 
     @classmethod
     def create(cls, path: Path, header: Header) -> SampleWriter:
-        """Start a new file (refuses to overwrite an existing one)."""
-        file = path.open("xb", buffering=0)
-        writer = cls(path, file)
+        """Start a new file. An existing file is replaced only if it holds no whole line
+        (a run killed before its header was written); otherwise this refuses."""
+        if path.exists() and b"\n" not in path.read_bytes():
+            path.unlink()
+        writer = cls(path, path.open("xb", buffering=0))
         writer._write(header.to_line())
         return writer
 
     @classmethod
     def resume(cls, log: RunLog) -> SampleWriter:
         """Append to an existing run, first cutting off a torn last line if there is one."""
-        file = log.path.open("r+b", buffering=0)
-        file.truncate(log.complete_bytes)
-        file.seek(log.complete_bytes)
-        return cls(log.path, file)
+        writer = cls(log.path, log.path.open("r+b", buffering=0))
+        writer._file.truncate(log.complete_bytes)
+        writer._file.seek(log.complete_bytes)
+        return writer
 
     def append(self, record: Record) -> None:
         self._write(record.to_line())

@@ -61,3 +61,22 @@ def test_report_of_a_malformed_file_is_one_line_and_writes_nothing(
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "s.jsonl:1: not a bench samples file" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl"]
+
+
+def test_a_run_killed_before_its_header_was_whole_starts_afresh(tmp_path: Path) -> None:
+    path = synthetic_run(tmp_path / "s.jsonl", {("m", "p"): [0.2]})
+    header = read_run(path).header
+    path.write_bytes(b'{"kind":"header","vers')
+    SampleWriter.create(path, header).close()
+    assert read_run(path).records == []
+
+
+def test_two_runs_never_append_to_the_same_file(tmp_path: Path) -> None:
+    path = synthetic_run(tmp_path / "s.jsonl", {("m", "p"): [0.2]})
+    first = SampleWriter.resume(read_run(path))
+    try:
+        with pytest.raises(BenchError, match="another bench run is writing this file"):
+            SampleWriter.resume(read_run(path))
+    finally:
+        first.close()
+    SampleWriter.resume(read_run(path)).close()
