@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy.bench.plan import (
+    METHOD_REQUESTS,
     BenchError,
     Judgement,
     Method,
@@ -76,7 +77,7 @@ def prepare(options: BenchOptions, config: Config, policies: PolicySet) -> Job:
     judgement = judgement_from_policies(
         policies,
         list(dict.fromkeys(p.model for p in pairs)),
-        min_samples=options.min_samples or min(options.requests, 75),
+        min_samples=options.min_samples or min(options.requests, METHOD_REQUESTS),
         max_error_rate=options.max_error_rate,
     )
     override = options.pacing.first_token_s
