@@ -123,10 +123,14 @@ class RedisStoreConfig(Frozen):
     prefix: str = Field("ttft", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     max_window: int = Field(1000, gt=0)
     max_age_s: float = Field(86400.0, gt=0)
-    max_decisions: int = Field(1000, gt=0)
+    max_decisions: int = Field(1000, gt=0, description="decisions kept in the global log")
+    max_decisions_per_model: int = Field(100, gt=0, description="decisions kept per model")
     socket_timeout_s: float = Field(0.5, gt=0)
     connect_timeout_s: float = Field(0.5, gt=0)
     pool_size: int = Field(16, gt=0)
+    sweep_s: float = Field(
+        30.0, gt=0, description="compare every pair's version this often (beside the index)"
+    )
 
 
 Store = Annotated[MemoryStoreConfig | RedisStoreConfig, Field(discriminator="kind")]
