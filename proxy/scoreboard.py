@@ -1,9 +1,11 @@
 """The in-memory scoreboard routing reads: store -> stats -> one immutable snapshot.
 
 A background loop asks the store for windows whose version changed since the last refresh
-and recomputes only those pairs' scores; every `full_every_s` it recomputes all pairs from
-the windows it already holds, so that samples age out of a window with no new traffic. The
-snapshot is swapped whole: a reader never sees a half-updated board and never awaits.
+and recomputes only those pairs' scores; every `full_every_s` it also recomputes the pairs
+whose window lost a sample to age since the last such pass (a score depends on the clock only
+through its window), so that samples age out of a window with no new traffic; a policy change
+recomputes every pair. The snapshot is swapped whole: a reader never sees a half-updated board
+and never awaits.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -60,11 +63,13 @@ class Scoreboard:
         for pair, window in changed.items():
             self._versions[pair] = window.version
             self._windows[pair] = window.samples
-        policy_changed = self._policies.current is not self._policy_seen
-        if policy_changed or now - self._last_full >= self._full_every_s:
+        if self._policies.current is not self._policy_seen:
             self._policy_seen = self._policies.current
             self._last_full = now
             pairs = list(self._windows)
+        elif now - self._last_full >= self._full_every_s:
+            pairs = list(changed.keys() | self._aged(self._last_full, now))
+            self._last_full = now
         else:
             pairs = list(changed)
         if pairs:
@@ -76,6 +81,19 @@ class Scoreboard:
         self.refreshed_at = now
         self.last_refresh_cpu_s = time.process_time() - cpu
         return len(pairs)
+
+    def _aged(self, since: float, now: float) -> set[Pair]:
+        """Pairs with a sample in their window at `since` that has aged out by `now`.
+        Windows are oldest first (the Store contract)."""
+        aged = set()
+        policies = self._policies.current
+        for pair, samples in self._windows.items():
+            window = policies.for_model(pair.model).window
+            lo = max(0, len(samples) - window.max_samples)
+            then = bisect_left(samples, since - window.max_age_s, lo=lo, key=_timestamp)
+            if bisect_left(samples, now - window.max_age_s, lo=lo, key=_timestamp) > then:
+                aged.add(pair)
+        return aged
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -90,3 +108,7 @@ class Scoreboard:
                 self.last_error = str(exc)
             self._policies.reload_if_changed()  # logs itself; keeps the last good policy
             await pause(stop, self.refresh_s)
+
+
+def _timestamp(sample: Sample) -> float:
+    return sample.timestamp
