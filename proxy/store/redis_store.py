@@ -224,6 +224,7 @@ class RedisStore:
             self._epoch = epoch
             self._remote = {pair: _Remote(-1, None) for pair in self._remote}
             self._index_seen.clear()
+            self._cursor_ms = None  # a restarted Redis may keep another clock
             stale.update(self._remote)
             if not whole:
                 _, entries, _ = await self._poll(client, True, [])
