@@ -29,7 +29,10 @@ class Outcome(enum.StrEnum):
     @property
     def is_error(self) -> bool:
         """Counts against the pair's error rate (a client cancel is not the pair's fault)."""
-        return self not in (Outcome.OK, Outcome.CANCELLED)
+        return self in ERROR_OUTCOMES
+
+
+ERROR_OUTCOMES = frozenset(o for o in Outcome if o not in (Outcome.OK, Outcome.CANCELLED))
 
 
 class Source(enum.StrEnum):

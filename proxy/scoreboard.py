@@ -5,7 +5,7 @@ and recomputes only those pairs' scores; every `full_every_s` it also recomputes
 whose window lost a sample to age since the last such pass (a score depends on the clock only
 through its window), so that samples age out of a window with no new traffic; a policy change
 recomputes every pair. The snapshot is swapped whole: a reader never sees a half-updated board
-and never awaits.
+and never awaits; a refresh of many pairs yields to the event loop between batches.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from proxy.stats import compute_score
 from proxy.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("ttft_router.scoreboard")
+# Pairs scored between yields to the event loop (~200 us each): a refresh of many pairs
+# must not stall the requests in flight for its whole duration.
+SCORE_BATCH = 50
 
 
 class Scoreboard:
@@ -72,14 +75,20 @@ class Scoreboard:
             self._last_full = now
         else:
             pairs = list(changed)
+        cpu = time.process_time() - cpu
         if pairs:
             board = dict(self.snapshot)
-            for pair in pairs:
-                params = self._policies.current.for_model(pair.model).window_params()
-                board[pair] = compute_score(pair, self._windows[pair], params, now)
+            for start in range(0, len(pairs), SCORE_BATCH):
+                if start:
+                    await asyncio.sleep(0)  # let requests run between batches
+                batch_cpu = time.process_time()
+                for pair in pairs[start : start + SCORE_BATCH]:
+                    params = self._policies.current.for_model(pair.model).window_params()
+                    board[pair] = compute_score(pair, self._windows[pair], params, now)
+                cpu += time.process_time() - batch_cpu
             self.snapshot = MappingProxyType(board)
         self.refreshed_at = now
-        self.last_refresh_cpu_s = time.process_time() - cpu
+        self.last_refresh_cpu_s = cpu
         return len(pairs)
 
     def _aged(self, since: float, now: float) -> set[Pair]:

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
 
-from proxy.domain import Outcome, Pair, Sample, Score, Source
+from proxy.domain import ERROR_OUTCOMES, Outcome, Pair, Sample, Score, Source
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 TAIL_SHARE = 0.05
+_BY_TIME = attrgetter("timestamp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +48,7 @@ def window(samples: Sequence[Sample], params: WindowParams, now: float) -> list[
     """The newest `max_samples` samples no older than `max_age_s`, oldest first."""
     oldest = now - params.max_age_s
     recent = [s for s in samples[-params.max_samples :] if s.timestamp >= oldest]
-    recent.sort(key=lambda s: s.timestamp)
+    recent.sort(key=_BY_TIME)
     return recent
 
 
@@ -104,26 +106,40 @@ def empirical_quantiles(times: npt.NDArray[np.float64], qs: Sequence[float]) -> 
 def compute_score(pair: Pair, samples: Sequence[Sample], params: WindowParams, now: float) -> Score:
     """Score of a pair from its samples (any order, any age: the window is applied here)."""
     recent = window(samples, params, now)
-    latency = [s for s in recent if s.ttft_s is not None or s.censored_at_s is not None]
-    n_errors = sum(1 for s in recent if s.outcome.is_error)
-    newest = recent[-1].timestamp if recent else None
-    last_error = max((s.timestamp for s in recent if s.outcome.is_error), default=None)
-    figures = _latency_figures(latency, params) if latency else None
+    times: list[float] = []
+    observed: list[bool] = []
+    n_errors = n_passive = n_probe = 0
+    last_error = None
+    for s in recent:  # one pass: this runs for every changed pair every refresh
+        if s.outcome in ERROR_OUTCOMES:
+            n_errors += 1
+            last_error = s.timestamp
+        if s.source is Source.PASSIVE:
+            n_passive += 1
+        elif s.source is Source.PROBE:
+            n_probe += 1
+        if s.ttft_s is not None:
+            times.append(s.ttft_s)
+            observed.append(True)
+        elif s.censored_at_s is not None:
+            times.append(s.censored_at_s)
+            observed.append(False)
+    figures = _latency_figures(times, observed, params) if times else _NO_FIGURES
     return Score(
         model=pair.model,
         provider=pair.provider,
-        n=len(latency),
-        n_censored=sum(1 for s in latency if s.ttft_s is None),
+        n=len(times),
+        n_censored=len(observed) - sum(observed),
         n_errors=n_errors,
         n_attempts=len(recent),
         error_rate=n_errors / len(recent) if recent else 0.0,
         consecutive_errors=_trailing_errors(recent),
-        newest_ts=newest,
+        newest_ts=recent[-1].timestamp if recent else None,
         last_error_ts=last_error,
-        n_passive=sum(1 for s in recent if s.source is Source.PASSIVE),
-        n_probe=sum(1 for s in recent if s.source is Source.PROBE),
-        is_proven=len(latency) >= params.min_samples,
-        **(figures or _NO_FIGURES),
+        n_passive=n_passive,
+        n_probe=n_probe,
+        is_proven=len(times) >= params.min_samples,
+        **figures,
     )
 
 
@@ -133,18 +149,15 @@ _NO_FIGURES: dict[str, float | None] = dict.fromkeys(
 )  # fmt: skip
 
 
-def _latency_figures(latency: list[Sample], params: WindowParams) -> dict[str, float | None]:
-    times = np.fromiter(
-        (s.ttft_s if s.ttft_s is not None else s.censored_at_s for s in latency),
-        dtype=np.float64,
-        count=len(latency),
-    )
-    observed = np.fromiter((s.ttft_s is not None for s in latency), dtype=np.bool_)
-    if observed.all():
+def _latency_figures(
+    values: list[float], is_observed: list[bool], params: WindowParams
+) -> dict[str, float | None]:
+    times = np.array(values, dtype=np.float64)
+    if all(is_observed):
         t = np.sort(times)
         mass = np.full(len(t), 1.0 / len(t))
     else:
-        t, mass = km_masses(times, observed)
+        t, mass = km_masses(times, np.array(is_observed, dtype=np.bool_))
     median, p90, p95, p99 = quantiles_of(t, mass, QUANTILES)
     mean = float(times.mean())
     std = float(times.std(ddof=1)) if len(times) > 1 else 0.0
@@ -169,7 +182,7 @@ def _trailing_errors(recent: list[Sample]) -> int:
     for sample in reversed(recent):
         if sample.outcome is Outcome.CANCELLED:
             continue
-        if not sample.outcome.is_error:
+        if sample.outcome not in ERROR_OUTCOMES:
             break
         count += 1
     return count
