@@ -1,0 +1,197 @@
+"""Start, pin, watch and stop the processes of an overhead run (all on 127.0.0.1).
+
+The upstream, the pass-through, ttft-router (`ttft-router serve --config <generated yaml>`)
+and, when asked, the LiteLLM proxy run as subprocesses. Each is pinned with
+os.sched_setaffinity right after it starts (children such as uvicorn workers inherit it):
+proxies on core 0, the upstream (and the load client, see overhead.py) on core 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+PROXY_CORES = {0}
+LOAD_CORES = {1}
+
+
+def can_pin() -> bool:
+    return hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Child:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def processes(self) -> list[psutil.Process]:
+        try:
+            root = psutil.Process(self.popen.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the process and all its children so far."""
+        total = 0.0
+        for proc in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for proc in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += proc.memory_info().rss
+        return total
+
+
+class Fleet:
+    """Owns every child process of a run; `stop_all` ends them by pid (SIGTERM, then KILL)."""
+
+    def __init__(self, pin: bool) -> None:
+        self.pin = pin and can_pin()
+        self.dir = Path(tempfile.mkdtemp(prefix="ttft-overhead-"))
+        self.children: list[Child] = []
+
+    def start(
+        self, name: str, argv: Sequence[str], port: int, cores: set[int] | None,
+        ready_timeout_s: float = 30.0, env: dict[str, str] | None = None,
+    ) -> Child:  # fmt: skip
+        log = self.dir / f"{name}.log"
+        with log.open("wb") as out:
+            popen = subprocess.Popen(
+                list(argv), stdout=out, stderr=subprocess.STDOUT, cwd=HERE.parent,
+                env={**os.environ, **(env or {})}, start_new_session=True,
+            )  # fmt: skip
+        child = Child(name, popen, port, log)
+        self.children.append(child)
+        if self.pin and cores:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(popen.pid, cores)
+        self._wait_listening(child, ready_timeout_s)
+        return child
+
+    def _wait_listening(self, child: Child, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if child.popen.poll() is not None:
+                raise RuntimeError(f"{child.name} exited early: see {child.log}\n"
+                                   + child.log.read_text()[-2000:])  # fmt: skip
+            with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", child.port), timeout=0.5
+            ):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{child.name} not listening on {child.port} after {timeout_s} s")
+
+    def stop(self, child: Child, timeout_s: float = 10.0) -> None:
+        if child.popen.poll() is None:
+            child.popen.send_signal(signal.SIGTERM)
+            try:
+                child.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                child.popen.kill()
+                child.popen.wait(5)
+        if child in self.children:
+            self.children.remove(child)
+
+    def stop_all(self) -> None:
+        for child in list(reversed(self.children)):
+            self.stop(child)
+
+    # -- the processes of a run ------------------------------------------------------------
+
+    def upstream(self, first_token_ms: float, tokens: int, inter_token_ms: float) -> Child:
+        port = free_port()
+        argv = [sys.executable, str(HERE / "upstream.py"), "--port", str(port),
+                "--first-token-ms", str(first_token_ms), "--tokens", str(tokens),
+                "--inter-token-ms", str(inter_token_ms)]  # fmt: skip
+        return self.start("upstream", argv, port, LOAD_CORES)
+
+    def passthrough(self, upstream: Child) -> Child:
+        port = free_port()
+        argv = [sys.executable, str(HERE / "passthrough.py"), "--upstream", upstream.url,
+                "--port", str(port)]  # fmt: skip
+        return self.start("passthrough", argv, port, PROXY_CORES)
+
+    def router(self, upstream: Child, *, workers: int = 1, name: str = "ttft-router") -> Child:
+        port = free_port()
+        config = self.dir / f"{name}.yaml"
+        config.write_text(router_config(upstream.url, port, workers))
+        argv = [str(BIN / "ttft-router"), "serve", "--config", str(config)]
+        # With 2 workers there is nothing to gain on core 0 alone: they get both cores.
+        cores = PROXY_CORES if workers == 1 else PROXY_CORES | LOAD_CORES
+        return self.start(name, argv, port, cores)
+
+    def litellm(self, executable: str, upstream: Child) -> Child:
+        port = free_port()
+        config = self.dir / "litellm.yaml"
+        config.write_text(litellm_config(upstream.url))
+        argv = [executable, "--config", str(config), "--host", "127.0.0.1",
+                "--port", str(port), "--num_workers", "1"]  # fmt: skip
+        env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
+        return self.start("litellm", argv, port, PROXY_CORES, ready_timeout_s=180, env=env)
+
+
+def router_config(upstream_url: str, port: int, workers: int) -> str:
+    return f"""# generated by benchmarks/overhead.py
+server:
+  host: 127.0.0.1
+  port: {port}
+  log_level: warning
+  workers: {workers}
+auth:
+  api_keys: [bench-key]
+store:
+  kind: memory
+providers:
+  upstream:
+    kind: openai
+    base_url: {upstream_url}/v1
+models:
+  bench-model:
+    providers:
+      upstream: upstream-model
+"""
+
+
+def litellm_config(upstream_url: str) -> str:
+    return f"""# generated by benchmarks/overhead.py
+model_list:
+  - model_name: bench-model
+    litellm_params:
+      model: openai/upstream-model
+      api_base: {upstream_url}/v1
+      api_key: bench-upstream-key
+litellm_settings:
+  set_verbose: false
+  telemetry: false
+"""
