@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from proxy.api import admin, health, openai
 from proxy.api.context import Services
@@ -40,7 +41,7 @@ log = logging.getLogger("ttft_router.app")
 SHUTDOWN_DRAIN_S = 5.0
 
 
-def create_app(config: Config, policies: PolicyHolder | None = None) -> FastAPI:
+def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp:
     holder = policies or PolicyHolder(config.policy_paths())
 
     @asynccontextmanager
@@ -71,7 +72,7 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> FastAPI:
             await svc.store.close()
             await session.close()
 
-    app = FastAPI(
+    app = ProxyApp(
         title="ttft-router", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.include_router(openai.router)
@@ -79,6 +80,26 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> FastAPI:
     app.include_router(health.router)
     install_error_handlers(app)
     return app
+
+
+class ProxyApp(FastAPI):
+    """FastAPI, except that the streaming /v1 POST routes skip its stack.
+
+    FastAPI 0.165's middleware, router matching, dependency solving, telemetry check and
+    the send wrappers around every streamed chunk cost about a fifth of the CPU of a
+    streamed request (py-spy, docs/performance.md); for an exact POST path the request goes
+    straight to the same handler. Everything else (admin, health, /v1/models, other methods
+    and paths on /v1, lifespan) is FastAPI as usual; the routes stay registered with it too.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            kind = openai.DIRECT_ROUTES.get(scope["path"])
+            if kind is not None:
+                scope["app"] = self
+                await openai.serve_direct(scope, receive, send, kind)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def build_services(
