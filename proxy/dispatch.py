@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -85,7 +85,6 @@ class Started:
     splitter: EventSplitter | None
     attempt: Attempt
     upstream_stream: bool
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 class Dispatcher:
