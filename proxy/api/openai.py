@@ -198,7 +198,7 @@ class DispatchResponse(Response):
             log.info("client went away: decision %s cancelled", self._call.decision.id)
         finally:
             watcher.cancel()
-            self._svc.metrics.requests.labels(self._call.model, str(status)).inc()
+            self._svc.metrics.count_request(self._call.model, status)
 
     async def _watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
         while True:
