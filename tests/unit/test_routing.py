@@ -147,3 +147,35 @@ def test_router_remembers_incumbent_but_not_from_dry_runs() -> None:
     assert "m" not in router.incumbents
     router.route(policy(), DEPLOYMENTS, scores, "m", NOW)
     assert router.incumbents["m"] == "a"
+
+
+def test_router_reuses_a_steady_ranking_only_while_its_inputs_are_the_same() -> None:
+    router = Router(random.Random(0))
+    scores = board(a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    pol = policy()
+    first = router.route(pol, DEPLOYMENTS, scores, "m", NOW)
+    assert router.route(pol, DEPLOYMENTS, scores, "m", NOW + 60) is first
+    # a new snapshot, a new policy object, or a rate limit: ranked again
+    fresh = board(a=[0.9] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    assert router.route(pol, DEPLOYMENTS, fresh, "m", NOW).ranked[0].provider == "b"
+    assert router.route(policy(), DEPLOYMENTS, fresh, "m", NOW) is not first
+    again = router.route(pol, DEPLOYMENTS, fresh, "m", NOW)
+    router.note_rate_limited(Pair("m", "b"), NOW + 10)
+    limited = router.route(pol, DEPLOYMENTS, fresh, "m", NOW)
+    assert limited is not again and limited.ranked[0].provider != "b"
+    # excluded by a rate limit that ends with time: never reused
+    assert router.route(pol, DEPLOYMENTS, fresh, "m", NOW + 20).ranked[0].provider == "b"
+
+
+def test_router_never_reuses_weighted_or_unproven_rankings() -> None:
+    router = Router(random.Random(0))
+    scores = board(a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    weighted = policy(mode="weighted")
+    assert router.route(weighted, DEPLOYMENTS, scores, "m", NOW) is not router.route(
+        weighted, DEPLOYMENTS, scores, "m", NOW
+    )
+    unproven = board(a=[0.5] * 30, b=[0.6] * 3, c=[0.7] * 30)
+    pol = policy(exploration_share=0.5)
+    assert router.route(pol, DEPLOYMENTS, unproven, "m", NOW) is not router.route(
+        pol, DEPLOYMENTS, unproven, "m", NOW
+    )

@@ -1,0 +1,106 @@
+"""Microseconds per operation of the two things every request does besides moving bytes.
+
+    routing decision    Router.route on a scoreboard of 10 proven providers for one model
+                        (target < 50 us), with the reason text as a decision carries it:
+                        ranked anew (a new snapshot each call, as after every scoreboard
+                        refresh) and reused (the same snapshot: Router keeps a steady ranking)
+    recording a sample  Dispatcher.record_sample: SampleBuffer.add_sample + the Prometheus
+                        attempt counter and TTFT histogram (target < 10 us)
+
+Scores come from proxy.stats.compute_score over synthetic windows (so they are shaped like
+real ones); timeit-style: the best of --repeat runs of --number calls.
+
+    .venv/bin/python benchmarks/micro.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+import timeit
+from collections.abc import Callable
+from types import MappingProxyType
+
+from proxy.config import BufferConfig, MemoryStoreConfig
+from proxy.dispatch import Dispatcher
+from proxy.domain import Outcome, Pair, Sample, Score
+from proxy.metrics import Metrics
+from proxy.policy import ModelPolicy
+from proxy.routing import Router
+from proxy.stats import compute_score
+from proxy.store.buffer import SampleBuffer
+from proxy.store.memory import MemoryStore
+
+MODEL = "deepseek-v4-pro"
+
+
+def scoreboard(providers: int, policy: ModelPolicy, now: float) -> dict[Pair, Score]:
+    rng = random.Random(7)
+    board = {}
+    for i in range(providers):
+        pair = Pair(MODEL, f"provider-{i}")
+        median = 0.3 + 0.05 * i
+        samples = [
+            Sample(MODEL, pair.provider, Outcome.OK,
+                   median * rng.lognormvariate(0, 0.3) + (8.0 if rng.random() < 0.02 else 0),
+                   now - 200 + k)
+            for k in range(200)
+        ]  # fmt: skip
+        board[pair] = compute_score(pair, samples, policy.window_params(), now)
+    return board
+
+
+def best_us(fn: Callable[[], object], number: int, repeat: int) -> float:
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--providers", type=int, default=10)
+    parser.add_argument("--number", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    now = time.time()
+    policy = ModelPolicy()
+    scores = MappingProxyType(scoreboard(args.providers, policy, now))
+    deployments = [(f"provider-{i}", f"org/model-{i}") for i in range(args.providers)]
+    router = Router(random.Random(1))
+    weighted = ModelPolicy(mode="weighted")
+
+    board = dict(scores)
+    n = args.providers
+    results = {
+        f"Router.route, {n} providers, best, ranked anew": best_us(
+            lambda: router.route(policy, deployments, MappingProxyType(board), MODEL, now).reason,
+            args.number, args.repeat),
+        f"Router.route, {n} providers, best, steady (reused)": best_us(
+            lambda: router.route(policy, deployments, scores, MODEL, now).reason,
+            args.number, args.repeat),
+        f"Router.route, {n} providers, weighted": best_us(
+            lambda: router.route(weighted, deployments, scores, MODEL, now).reason,
+            args.number, args.repeat),
+    }  # fmt: skip
+
+    metrics = Metrics()
+    buffer = SampleBuffer(BufferConfig(max_items=10**9), MemoryStore(MemoryStoreConfig()))
+    dispatcher = Dispatcher({}, buffer, router, metrics, "bench")
+    sample = Sample(MODEL, "provider-3", Outcome.OK, 0.42, now, ttfb_s=0.40, total_s=1.2)
+    results["Dispatcher.record_sample (buffer + metrics)"] = best_us(
+        lambda: dispatcher.record_sample(sample), args.number, args.repeat
+    )
+    results["  SampleBuffer.add_sample alone"] = best_us(
+        lambda: buffer.add_sample(sample), args.number, args.repeat
+    )
+    results["  Metrics.record_sample alone"] = best_us(
+        lambda: metrics.record_sample(sample), args.number, args.repeat
+    )
+    targets = {"Router.route": 50.0, "Dispatcher.record_sample": 10.0}
+    for name, us in results.items():
+        limit = next((v for k, v in targets.items() if name.startswith(k)), None)
+        verdict = "" if limit is None else ("  ok" if us < limit else f"  OVER {limit:.0f} us")
+        print(f"{name:<52}{us:8.2f} us/op{verdict}")
+
+
+if __name__ == "__main__":
+    main()
