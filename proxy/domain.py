@@ -262,15 +262,21 @@ class Decision:
     def choice(self) -> str | None:
         return self.ranked[0].provider if self.ranked else None
 
-    def to_dict(self, now: float) -> dict[str, Any]:
-        def candidate(c: Candidate) -> dict[str, Any]:
-            return {
-                "provider": c.provider,
-                "upstream_model": c.upstream_model,
-                "excluded_because": c.excluded_because,
-                "score": c.score.to_dict(now),
-            }
-
+    def to_dict(
+        self, now: float, rendered: dict[tuple[int, int], list[dict[str, Any]]] | None = None
+    ) -> dict[str, Any]:
+        """The decision as plain data. `rendered`, shared by the decisions of one batch,
+        keeps candidate lists already rendered by the identity of `ranked` and `excluded`:
+        requests routed by one steady ranking share those lists (routing.Router), so a batch
+        renders their scores once. The returned dicts may share those candidate dicts."""
+        if rendered is None:
+            candidates = _candidates(self.ranked, self.excluded, now)
+        else:
+            key = (id(self.ranked), id(self.excluded))
+            cached = rendered.get(key)
+            if cached is None:
+                cached = rendered[key] = _candidates(self.ranked, self.excluded, now)
+            candidates = cached
         return {
             "id": self.id,
             "model": self.model,
@@ -278,7 +284,21 @@ class Decision:
             "replica": self.replica,
             "choice": self.choice,
             "reason": self.reason,
-            "candidates": [candidate(c) for c in self.ranked + self.excluded],
+            "candidates": candidates,
             "attempts": [a.to_dict() for a in self.attempts],
             "winner": self.winner,
         }
+
+
+def _candidates(
+    ranked: list[Candidate], excluded: list[Candidate], now: float
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "provider": c.provider,
+            "upstream_model": c.upstream_model,
+            "excluded_because": c.excluded_because,
+            "score": c.score.to_dict(now),
+        }
+        for c in ranked + excluded
+    ]
