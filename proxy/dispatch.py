@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ from proxy.metrics import Metrics
 from proxy.policy import ModelPolicy
 from proxy.routing import Router
 from proxy.store.buffer import SampleBuffer
-from proxy.upstream.base import Upstream, UpstreamFailure
+from proxy.upstream.base import Upstream, UpstreamFailure, UpstreamResponse
 from proxy.upstream.sse import EventSplitter, error_event, iter_data, parse_payload
 
 log = logging.getLogger("ttft_router.dispatch")
@@ -79,12 +79,37 @@ class Started:
 
     candidate: Candidate
     clock: AttemptClock
-    stack: AsyncExitStack
+    guard: ResponseGuard
     prelude: bytes
     chunks: AsyncIterator[bytes] | None
     splitter: EventSplitter | None
     attempt: Attempt
     upstream_stream: bool
+
+
+class ResponseGuard:
+    """Holds an entered upstream response; `close()` leaves it, once (aborting the upstream
+    request if its body was not read to the end).
+
+    A one-slot AsyncExitStack: a full one per attempt cost more than this whole class does.
+    """
+
+    __slots__ = ("_entered",)
+
+    def __init__(self) -> None:
+        self._entered: AbstractAsyncContextManager[UpstreamResponse] | None = None
+
+    async def enter(
+        self, opening: AbstractAsyncContextManager[UpstreamResponse]
+    ) -> UpstreamResponse:
+        response = await opening.__aenter__()
+        self._entered = opening
+        return response
+
+    async def close(self) -> None:
+        entered, self._entered = self._entered, None
+        if entered is not None:
+            await entered.__aexit__(None, None, None)
 
 
 class Dispatcher:
@@ -141,25 +166,25 @@ class Dispatcher:
         clock = AttemptClock()
         attempt = Attempt(candidate.provider, Outcome.OK)
         call.decision.attempts.append(attempt)
-        stack = AsyncExitStack()
+        guard = ResponseGuard()
         try:
             async with asyncio.timeout(min(deployment.first_token_s, remaining)):
-                response = await stack.enter_async_context(
+                response = await guard.enter(
                     deployment.upstream.open(PATHS[call.kind], payload, stream=upstream_stream)
                 )
                 if not upstream_stream:
                     body = await response.read()
                     clock.first_token()
-                    return Started(candidate, clock, stack, body, None, None, attempt, False)
+                    return Started(candidate, clock, guard, body, None, None, attempt, False)
                 return await self._until_first_token(
-                    candidate, clock, stack, response.chunks(), attempt
+                    candidate, clock, guard, response.chunks(), attempt
                 )
         except UpstreamFailure as failure:
-            await stack.aclose()
+            await guard.close()
             self._failed(call, candidate, clock, attempt, failure)
             raise
         except TimeoutError:
-            await stack.aclose()
+            await guard.close()
             timed_out = UpstreamFailure(
                 Outcome.TIMEOUT, f"no first token within {clock.elapsed():.1f} s"
             )
@@ -167,7 +192,7 @@ class Dispatcher:
             raise timed_out from None
         except BaseException:
             # The client went away (or the server is stopping): censored, not an error.
-            await stack.aclose()
+            await guard.close()
             attempt.outcome = Outcome.CANCELLED
             self._record(call, candidate, clock, Outcome.CANCELLED, attempt)
             self.finish(call, None)
@@ -177,12 +202,12 @@ class Dispatcher:
         self,
         candidate: Candidate,
         clock: AttemptClock,
-        stack: AsyncExitStack,
+        guard: ResponseGuard,
         chunks: AsyncIterator[bytes],
         attempt: Attempt,
     ) -> Started:
         prelude, splitter = await read_first_token(chunks, clock)
-        return Started(candidate, clock, stack, prelude, chunks, splitter, attempt, True)
+        return Started(candidate, clock, guard, prelude, chunks, splitter, attempt, True)
 
     def _failed(
         self,
@@ -232,7 +257,7 @@ class Dispatcher:
             )  # fmt: skip
             yield error_event(_stream_error_body(started.candidate.provider, failure))
         finally:
-            await started.stack.aclose()
+            await started.guard.close()
             self._done(call, started, outcome)
 
     async def complete(self, call: Call) -> tuple[Started, bytes]:
@@ -243,14 +268,14 @@ class Dispatcher:
             try:
                 body = await self._whole_body(call, started)
             except UpstreamFailure as failure:
-                await started.stack.aclose()
+                await started.guard.close()
                 self._failed(call, started.candidate, started.clock, started.attempt, failure)
                 continue  # start() skips providers already tried
             except BaseException:
-                await started.stack.aclose()
+                await started.guard.close()
                 self._done(call, started, Outcome.OK)
                 raise
-            await started.stack.aclose()
+            await started.guard.close()
             self._done(call, started, Outcome.OK)
             return started, body
 

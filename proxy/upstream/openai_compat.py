@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiohttp
 
@@ -34,18 +33,39 @@ class AiohttpResponse:
         self._response = response
         self.status = response.status
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        try:
-            async for data in self._response.content.iter_any():
-                yield data
-        except (aiohttp.ClientError, OSError) as exc:
-            raise _translate(exc) from exc
+    def chunks(self) -> AsyncIterator[bytes]:
+        return _Chunks(self._response.content)
 
     async def read(self) -> bytes:
         try:
             return await self._response.read()
         except (aiohttp.ClientError, OSError) as exc:
             raise _translate(exc) from exc
+
+
+class _Chunks:
+    """The body as it arrives, with aiohttp's errors translated.
+
+    A class rather than an async generator: asyncio registers every async generator in a
+    WeakSet on its first step and this is created once per request (see docs/performance.md).
+    """
+
+    __slots__ = ("_content",)
+
+    def __init__(self, content: aiohttp.StreamReader) -> None:
+        self._content = content
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            data = await self._content.readany()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _translate(exc) from exc
+        if not data:
+            raise StopAsyncIteration
+        return data
 
 
 class OpenAICompatUpstream:
@@ -65,37 +85,64 @@ class OpenAICompatUpstream:
             total=t.total_s, connect=t.connect_s, sock_connect=t.connect_s
         )
 
-    @asynccontextmanager
-    async def open(self, path: str, body: bytes, *, stream: bool) -> AsyncIterator[AiohttpResponse]:
-        try:
-            response = await self._session.post(
-                self._base + path,
-                data=body,
-                headers=self._stream_headers if stream else self._headers,
-                timeout=self._timeout,
-            )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _translate(exc) from exc
-        try:
-            if response.status >= 300:
-                try:
-                    error_body = await response.read()
-                except (TimeoutError, aiohttp.ClientError, OSError):
-                    error_body = b""
-                raise status_failure(
-                    response.status, error_body, response.headers.get("Retry-After")
-                )
-            yield AiohttpResponse(response)
-        finally:
-            # Not fully read (client gone, loser, failure): drop the connection, which
-            # aborts the upstream request; fully read: back to the pool.
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()
+    def open(self, path: str, body: bytes, *, stream: bool) -> _Opening:
+        headers = self._stream_headers if stream else self._headers
+        return _Opening(self._session, self._base + path, body, headers, self._timeout)
 
     async def close(self) -> None:
         """The session is shared and closed by its owner (the app)."""
+
+
+class _Opening:
+    """`async with upstream.open(...) as response`: the request is sent on entry; leaving
+    releases the connection to the pool when the body was read to its end, and otherwise
+    drops it, which aborts the upstream request (client gone, hedge loser, failure).
+
+    A class rather than @asynccontextmanager (an async generator per request, see _Chunks).
+    """
+
+    __slots__ = ("_body", "_headers", "_response", "_session", "_timeout", "_url")
+
+    def __init__(
+        self, session: aiohttp.ClientSession, url: str, body: bytes,
+        headers: dict[str, str], timeout: aiohttp.ClientTimeout,
+    ) -> None:  # fmt: skip
+        self._session = session
+        self._url = url
+        self._body = body
+        self._headers = headers
+        self._timeout = timeout
+        self._response: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> AiohttpResponse:
+        try:
+            response = await self._session.post(
+                self._url, data=self._body, headers=self._headers, timeout=self._timeout
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise _translate(exc) from exc
+        self._response = response
+        if response.status >= 300:
+            try:
+                error_body = await response.read()
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                error_body = b""
+            finally:
+                self._finish()
+            raise status_failure(response.status, error_body, response.headers.get("Retry-After"))
+        return AiohttpResponse(response)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        response, self._response = self._response, None
+        if response is None:
+            return
+        if response.content.at_eof():
+            response.release()
+        else:
+            response.close()
 
 
 def _translate(exc: BaseException) -> UpstreamFailure:
