@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -235,19 +235,24 @@ class Dispatcher:
 
     # -- after the first token -----------------------------------------------------------
 
-    async def stream(self, call: Call, started: Started) -> AsyncGenerator[bytes, None]:
-        """The client's stream: prelude, then the rest; closes the upstream on exit."""
+    async def relay(
+        self, call: Call, started: Started, emit: Callable[[bytes], Awaitable[None]]
+    ) -> None:
+        """The client's stream: `emit` the prelude, then the rest, whole events at a time;
+        closes the upstream on exit. A callback rather than an async generator: one per
+        request, and asyncio registers every async generator in a WeakSet on first use."""
         rewrite = ModelRewrite(started.candidate.upstream_model, call.model)
         outcome = Outcome.OK
         try:
-            yield rewrite(started.prelude)
-            assert started.chunks is not None and started.splitter is not None
-            async for data in started.chunks:
-                events = started.splitter.feed(data)
+            await emit(rewrite(started.prelude))
+            chunks, splitter = started.chunks, started.splitter
+            assert chunks is not None and splitter is not None
+            async for data in chunks:
+                events = splitter.feed(data)
                 if events:
-                    yield rewrite(events)
-            if started.splitter.pending.strip():
-                yield rewrite(started.splitter.pending + b"\n\n")
+                    await emit(rewrite(events))
+            if splitter.pending.strip():
+                await emit(rewrite(splitter.pending + b"\n\n"))
         except UpstreamFailure as failure:
             outcome = Outcome.STREAM_ERROR
             started.attempt.error = failure.message
@@ -255,7 +260,7 @@ class Dispatcher:
                 "stream broke after first token: %s on %s: %s",
                 call.model, started.candidate.provider, failure.message,
             )  # fmt: skip
-            yield error_event(_stream_error_body(started.candidate.provider, failure))
+            await emit(error_event(_stream_error_body(started.candidate.provider, failure)))
         finally:
             await started.guard.close()
             self._done(call, started, outcome)

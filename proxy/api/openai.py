@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from proxy.api.context import Services, bearer_token, services
@@ -87,6 +88,9 @@ async def serve_direct(scope: Scope, receive: Receive, send: Send, kind: Kind) -
                 exc.message)  # fmt: skip
         await send_error(send, exc)
         return
+    except ClientDisconnect:
+        log.info("client went away while sending its request to POST %s", scope["path"])
+        return
     except Exception:
         log.exception("unhandled error on POST %s", scope["path"])
         await send_error(send, ProxyError("internal error in ttft-router; see its log"))
@@ -105,17 +109,25 @@ def authenticate(svc: Services, request: Request) -> None:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, straight from ASGI `receive` (no per-request generator).
+    Raises PayloadTooLarge past `limit` bytes, ClientDisconnect if the client left."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit}")
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_request(raw: bytes, kind: Kind) -> dict[str, Any]:
@@ -221,12 +233,11 @@ class DispatchResponse(Response):
         headers = self._response_headers(started.candidate.provider, b"text/event-stream")
         headers.append((b"cache-control", b"no-cache"))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        body = self._dispatcher.stream(self._call, started)
-        try:
-            async for chunk in body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        finally:
-            await body.aclose()
+
+        async def emit(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        await self._dispatcher.relay(self._call, started, emit)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _send_whole(self, send: Send) -> None:
