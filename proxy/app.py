@@ -8,6 +8,7 @@ with a bounded drain, logging whatever could not be written.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -194,4 +195,24 @@ def app_from_env() -> FastAPI:
     """uvicorn factory for `serve --workers N`: the config path comes from the env."""
     from proxy.config import load_config
 
-    return create_app(load_config(os.environ["TTFT_ROUTER_CONFIG"]))
+    app = create_app(load_config(os.environ["TTFT_ROUTER_CONFIG"]))
+    tune_gc_for_serving()
+    return app
+
+
+# Allocations a gen-0 collection waits for (CPython's default: 700).
+GC_GEN0_THRESHOLD = 10_000
+
+
+def tune_gc_for_serving() -> None:
+    """Once per server process, when the app is built and before it serves.
+
+    Measured on the streaming path (docs/performance.md): at the default threshold a gen-0
+    collection ran every ~70 requests, triggered by short bursts (a flush rendering
+    decisions) and cost ~17 us per request; at 10,000 almost none run, and what dies young
+    is freed by reference counting anyway. gc.freeze() moves the ~80k objects of imports
+    and startup out of the collector's sight, so that a full collection (seen taking 50-60
+    ms, a pause every request in flight waits out) walks only what serving created.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
