@@ -34,6 +34,9 @@ class EventSplitter:
         if self._crlf:
             data = data.replace(b"\r\n", b"\n")
         buffer = self._buffer + data if self._buffer else data
+        if buffer.endswith(b"\n\n"):  # the usual read: whole events, nothing to copy
+            self._buffer = b""
+            return buffer
         end = buffer.rfind(b"\n\n")
         if end < 0:
             self._buffer = buffer
@@ -53,6 +56,9 @@ def iter_data(events: bytes) -> list[bytes]:
     for block in events.split(b"\n\n"):
         if not block:
             continue
+        if block.startswith(b"data: ") and b"\n" not in block:  # the usual one-line event
+            out.append(block[6:])
+            continue
         lines = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
         if lines:
             out.append(b"\n".join(lines))
@@ -70,7 +76,9 @@ def parse_payload(payload: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-_OUTPUT_KEYS = ("content", "reasoning_content", "reasoning", "refusal", "audio")
+_OUTPUT_KEYS = frozenset(
+    ("content", "reasoning_content", "reasoning", "refusal", "audio", "tool_calls", "function_call")
+)
 
 
 def carries_output(chunk: dict[str, Any]) -> bool:
@@ -87,10 +95,9 @@ def carries_output(chunk: dict[str, Any]) -> bool:
         delta = choice.get("delta")
         if not isinstance(delta, dict):
             continue
-        if delta.get("tool_calls") or delta.get("function_call"):
-            return True
-        if any(delta.get(key) for key in _OUTPUT_KEYS):
-            return True
+        for key, value in delta.items():  # a delta has a key or two; the output keys are 7
+            if value and key in _OUTPUT_KEYS:
+                return True
     return False
 
 
