@@ -45,14 +45,7 @@ def mission_config(market: Market, port: int) -> Config:
         {
             "server": {"host": "127.0.0.1", "port": port, "replica_id": "demo"},
             "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
-            "providers": {
-                name: {
-                    "kind": "openai",
-                    "base_url": market.base_url(name),
-                    "api_key": market.api_key(name),
-                }
-                for name in market.providers
-            },
+            "providers": market.provider_configs(),
             "models": {m: {"providers": p} for m, p in MISSION_MODELS.items()},
         }
     )

@@ -96,6 +96,13 @@ class Market:
         """The key clients of ``provider`` must send as ``Authorization: Bearer <key>``."""
         return self.scenario.providers[provider].api_key
 
+    def provider_configs(self) -> dict[str, dict[str, str]]:
+        """The config.yaml `providers` entries (kind openai) that reach this market."""
+        return {
+            name: {"kind": "openai", "base_url": self.base_url(name), "api_key": self.api_key(name)}
+            for name in self.providers
+        }
+
     def stats(self, provider: str) -> ProviderStats:
         """A snapshot of ``provider``'s counters, read in-process (same shape as ``/stats``)."""
         self.port(provider)

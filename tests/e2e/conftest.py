@@ -66,11 +66,7 @@ def config_for(
     policy_file: Path | None = None,
     **overrides: Any,
 ) -> Config:
-    providers: dict[str, Any] = {
-        name: {"kind": "openai", "base_url": market.base_url(name), "api_key": market.api_key(name)}
-        for name in market.providers
-    }
-    providers.update(extra_providers or {})
+    providers: dict[str, Any] = {**market.provider_configs(), **(extra_providers or {})}
     data: dict[str, Any] = {
         "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
         "providers": providers,

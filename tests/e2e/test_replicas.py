@@ -44,14 +44,7 @@ def write_config(tmp_path: Path, market: Market, redis_url: str, replica: str) -
     config = {
         "server": {"replica_id": replica},
         "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
-        "providers": {
-            name: {
-                "kind": "openai",
-                "base_url": market.base_url(name),
-                "api_key": market.api_key(name),
-            }
-            for name in market.providers
-        },
+        "providers": market.provider_configs(),
         "models": {model: {"providers": ids} for model, ids in MODELS.items()},
         "store": {
             "kind": "redis",
