@@ -9,8 +9,25 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+
+class LazyText:
+    """Text rendered on first use, then kept (a routing reason: a ranking's reason text costs
+    more than the ranking itself, and most decisions are never read by anyone)."""
+
+    __slots__ = ("_render", "_text")
+
+    def __init__(self, render: Callable[[], str]) -> None:
+        self._render: Callable[[], str] | None = render
+        self._text = ""
+
+    def __str__(self) -> str:
+        if self._render is not None:
+            self._text, self._render = self._render(), None
+        return self._text
 
 
 class Outcome(enum.StrEnum):
@@ -253,7 +270,7 @@ class Decision:
     timestamp: float
     ranked: list[Candidate]
     excluded: list[Candidate]
-    reason: str
+    reason: str | LazyText  # str() renders it
     attempts: list[Attempt] = field(default_factory=list)
     winner: str | None = None
     replica: str = ""
@@ -283,7 +300,7 @@ class Decision:
             "timestamp": self.timestamp,
             "replica": self.replica,
             "choice": self.choice,
-            "reason": self.reason,
+            "reason": str(self.reason),
             "candidates": candidates,
             "attempts": [a.to_dict() for a in self.attempts],
             "winner": self.winner,

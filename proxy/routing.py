@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from proxy.domain import Candidate, Pair, Score, empty_score
+from proxy.domain import Candidate, LazyText, Pair, Score, empty_score
 from proxy.policy import ModelPolicy
 
 OBJECTIVES = {
@@ -32,8 +32,12 @@ EXCLUDED_BY_POLICY = "excluded by policy"
 class Ranking:
     ranked: list[Candidate]
     excluded: list[Candidate]
-    reason: str
+    explanation: LazyText  # the reason, rendered when first read
     is_exploration: bool = False
+
+    @property
+    def reason(self) -> str:
+        return str(self.explanation)
 
 
 def rank(
@@ -56,32 +60,46 @@ def rank(
         why = _exclusion(policy, provider, score, rate_limited_until.get(pair), now)
         (excluded if why else eligible).append(Candidate(provider, upstream_model, score, why))
     if not eligible:
-        return Ranking([], excluded, "no provider available: " + _list_exclusions(excluded))
+        return Ranking(
+            [], excluded, LazyText(lambda: "no provider available: " + _list_exclusions(excluded))
+        )
     key = OBJECTIVES[policy.objective]
     proven = sorted((c for c in eligible if c.score.is_proven), key=lambda c: getattr(c.score, key))
     unproven = [c for c in eligible if not c.score.is_proven]
     rng.shuffle(unproven)
     unproven.sort(key=lambda c: c.score.n)  # stable: least measured first, ties at random
     if not proven:
+        first = unproven[0]
         return Ranking(
             unproven,
             excluded,
-            f"no pair proven yet (each needs {policy.min_samples} samples): measuring "
-            f"{unproven[0].provider} first (n={unproven[0].score.n})",
+            LazyText(
+                lambda: (
+                    f"no pair proven yet (each needs {policy.min_samples} samples): "
+                    f"measuring {first.provider} first (n={first.score.n})"
+                )
+            ),
         )
     if unproven and rng.random() < policy.exploration_share:
         pick = unproven[0]
+        best = proven[0]
         return Ranking(
             [pick, *proven, *unproven[1:]],
             excluded,
-            f"exploring: {pick.provider} is unproven (n={pick.score.n} of "
-            f"{policy.min_samples}); {_figures(proven[0], key)} is the best proven",
+            LazyText(
+                lambda: (
+                    f"exploring: {pick.provider} is unproven (n={pick.score.n} of "
+                    f"{policy.min_samples}); {_figures(best, key)} is the best proven"
+                )
+            ),
             is_exploration=True,
         )
     if policy.mode == "weighted":
         order = _weighted_order(proven, key, rng)
-        return Ranking(order + unproven, excluded, _weighted_reason(order[0], proven, key))
-    order, reason = _hold_or_switch(proven, key, policy.hysteresis, incumbent, policy.objective)
+        return Ranking(
+            order + unproven, excluded, LazyText(lambda: _weighted_reason(order[0], proven, key))
+        )
+    order, reason = _hold_or_switch(proven, key, policy.hysteresis, incumbent)
     return Ranking(order + unproven, excluded, reason)
 
 
@@ -107,20 +125,27 @@ def _exclusion(
 
 
 def _hold_or_switch(
-    proven: list[Candidate], key: str, hysteresis: float, incumbent: str | None, objective: str
-) -> tuple[list[Candidate], str]:
+    proven: list[Candidate], key: str, hysteresis: float, incumbent: str | None
+) -> tuple[list[Candidate], LazyText]:
     best = proven[0]
-    holder = next((c for c in proven if c.provider == incumbent), None)
+    holder = next((c for c in proven if c.provider == incumbent), None) if incumbent else None
     if holder is not None and holder is not best:
         holder_value = getattr(holder.score, key)
         if getattr(best.score, key) > holder_value * (1.0 - hysteresis):
             order = [holder, *(c for c in proven if c is not holder)]
-            return order, (
-                f"holding {_figures(holder, key)}: challenger {_figures(best, key)} "
-                f"is not better by {hysteresis:.0%}"
+            return order, LazyText(
+                lambda: (
+                    f"holding {_figures(holder, key)}: challenger {_figures(best, key)} "
+                    f"is not better by {hysteresis:.0%}"
+                )
             )
+    return proven, LazyText(lambda: _best_reason(proven, key))
+
+
+def _best_reason(proven: list[Candidate], key: str) -> str:
+    best = proven[0]
     others = "; ".join(_figures(c, key) for c in proven[1:4]) or "no other proven pair"
-    return proven, (
+    return (
         f"{best.provider} has the lowest {LABELS.get(key, key)} among {len(proven)} proven pairs: "
         f"{_figures(best, key)}; others: {others}"
     )

@@ -169,7 +169,7 @@ async def _proxy(request: Request, kind: Kind) -> Response:
         timestamp=now,
         ranked=ranking.ranked,
         excluded=ranking.excluded,
-        reason=ranking.reason,
+        reason=ranking.explanation,
         replica=svc.replica,
     )
     stream = bool(body.get("stream")) and kind != "embedding"
