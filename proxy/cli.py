@@ -89,10 +89,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         os.environ["TTFT_ROUTER_CONFIG"] = os.path.abspath(args.config)
         uvicorn.run("proxy.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
-        from proxy.app import create_app, freeze_startup_objects
+        from proxy.app import create_app, tune_gc_for_serving
 
         app = create_app(config, policies)
-        freeze_startup_objects()
+        tune_gc_for_serving()
         uvicorn.run(app, **common)  # type: ignore[arg-type]
     return 0
 
