@@ -75,7 +75,7 @@ class Tally:
             "total_ms": {"p50": float(np.percentile(total, 50)),
                          "p99": float(np.percentile(total, 99))},
             "requests_per_s": n / self.wall_s if self.wall_s else 0.0,
-            "cpu_ms_per_request": (self.cpu_s / n * 1000) if self.has_cpu and n else None,
+            "cpu_s_per_1k_requests": (self.cpu_s / n * 1000) if self.has_cpu and n else None,
         }  # fmt: skip
 
 
@@ -120,8 +120,8 @@ def compare(level: dict[str, dict[str, Any]]) -> None:
         for q in ("p50", "p99"):
             base = floor["added_ttft_ms"][q]
             ratios[f"added_ttft_{q}"] = s["added_ttft_ms"][q] / base if base > 0 else None
-        if s["cpu_ms_per_request"] and floor["cpu_ms_per_request"]:
-            ratios["cpu_per_request"] = s["cpu_ms_per_request"] / floor["cpu_ms_per_request"]
+        if s["cpu_s_per_1k_requests"] and floor["cpu_s_per_1k_requests"]:
+            ratios["cpu_per_request"] = s["cpu_s_per_1k_requests"] / floor["cpu_s_per_1k_requests"]
         s["vs_passthrough"] = ratios
 
 
@@ -132,7 +132,7 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
 def print_level(title: str, level: dict[str, dict[str, Any]]) -> None:
     print(f"\n{title}")
     print(f"  {'target':<16}{'n':>7}{'err':>5}{'p50':>9}{'p90':>9}{'p99':>9}"
-          f"{'+p50':>9}{'+p99':>9}{'req/s':>9}{'cpu ms/req':>11}  vs passthrough")  # fmt: skip
+          f"{'+p50':>9}{'+p99':>9}{'req/s':>9}{'CPU s/1k req':>14}  vs passthrough")  # fmt: skip
     for name, s in level.items():
         t, added = s["ttft_ms"], s.get("added_ttft_ms", {})
         vs = s.get("vs_passthrough", {})
@@ -140,7 +140,7 @@ def print_level(title: str, level: dict[str, dict[str, Any]]) -> None:
         print(f"  {name:<16}{s['n']:>7}{s['errors']:>5}{t['p50']:>9.2f}{t['p90']:>9.2f}"
               f"{t['p99']:>9.2f}{fmt(added.get('p50'), '+.2f'):>9}"
               f"{fmt(added.get('p99'), '+.2f'):>9}{s['requests_per_s']:>9.0f}"
-              f"{fmt(s['cpu_ms_per_request'], '.3f'):>11}  {ratio}")  # fmt: skip
+              f"{fmt(s['cpu_s_per_1k_requests'], '.3f'):>14}  {ratio}")  # fmt: skip
         for example in s["error_examples"][:2]:
             print(f"      error: {example}")
 
