@@ -10,7 +10,6 @@ it with one OpenAI-shaped error event, never a silent truncation.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -35,6 +34,7 @@ from proxy.metrics import Metrics
 from proxy.policy import ModelPolicy
 from proxy.routing import Router
 from proxy.store.buffer import SampleBuffer
+from proxy.timers import CoarseTimers, Deadline
 from proxy.upstream.base import Upstream, UpstreamFailure, UpstreamResponse
 from proxy.upstream.sse import EventSplitter, error_event, iter_data, parse_payload
 
@@ -120,7 +120,9 @@ class Dispatcher:
         router: Router,
         metrics: Metrics,
         replica: str,
+        timers: CoarseTimers | None = None,
     ) -> None:
+        self.timers = timers or CoarseTimers()
         self._deployments = deployments
         self._buffer = buffer
         self._router = router
@@ -168,7 +170,7 @@ class Dispatcher:
         call.decision.attempts.append(attempt)
         guard = ResponseGuard()
         try:
-            async with asyncio.timeout(min(deployment.first_token_s, remaining)):
+            with Deadline(self.timers, min(deployment.first_token_s, remaining)):
                 response = await guard.enter(
                     deployment.upstream.open(PATHS[call.kind], payload, stream=upstream_stream)
                 )

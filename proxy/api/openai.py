@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 import time
 from typing import Any
 
@@ -164,7 +164,7 @@ async def _proxy(request: Request, kind: Kind) -> Response:
     now = time.time()
     ranking = svc.router.route(policy, deployments, svc.scoreboard.snapshot, model, now)
     decision = Decision(
-        id=os.urandom(8).hex(),
+        id=f"{random.getrandbits(64):016x}",  # no syscall per request (os.urandom)
         model=model,
         timestamp=now,
         ranked=ranking.ranked,
@@ -199,9 +199,7 @@ class DispatchResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        later = asyncio.get_running_loop().call_later(
-            WATCH_AFTER_S, self._start_watch, receive, task
-        )
+        later = self._dispatcher.timers.call_later(WATCH_AFTER_S, self._start_watch, receive, task)
         status = 200
         try:
             if self._call.stream:

@@ -81,9 +81,9 @@ class OpenAICompatUpstream:
         self._headers = headers
         self._stream_headers = {**headers, "Accept": "text/event-stream"}
         t = config.timeouts
-        self._timeout = aiohttp.ClientTimeout(
-            total=t.total_s, connect=t.connect_s, sock_connect=t.connect_s
-        )
+        # sock_connect, not connect: aiohttp arms a timer per request for `connect` (pool
+        # wait + DNS + TCP); the pool is unbounded, and the first-token deadline bounds DNS.
+        self._timeout = aiohttp.ClientTimeout(total=t.total_s, sock_connect=t.connect_s)
 
     def open(self, path: str, body: bytes, *, stream: bool) -> _Opening:
         headers = self._stream_headers if stream else self._headers
