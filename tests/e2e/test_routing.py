@@ -62,8 +62,11 @@ async def test_mission_market_routes_each_model_to_its_best_provider(tmp_path: P
         "provider-b has the lowest tail mean (slowest 5%) among 3 proven pairs"
     )
     assert "p95" in reason and "median" in reason and "CV" in reason and "n=" in reason
-    bands = {(p["model"], p["provider"]): p["band"] for p in scores["pairs"]}
-    # At 1/50 time scale loopback jitter widens provider-a's spread: not "tight", but
-    # never cold-start-prone, while provider-b's cold starts are.
-    assert bands[("deepseek-v4-pro", "provider-a")] in ("tight", "variable")
-    assert bands[("deepseek-v4-pro", "provider-b")] == "cold-start-prone"
+    rows = {(p["model"], p["provider"]): p for p in scores["pairs"]}
+    a, b = rows[("deepseek-v4-pro", "provider-a")], rows[("deepseek-v4-pro", "provider-b")]
+    # provider-b's cold starts make it cold-start-prone. provider-a's band is not asserted: at
+    # 1/50 time scale its ~8 ms TTFTs sit in loopback and event-loop jitter, and one 100 ms
+    # stall among its samples lifts its CV (std/mean) to ~1 (seen once in CI). Its p95 over
+    # median stays far below provider-b's, whose p95 lies in the cold-start cluster.
+    assert b["band"] == "cold-start-prone", b
+    assert a["tail_ratio"] < b["tail_ratio"] / 2, (a, b)
