@@ -157,7 +157,12 @@ class Fleet:
         config.write_text(litellm_config(upstream.url))
         argv = [executable, "--config", str(config), "--host", "127.0.0.1",
                 "--port", str(port), "--num_workers", "1"]  # fmt: skip
-        env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
+        # No internet here: the price map LiteLLM ships with, not a download at import. No
+        # master key (the load client sends bench-key): newer LiteLLM refuses to start
+        # without one unless told this is local use, which it is (127.0.0.1 only).
+        env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+               "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+               "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"}  # fmt: skip
         return self.start("litellm", argv, port, PROXY_CORES, ready_timeout_s=180, env=env)
 
 
