@@ -3,8 +3,8 @@
 Each streamed request needs two timers that almost never fire: its first-token deadline
 and the start of its disconnect watcher. As event-loop timers they cost ~4 us
 (`loop.call_later` + cancel, uvloop) and ~8.5 us (`asyncio.timeout`, Python 3.11) per
-request, about 5% of the proxy's CPU per streamed request in throughput mode
-(benchmarks/overhead.py --throughput; docs/performance.md). Neither needs precision finer
+request: moving them here saved ~4% of the proxy's CPU per streamed request in throughput
+mode (benchmarks/overhead.py --throughput; docs/performance.md). Neither needs precision finer
 than a few tens of milliseconds, so here a timer is an entry in a bucket of
 `resolution_s`: arming it is a set insertion, cancelling it a set removal, and one task,
 alive only while timers are armed, fires the buckets that came due.
