@@ -26,7 +26,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +43,10 @@ DIRECT, FLOOR, ROUTER = "direct", "passthrough", "ttft-router"
 
 
 @dataclass
-class Tally:
-    """One target's figures across all rounds of one level."""
+class Tally(Batch):
+    """One target's figures across all rounds of one level: its batches added up, and the
+    CPU its process used meanwhile."""
 
-    ttft_s: list[float] = field(default_factory=list)
-    total_s: list[float] = field(default_factory=list)
-    errors: int = 0
-    error_examples: list[str] = field(default_factory=list)
-    wall_s: float = 0.0
     cpu_s: float = 0.0
     has_cpu: bool = False
 
