@@ -7,6 +7,9 @@
                         apart (ranking anew + rendering)
     recording a sample  Dispatcher.record_sample: SampleBuffer.add_sample + the Prometheus
                         attempt counter and TTFT histogram (target < 10 us)
+    deadline            a first-token deadline armed and left unexpired under uvloop:
+                        asyncio.timeout, proxy.timers.Deadline, and the bare loop timer
+                        under both (no target)
 
 Scores come from proxy.stats.compute_score over synthetic windows (so they are shaped like
 real ones); timeit-style: the best of --repeat runs of --number calls.
@@ -17,11 +20,14 @@ real ones); timeit-style: the best of --repeat runs of --number calls.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import MappingProxyType
+
+import uvloop
 
 from proxy.config import BufferConfig, MemoryStoreConfig
 from proxy.dispatch import Dispatcher
@@ -32,6 +38,7 @@ from proxy.routing import Router
 from proxy.stats import compute_score
 from proxy.store.buffer import SampleBuffer
 from proxy.store.memory import MemoryStore
+from proxy.timers import Deadline
 
 MODEL = "deepseek-v4-pro"
 
@@ -54,6 +61,47 @@ def scoreboard(providers: int, policy: ModelPolicy, now: float) -> dict[Pair, Sc
 
 def best_us(fn: Callable[[], object], number: int, repeat: int) -> float:
     return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1e6
+
+
+def _noop() -> None:
+    return None
+
+
+def timer_costs(number: int, repeat: int) -> dict[str, float]:
+    """us per arm-and-disarm, best of `repeat` runs of `number`, inside one uvloop loop."""
+
+    async def best(body: Callable[[], Awaitable[None]]) -> float:
+        runs = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            await body()
+            runs.append(time.perf_counter() - start)
+        return min(runs) / number * 1e6
+
+    async def measure() -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+
+        async def asyncio_timeout() -> None:
+            for _ in range(number):
+                async with asyncio.timeout(30.0):  # noqa: ASYNC100 (its cost alone)
+                    pass
+
+        async def deadline() -> None:
+            for _ in range(number):
+                with Deadline(30.0):
+                    pass
+
+        async def call_later() -> None:
+            for _ in range(number):
+                loop.call_later(30.0, _noop).cancel()
+
+        return {
+            "asyncio.timeout(), not expiring": await best(asyncio_timeout),
+            "timers.Deadline, not expiring": await best(deadline),
+            "  loop.call_later() + cancel (inside both)": await best(call_later),
+        }
+
+    return uvloop.run(measure())
 
 
 def main() -> None:
@@ -99,6 +147,7 @@ def main() -> None:
     results["  Metrics.record_sample alone"] = best_us(
         lambda: metrics.record_sample(sample), args.number, args.repeat
     )
+    results.update(timer_costs(args.number, args.repeat))
     targets = {"Router.route": 50.0, "Dispatcher.record_sample": 10.0}
     for name, us in results.items():
         limit = next((v for k, v in targets.items() if name.startswith(k)), None)

@@ -69,7 +69,6 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp
                 log.warning("shutdown: cancelling %s after %.0f s", task.get_name(),
                             SHUTDOWN_DRAIN_S)  # fmt: skip
                 task.cancel()
-            await svc.dispatcher.timers.close()
             await svc.buffer.drain(SHUTDOWN_DRAIN_S)
             await svc.store.close()
             await session.close()

@@ -34,7 +34,7 @@ from proxy.metrics import Metrics
 from proxy.policy import ModelPolicy
 from proxy.routing import Router
 from proxy.store.buffer import SampleBuffer
-from proxy.timers import CoarseTimers, Deadline
+from proxy.timers import Deadline
 from proxy.upstream.base import Upstream, UpstreamFailure, UpstreamResponse
 from proxy.upstream.sse import EventSplitter, error_event, iter_data, parse_payload
 
@@ -120,9 +120,7 @@ class Dispatcher:
         router: Router,
         metrics: Metrics,
         replica: str,
-        timers: CoarseTimers | None = None,
     ) -> None:
-        self.timers = timers or CoarseTimers()
         self._deployments = deployments
         self._buffer = buffer
         self._router = router
@@ -170,7 +168,7 @@ class Dispatcher:
         call.decision.attempts.append(attempt)
         guard = ResponseGuard()
         try:
-            with Deadline(self.timers, min(deployment.first_token_s, remaining)):
+            with Deadline(min(deployment.first_token_s, remaining)):
                 response = await guard.enter(
                     deployment.upstream.open(PATHS[call.kind], payload, stream=upstream_stream)
                 )

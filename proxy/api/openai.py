@@ -199,7 +199,9 @@ class DispatchResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        later = self._dispatcher.timers.call_later(WATCH_AFTER_S, self._start_watch, receive, task)
+        later = asyncio.get_running_loop().call_later(
+            WATCH_AFTER_S, self._start_watch, receive, task
+        )
         status = 200
         try:
             if self._call.stream:
