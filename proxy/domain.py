@@ -11,6 +11,7 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 
@@ -129,6 +130,9 @@ class Sample:
             prompt_tokens=int(data.get("prompt_tokens", 0)),
             replica=str(data.get("replica", "")),
         )
+
+
+SAMPLE_TIME = attrgetter("timestamp")  # sort key of samples, oldest first (no Python call)
 
 
 def _opt_float(value: Any) -> float | None:

@@ -17,7 +17,7 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from proxy.domain import Pair, Sample, Score
+from proxy.domain import SAMPLE_TIME, Pair, Sample, Score
 from proxy.loops import pause
 from proxy.policy import PolicyHolder
 from proxy.stats import compute_score
@@ -99,8 +99,8 @@ class Scoreboard:
         for pair, samples in self._windows.items():
             window = policies.for_model(pair.model).window
             lo = max(0, len(samples) - window.max_samples)
-            then = bisect_left(samples, since - window.max_age_s, lo=lo, key=_timestamp)
-            if bisect_left(samples, now - window.max_age_s, lo=lo, key=_timestamp) > then:
+            then = bisect_left(samples, since - window.max_age_s, lo=lo, key=SAMPLE_TIME)
+            if bisect_left(samples, now - window.max_age_s, lo=lo, key=SAMPLE_TIME) > then:
                 aged.add(pair)
         return aged
 
@@ -117,7 +117,3 @@ class Scoreboard:
                 self.last_error = str(exc)
             self._policies.reload_if_changed()  # logs itself; keeps the last good policy
             await pause(stop, self.refresh_s)
-
-
-def _timestamp(sample: Sample) -> float:
-    return sample.timestamp

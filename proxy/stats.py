@@ -21,16 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 
 import numpy as np
 import numpy.typing as npt
 
-from proxy.domain import ERROR_OUTCOMES, Outcome, Pair, Sample, Score, Source
+from proxy.domain import ERROR_OUTCOMES, SAMPLE_TIME, Outcome, Pair, Sample, Score, Source
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 TAIL_SHARE = 0.05
-_BY_TIME = attrgetter("timestamp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +46,7 @@ def window(samples: Sequence[Sample], params: WindowParams, now: float) -> list[
     """The newest `max_samples` samples no older than `max_age_s`, oldest first."""
     oldest = now - params.max_age_s
     recent = [s for s in samples[-params.max_samples :] if s.timestamp >= oldest]
-    recent.sort(key=_BY_TIME)
+    recent.sort(key=SAMPLE_TIME)
     return recent
 
 

@@ -14,7 +14,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 
-from proxy.domain import Pair, Sample
+from proxy.domain import SAMPLE_TIME, Pair, Sample
 from proxy.store.base import Window
 
 
@@ -43,11 +43,11 @@ class LocalWindows:
             fresh = [s for s in new if s.timestamp > newest or not _contains(old, s)]
             if not fresh:
                 continue
-            fresh.sort(key=_timestamp)
+            fresh.sort(key=SAMPLE_TIME)
             if fresh[0].timestamp >= newest:  # the usual case: all newer than the window
                 self._set(pair, old + fresh)
             else:
-                self._set(pair, sorted(old + fresh, key=_timestamp))
+                self._set(pair, sorted(old + fresh, key=SAMPLE_TIME))
 
     def replace(self, pair: Pair, samples: list[Sample]) -> None:
         """The whole remote window (oldest first) replaces the pair's view."""
@@ -56,7 +56,7 @@ class LocalWindows:
     def replace_tail(self, pair: Pair, bound: float, tail: list[Sample]) -> None:
         """The remote samples timestamped >= `bound` (oldest first) replace the view's."""
         old = self._samples.get(pair, [])
-        self._set(pair, old[: bisect_left(old, bound, key=_timestamp)] + tail)
+        self._set(pair, old[: bisect_left(old, bound, key=SAMPLE_TIME)] + tail)
 
     def changed(self, known: Mapping[Pair, int]) -> dict[Pair, Window]:
         return {
@@ -67,18 +67,14 @@ class LocalWindows:
 
     def _set(self, pair: Pair, samples: list[Sample]) -> None:
         cutoff = time.time() - self._max_age_s
-        start = max(len(samples) - self._max_window, bisect_left(samples, cutoff, key=_timestamp))
+        start = max(len(samples) - self._max_window, bisect_left(samples, cutoff, key=SAMPLE_TIME))
         self._samples[pair] = samples[max(start, 0) :]
         self._clock += 1
         self._versions[pair] = self._clock
 
 
-def _timestamp(sample: Sample) -> float:
-    return sample.timestamp
-
-
 def _contains(window: list[Sample], sample: Sample) -> bool:
-    i = bisect_left(window, sample.timestamp, key=_timestamp)
+    i = bisect_left(window, sample.timestamp, key=SAMPLE_TIME)
     while i < len(window) and window[i].timestamp == sample.timestamp:
         if window[i] == sample:
             return True

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from proxy.config import MemoryStoreConfig
-from proxy.domain import Pair, Sample
+from proxy.domain import SAMPLE_TIME, Pair, Sample
 from proxy.store.base import StoreHealth, Window
 
 
@@ -46,7 +46,7 @@ class MemoryStore:
                     cutoff = window[-1].timestamp - self._max_age_s
                     while window and window[0].timestamp < cutoff:
                         window.popleft()
-                out[pair] = Window(version, sorted(window, key=_by_time))
+                out[pair] = Window(version, sorted(window, key=SAMPLE_TIME))
         return out
 
     async def recent_decisions(self, model: str | None, limit: int) -> list[dict[str, Any]]:
@@ -60,7 +60,3 @@ class MemoryStore:
 
     def health(self) -> StoreHealth:
         return StoreHealth(self.kind, True, "in-memory (this process only)")
-
-
-def _by_time(sample: Sample) -> float:
-    return sample.timestamp
