@@ -2,7 +2,8 @@
 
 aiohttp, not httpx: measured on this project's machines, a streaming pass-through on
 httpx.AsyncClient sustained ~650 streamed requests/s and added ~400 ms p50 TTFT at 64
-streams; the same on aiohttp's client ~4,800 requests/s and ~7 ms (docs/performance.md).
+streams; the same on aiohttp's client ~4,800 requests/s and ~7 ms (the team's measurement
+that chose the engine; not re-run in this repository).
 aiohttp's exceptions are translated to UpstreamFailure here and nowhere else.
 """
 
