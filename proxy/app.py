@@ -29,6 +29,7 @@ from proxy.dispatch import Deployment, Dispatcher
 from proxy.errors import InvalidRequest, NotFound, ProxyError
 from proxy.metrics import Metrics
 from proxy.policy import PolicyHolder
+from proxy.redact import from_config as redact_from_config
 from proxy.routing import Router
 from proxy.scoreboard import Scoreboard
 from proxy.store.base import Store
@@ -113,6 +114,7 @@ def build_services(
     buffer.on_drop(lambda kind: metrics.dropped.labels(kind).inc())
     scoreboard = Scoreboard(store, policies, refresh_s=config.scoreboard.refresh_s)
     router = Router()
+    redact = redact_from_config(config)
     deployments = {
         name: Deployment(
             upstream=build_upstream(name, provider, session),
@@ -131,7 +133,7 @@ def build_services(
         buffer=buffer,
         scoreboard=scoreboard,
         router=router,
-        dispatcher=Dispatcher(deployments, buffer, router, metrics, replica),
+        dispatcher=Dispatcher(deployments, buffer, router, metrics, replica, redact),
         metrics=metrics,
         replica=replica,
         client_keys=frozenset(k.get_secret_value() for k in config.auth.api_keys),

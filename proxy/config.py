@@ -73,6 +73,11 @@ class LiteLLMProvider(Frozen):
     params: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword arguments for litellm (e.g. region)"
     )
+    forward_unknown_fields: bool = Field(
+        False,
+        description="send request fields that are not OpenAI parameters as litellm's "
+        "extra_body (merged into the provider's JSON body); off: they are dropped",
+    )
 
 
 Provider = Annotated[OpenAIProvider | LiteLLMProvider, Field(discriminator="kind")]

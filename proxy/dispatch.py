@@ -20,6 +20,7 @@ from typing import Any, Literal
 import orjson
 
 from proxy.assemble import assemble_chat, assemble_completion
+from proxy.circuit import retry_after_s
 from proxy.domain import Attempt, Candidate, Decision, Outcome, Pair, Sample
 from proxy.errors import (
     NoProviderAvailable,
@@ -32,6 +33,7 @@ from proxy.errors import (
 from proxy.measure import AttemptClock, read_first_token
 from proxy.metrics import Metrics
 from proxy.policy import ModelPolicy
+from proxy.redact import Redactor
 from proxy.routing import Router
 from proxy.store.buffer import SampleBuffer
 from proxy.timers import Deadline
@@ -120,12 +122,14 @@ class Dispatcher:
         router: Router,
         metrics: Metrics,
         replica: str,
+        redact: Redactor,
     ) -> None:
         self._deployments = deployments
         self._buffer = buffer
         self._router = router
         self._metrics = metrics
         self._replica = replica
+        self._redact = redact
 
     # -- the failover loop ------------------------------------------------------------
 
@@ -166,6 +170,7 @@ class Dispatcher:
         clock = AttemptClock()
         attempt = Attempt(candidate.provider, Outcome.OK)
         call.decision.attempts.append(attempt)
+        self._router.breakers.on_start(Pair(call.model, candidate.provider))
         guard = ResponseGuard()
         try:
             with Deadline(min(deployment.first_token_s, remaining)):
@@ -179,10 +184,11 @@ class Dispatcher:
                 return await self._until_first_token(
                     candidate, clock, guard, response.chunks(), attempt
                 )
-        except UpstreamFailure as failure:
+        except UpstreamFailure as raw:
             await guard.close()
+            failure = raw.redacted(self._redact)
             self._failed(call, candidate, clock, attempt, failure)
-            raise
+            raise failure from None
         except TimeoutError:
             await guard.close()
             timed_out = UpstreamFailure(
@@ -195,6 +201,7 @@ class Dispatcher:
             await guard.close()
             attempt.outcome = Outcome.CANCELLED
             self._record(call, candidate, clock, Outcome.CANCELLED, attempt)
+            self._note_circuit(call, candidate.provider, Outcome.CANCELLED)
             self.finish(call, None)
             raise
 
@@ -226,7 +233,10 @@ class Dispatcher:
             wait = failure.retry_after_s if failure.retry_after_s is not None else 1.0
             self._router.note_rate_limited(pair, time.time() + wait)
         if failure.status in CLIENT_FAULT:
-            return  # the client's request was at fault, not the pair: no sample
+            # the client's request was at fault, not the pair: no sample, no failure
+            self._note_circuit(call, candidate.provider, Outcome.CANCELLED)
+            return
+        self._note_circuit(call, candidate.provider, failure.outcome)
         self._record(call, candidate, clock, failure.outcome, attempt)
         log.info(
             "attempt failed: %s on %s: %s (%.3f s)",
@@ -250,10 +260,13 @@ class Dispatcher:
             async for data in chunks:
                 events = splitter.feed(data)
                 if events:
+                    if b'"error"' in events:  # a provider's error event: its text is foreign
+                        events = self._redact.bytes(events)
                     await emit(rewrite(events))
             if splitter.pending.strip():
-                await emit(rewrite(splitter.pending + b"\n\n"))
-        except UpstreamFailure as failure:
+                await emit(rewrite(self._redact.bytes(splitter.pending) + b"\n\n"))
+        except UpstreamFailure as raw:
+            failure = raw.redacted(self._redact)
             outcome = Outcome.STREAM_ERROR
             started.attempt.error = failure.message
             log.warning(
@@ -272,8 +285,9 @@ class Dispatcher:
             started = await self.start(call)
             try:
                 body = await self._whole_body(call, started)
-            except UpstreamFailure as failure:
+            except UpstreamFailure as raw:
                 await started.guard.close()
+                failure = raw.redacted(self._redact)
                 self._failed(call, started.candidate, started.clock, started.attempt, failure)
                 continue  # start() skips providers already tried
             except BaseException:
@@ -307,7 +321,13 @@ class Dispatcher:
         attempt.ttft_s = started.clock.ttft_s
         attempt.elapsed_s = started.clock.elapsed()
         self._record(call, started.candidate, started.clock, outcome, attempt)
+        self._note_circuit(call, started.candidate.provider, outcome)
         self.finish(call, started.candidate.provider)
+
+    def _note_circuit(self, call: Call, provider: str, outcome: Outcome) -> None:
+        self._router.breakers.on_result(
+            Pair(call.model, provider), outcome, time.time(), call.policy.circuit
+        )
 
     def _record(
         self, call: Call, candidate: Candidate, clock: AttemptClock, outcome: Outcome,
@@ -394,11 +414,18 @@ def _stream_error_body(provider: str, failure: UpstreamFailure) -> dict[str, Any
 
 def _unavailable(decision: Decision, router: Router, now: float) -> ProxyError:
     limits = router.rate_limited_until
-    waits = [limits.get(Pair(decision.model, c.provider), 0.0) - now for c in decision.excluded]
+    pairs = [Pair(decision.model, c.provider) for c in decision.excluded]
+    waits = [limits.get(pair, 0.0) - now for pair in pairs]
     if waits and all(w > 0 for w in waits):
         return RateLimited(
             f"every provider of '{decision.model}' is rate-limited: {decision.reason}",
             retry_after_s=min(waits),
+        )
+    states = router.breakers.states
+    if any(pair in states for pair in pairs):
+        return NoProviderAvailable(
+            f"model '{decision.model}': {decision.reason}",
+            retry_after_s=retry_after_s(states, pairs, now),
         )
     return NoProviderAvailable(f"model '{decision.model}': {decision.reason}")
 

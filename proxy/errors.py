@@ -107,10 +107,22 @@ class UpstreamRejected(ProxyError):
 
 
 class NoProviderAvailable(ProxyError):
+    """Every provider of the model is out (open circuits, policy); `retry_after_s` is when
+    asking again can succeed (a circuit's next trial), sent as Retry-After."""
+
     status = 503
     type = "service_unavailable_error"
     code = "no_provider_available"
     log_level = logging.WARNING
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
 
 
 class UpstreamFailed(ProxyError):

@@ -123,7 +123,7 @@ async def read_first_token(
     async for data in chunks:
         events = watch.feed(data)
         if watch.upstream_error is not None:
-            message = orjson.dumps(watch.upstream_error).decode()[:300]
+            message = orjson.dumps(watch.upstream_error).decode()  # redacted by the caller
             raise UpstreamFailure(Outcome.HTTP_5XX, f"error event before output: {message}")
         if events:
             prelude.append(events)

@@ -2,17 +2,18 @@
 
 `rank()` does no I/O and reads no clock of its own, so every decision can be replayed and
 explained (/admin/explain calls the same function). `Router` adds the only state routing
-needs: the incumbent per model (for hysteresis) and the rate-limit deadlines announced by
-providers' Retry-After headers, and it remembers a model's last ranking while nothing it was
-made from can have changed (see `Router.route`).
+needs: the incumbent per model (for hysteresis), the rate-limit deadlines announced by
+providers' Retry-After headers and the circuit breakers (proxy.circuit); it remembers a
+model's last ranking while nothing it was made from can have changed (see `Router.route`).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from proxy.circuit import Breakers, CircuitState, trial_order
 from proxy.domain import Candidate, LazyText, Pair, Score, empty_score
 from proxy.policy import ModelPolicy
 
@@ -50,19 +51,22 @@ def rank(
     rate_limited_until: Mapping[Pair, float],
     rng: random.Random,
     now: float,
+    circuits: Mapping[Pair, CircuitState] | None = None,
 ) -> Ranking:
-    """Order a model's deployments ((provider, upstream model id) pairs) for one request."""
+    """Order a model's deployments ((provider, upstream model id) pairs) for one request.
+    `circuits`: the open or failing circuits (proxy.circuit), none when not given."""
+    circuits = circuits or {}
     eligible: list[Candidate] = []
     excluded: list[Candidate] = []
     for provider, upstream_model in deployments:
         pair = Pair(model, provider)
         score = scores.get(pair) or empty_score(pair)
-        why = _exclusion(policy, provider, score, rate_limited_until.get(pair), now)
+        why = _exclusion(
+            policy, provider, rate_limited_until.get(pair), circuits.get(pair), now
+        )
         (excluded if why else eligible).append(Candidate(provider, upstream_model, score, why))
     if not eligible:
-        return Ranking(
-            [], excluded, LazyText(lambda: "no provider available: " + _list_exclusions(excluded))
-        )
+        return _all_excluded(excluded, model, circuits, now)
     key = OBJECTIVES[policy.objective]
     proven = sorted((c for c in eligible if c.score.is_proven), key=lambda c: getattr(c.score, key))
     unproven = [c for c in eligible if not c.score.is_proven]
@@ -104,24 +108,50 @@ def rank(
 
 
 def _exclusion(
-    policy: ModelPolicy, provider: str, score: Score, limited_until: float | None, now: float
+    policy: ModelPolicy,
+    provider: str,
+    limited_until: float | None,
+    circuit: CircuitState | None,
+    now: float,
 ) -> str | None:
     if provider in policy.exclude:
         return EXCLUDED_BY_POLICY
     if limited_until is not None and limited_until > now:
         return f"rate-limited (429) for another {limited_until - now:.1f} s"
-    circuit = policy.circuit
-    if (
-        score.consecutive_errors >= circuit.consecutive_errors
-        and score.last_error_ts is not None
-        and now - score.last_error_ts < circuit.cooldown_s
-    ):
-        rest = circuit.cooldown_s - (now - score.last_error_ts)
-        return (
-            f"circuit open: last {score.consecutive_errors} attempts failed; "
-            f"retried in {rest:.0f} s"
+    return circuit.exclusion(now) if circuit is not None else None
+
+
+def _all_excluded(
+    excluded: list[Candidate], model: str, circuits: Mapping[Pair, CircuitState], now: float
+) -> Ranking:
+    """Nothing eligible. If open circuits are why, the soonest-due of those pairs go as
+    trials (one request at a time): recovery after a total outage costs one good attempt,
+    not a cooldown. A pair out by policy or by a rate limit is never a trial."""
+    out_by_circuit = {
+        Pair(model, c.provider): c
+        for c in excluded
+        if (state := circuits.get(Pair(model, c.provider))) is not None
+        and c.excluded_because == state.exclusion(now)
+    }
+    trials = [
+        replace(out_by_circuit[pair], excluded_because=None)
+        for pair in trial_order(circuits, out_by_circuit, now)
+    ]
+    if not trials:
+        return Ranking(
+            [], excluded, LazyText(lambda: "no provider available: " + _list_exclusions(excluded))
         )
-    return None
+    names = {c.provider for c in trials}
+    return Ranking(
+        trials,
+        [c for c in excluded if c.provider not in names],
+        LazyText(
+            lambda: (
+                f"every provider is out ({_list_exclusions(excluded)}): "
+                f"trial request to {', '.join(c.provider for c in trials)}"
+            )
+        ),
+    )
 
 
 def _hold_or_switch(
@@ -196,6 +226,7 @@ class Router:
         self.rng = rng or random.Random()
         self.incumbents: dict[str, str] = {}
         self.rate_limited_until: dict[Pair, float] = {}
+        self.breakers = Breakers()
         self._rate_limits_version = 0
         self._steady: dict[str, _Steady] = {}
 
@@ -212,10 +243,10 @@ class Router:
         """`rank()` with this router's incumbent and rate limits.
 
         A steady ranking (see `_is_steady`) is kept and returned again, as it is, while the
-        scores snapshot, the policy, the deployments, the incumbent and the rate limits are
-        the very same objects: then `rank()` would return an equal ranking, so a request
-        pays a few identity checks instead of a ranking and its reason text. The returned
-        lists are shared between requests and must not be mutated.
+        scores snapshot, the policy, the deployments and the incumbent are the very same
+        objects and no rate limit or circuit changed: then `rank()` would return an equal
+        ranking, so a request pays a few identity checks instead of a ranking and its reason
+        text. The returned lists are shared between requests and must not be mutated.
         """
         steady = self._steady.get(model)
         if (
@@ -224,6 +255,7 @@ class Router:
             and steady.policy is policy
             and steady.deployments is deployments
             and steady.rate_limits_version == self._rate_limits_version
+            and steady.circuits_version == self.breakers.version
             and steady.incumbent == self.incumbents.get(model)
         ):
             return steady.ranking
@@ -236,6 +268,7 @@ class Router:
             rate_limited_until=self.rate_limited_until,
             rng=self.rng,
             now=now,
+            circuits=self.breakers.states,
         )
         if not dry_run and ranking.ranked and not ranking.is_exploration:
             first = ranking.ranked[0]
@@ -244,7 +277,7 @@ class Router:
         if not dry_run and _is_steady(ranking, policy):
             self._steady[model] = _Steady(
                 scores, policy, deployments, self._rate_limits_version,
-                self.incumbents.get(model), ranking,
+                self.breakers.version, self.incumbents.get(model), ranking,
             )  # fmt: skip
         else:
             self._steady.pop(model, None)
@@ -261,6 +294,7 @@ class _Steady:
     policy: ModelPolicy
     deployments: Sequence[tuple[str, str]]
     rate_limits_version: int
+    circuits_version: int
     incumbent: str | None
     ranking: Ranking
 
@@ -270,8 +304,8 @@ def _is_steady(ranking: Ranking, policy: ModelPolicy) -> bool:
 
     Best mode only (weighted draws anew each time); every eligible pair proven (else an
     exploration draw and a shuffle of the unproven); nothing excluded but by policy (a rate
-    limit or an open circuit ends with time). An eligible pair stays eligible as time passes:
-    a circuit that is closed now only gets further past its cooldown.
+    limit or an open circuit ends with time). An eligible pair stays eligible as time passes
+    until a rate limit or a circuit changes, which moves a version the cache compares.
     """
     return (
         policy.mode == "best"

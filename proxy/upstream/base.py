@@ -14,10 +14,18 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from proxy.domain import Outcome
+from proxy.redact import Redactor
+
+# Bytes of a provider's error body kept (what a message is looked for in).
+MAX_ERROR_BODY = 4096
 
 
 class UpstreamFailure(Exception):
-    """An attempt failed at the transport level or with a non-2xx status."""
+    """An attempt failed at the transport level or with a non-2xx status.
+
+    `message` and `body` may quote the provider's own text, which can hold a credential or an
+    internal address: whatever shows them to anyone else uses `redacted()` first.
+    """
 
     def __init__(
         self,
@@ -34,6 +42,15 @@ class UpstreamFailure(Exception):
         self.status = status
         self.retry_after_s = retry_after_s
         self.body = body
+
+    def redacted(self, redact: Redactor) -> UpstreamFailure:
+        """A copy whose message and body others may read (see proxy.redact): secrets go
+        before the text is cut, so no part of a secret is left at the cut."""
+        body = redact.bytes(self.body[:MAX_ERROR_BODY])
+        return UpstreamFailure(
+            self.outcome, redact.provider_text(self.message), status=self.status,
+            retry_after_s=self.retry_after_s, body=body,
+        )  # fmt: skip
 
 
 class UpstreamResponse(Protocol):
@@ -86,11 +103,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def status_failure(status: int, body: bytes, retry_after: str | None) -> UpstreamFailure:
-    text = body[:300].decode("utf-8", "replace").strip()
+    # The whole text: it is redacted, then cut, where it is handled (`redacted`).
+    text = body[:MAX_ERROR_BODY].decode("utf-8", "replace").strip()
     return UpstreamFailure(
         outcome_for_status(status),
         f"HTTP {status}: {text}" if text else f"HTTP {status}",
         status=status,
         retry_after_s=parse_retry_after(retry_after),
-        body=body,
+        body=body[:MAX_ERROR_BODY],
     )

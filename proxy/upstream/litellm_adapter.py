@@ -5,10 +5,19 @@ imported inside `_litellm()` only, the first time such a provider is used, with
 LITELLM_LOCAL_MODEL_COST_MAP=True so it uses the map it ships with. Its chunks are turned
 back into OpenAI SSE bytes, so dispatch and measurement treat every provider alike; its
 exceptions become UpstreamFailure here.
+
+Only OpenAI request parameters reach litellm from a client's body (`OPENAI_PARAMS`): every
+argument that chooses where and how litellm connects (api_base, base_url, api_key,
+extra_headers, custom_llm_provider, aws_*, vertex_*, mock_response, metadata, ...) comes from
+config alone, so no client can send a provider's key to a URL of its choice. Other unknown
+fields are dropped (logged once per provider and field), or passed as `extra_body` (a body
+litellm merges into the provider's JSON, never into a URL or a header) when the provider's
+`forward_unknown_fields` is on.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,9 +27,32 @@ import orjson
 
 from proxy.config import LiteLLMProvider
 from proxy.domain import Outcome
-from proxy.upstream.base import UpstreamFailure, outcome_for_status, parse_retry_after
+from proxy.upstream.base import (
+    MAX_ERROR_BODY,
+    UpstreamFailure,
+    outcome_for_status,
+    parse_retry_after,
+)
 
+log = logging.getLogger("ttft_router.upstream")
 DONE_EVENT = b"data: [DONE]\n\n"
+
+_COMMON = frozenset(
+    ("stream", "stream_options", "user", "n", "seed", "temperature", "top_p", "stop",
+     "max_tokens", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs")
+)  # fmt: skip
+_CHAT = frozenset(
+    ("messages", "functions", "function_call", "max_completion_tokens", "modalities",
+     "prediction", "audio", "response_format", "tools", "tool_choice", "parallel_tool_calls",
+     "top_logprobs", "reasoning_effort", "verbosity", "service_tier", "web_search_options",
+     "prompt_cache_key")
+)  # fmt: skip
+# path -> the OpenAI parameters a client may set on that endpoint (model is set by dispatch).
+OPENAI_PARAMS: dict[str, frozenset[str]] = {
+    "/chat/completions": _COMMON | _CHAT,
+    "/completions": _COMMON | {"prompt", "suffix", "echo", "best_of"},
+    "/embeddings": frozenset({"input", "encoding_format", "dimensions", "user"}),
+}
 
 
 def _litellm() -> Any:
@@ -54,11 +86,12 @@ class LiteLLMUpstream:
     def __init__(self, name: str, config: LiteLLMProvider) -> None:
         self.name = name
         self._config = config
+        self._dropped_seen: set[str] = set()
 
     @asynccontextmanager
     async def open(self, path: str, body: bytes, *, stream: bool) -> AsyncIterator[LiteLLMResponse]:
         litellm = _litellm()
-        request = orjson.loads(body)
+        request = self._request(path, orjson.loads(body))
         model = f"{self._config.litellm_provider}/{request.pop('model')}"
         kwargs = self._kwargs()
         try:
@@ -76,6 +109,26 @@ class LiteLLMUpstream:
             close = getattr(result, "aclose", None)
             if close is not None:
                 await close()
+
+    def _request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The client's fields litellm may see: OpenAI parameters, the rest as extra_body
+        (when configured) or dropped. Never a litellm routing or credential argument."""
+        allowed = OPENAI_PARAMS[path]
+        request = {k: v for k, v in body.items() if k in allowed}
+        request["model"] = body["model"]
+        unknown = {k: v for k, v in body.items() if k not in allowed and k != "model"}
+        if unknown and self._config.forward_unknown_fields:
+            request["extra_body"] = unknown
+        elif unknown:
+            new = sorted(set(unknown) - self._dropped_seen)
+            if new:
+                self._dropped_seen.update(new)
+                log.warning(
+                    "provider %s (kind litellm): request fields %s are not OpenAI parameters "
+                    "and were not sent (set forward_unknown_fields to send them as body)",
+                    self.name, ", ".join(repr(k[:64]) for k in new[:10]),
+                )  # fmt: skip
+        return request
 
     def _kwargs(self) -> dict[str, Any]:
         c = self._config
@@ -104,12 +157,15 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 
 
 def _translate(exc: Exception) -> UpstreamFailure:
+    """litellm's exceptions -> UpstreamFailure, narrowest type first (its classes, imported
+    with litellm). The text is the provider's: redacted by whoever shows it."""
+    litellm = _litellm()
     status = getattr(exc, "status_code", None)
-    message = str(exc)[:300]
+    message = str(exc)[:MAX_ERROR_BODY]
     name = type(exc).__name__
-    if "Timeout" in name:
+    if isinstance(exc, litellm.Timeout | TimeoutError):
         return UpstreamFailure(Outcome.TIMEOUT, f"timed out: {message}")
-    if "APIConnectionError" in name or not isinstance(status, int):
+    if isinstance(exc, litellm.APIConnectionError) or not isinstance(status, int):
         return UpstreamFailure(Outcome.CONNECT_ERROR, f"{name}: {message}")
     retry_after = None
     response = getattr(exc, "response", None)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import random
 
+from proxy.circuit import CircuitState
 from proxy.domain import Outcome, Pair, Sample, Score
 from proxy.policy import ModelPolicy
 from proxy.routing import Router, rank
@@ -35,6 +36,7 @@ def ranked(policy: ModelPolicy, scores: dict[Pair, Score], **kw: object) -> list
         rate_limited_until=kw.get("limits", {}),
         rng=random.Random(1),
         now=NOW,
+        circuits=kw.get("circuits"),
     )  # type: ignore[arg-type]
     return [c.provider for c in r.ranked]
 
@@ -111,7 +113,7 @@ def test_exploration_share_sends_some_requests_to_unproven() -> None:
 
 def test_filters_exclude_circuit_and_rate_limit_with_reasons() -> None:
     scores = board(a=[0.4] * 30, b=[0.6] * 30, c=[0.7] * 30)
-    scores[Pair("m", "a")] = score("a", [0.4] * 30, errors=5)
+    circuits = {Pair("m", "a"): CircuitState(5, NOW + 20, trial_in_flight=True)}
     r = rank(
         policy(exclude=["c"]),
         DEPLOYMENTS,
@@ -121,13 +123,39 @@ def test_filters_exclude_circuit_and_rate_limit_with_reasons() -> None:
         rate_limited_until={Pair("m", "b"): NOW + 10},
         rng=random.Random(0),
         now=NOW,
+        circuits=circuits,
     )
     assert r.ranked == []
     reasons = {c.provider: c.excluded_because for c in r.excluded}
     assert reasons["c"] == "excluded by policy"
     assert reasons["b"] is not None and reasons["b"].startswith("rate-limited")
-    assert reasons["a"] is not None and reasons["a"].startswith("circuit open")
+    assert reasons["a"] is not None and reasons["a"].startswith("circuit half-open")
     assert "no provider available" in r.reason
+
+
+def test_an_open_circuit_excludes_until_its_cooldown_then_admits_a_trial() -> None:
+    scores = board(a=[0.4] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    circuits = {Pair("m", "a"): CircuitState(5, NOW + 20)}
+    assert ranked(policy(), scores, circuits=circuits) == ["b", "c"]
+    later = {Pair("m", "a"): CircuitState(5, NOW - 1)}  # cooldown over: half-open
+    assert ranked(policy(), scores, circuits=later) == ["a", "b", "c"]
+
+
+def test_when_every_circuit_is_open_the_soonest_due_pairs_go_as_trials() -> None:
+    scores = board(a=[0.4] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    circuits = {
+        Pair("m", "a"): CircuitState(5, NOW + 20),
+        Pair("m", "b"): CircuitState(5, NOW + 5),
+        Pair("m", "c"): CircuitState(5, NOW + 10),
+    }
+    assert ranked(policy(), scores, circuits=circuits) == ["b", "c", "a"]
+    # one trial request at a time: while one is in flight, nothing else goes
+    circuits[Pair("m", "b")] = CircuitState(5, NOW + 5, trial_in_flight=True)
+    assert ranked(policy(), scores, circuits=circuits) == []
+    # a pair out by policy or by a rate limit is never a trial
+    circuits[Pair("m", "b")] = CircuitState(5, NOW + 5)
+    limits = {Pair("m", "b"): NOW + 9}
+    assert ranked(policy(exclude=["a"]), scores, circuits=circuits, limits=limits) == ["c"]
 
 
 def test_weighted_mode_shares_traffic_by_inverse_objective() -> None:
