@@ -254,15 +254,13 @@ class Dispatcher:
         rewrite = ModelRewrite(started.candidate.upstream_model, call.model)
         outcome = Outcome.OK
         try:
-            await emit(rewrite(started.prelude))
+            await emit(rewrite(self._screen(started.prelude)))
             chunks, splitter = started.chunks, started.splitter
             assert chunks is not None and splitter is not None
             async for data in chunks:
                 events = splitter.feed(data)
                 if events:
-                    if b'"error"' in events:  # a provider's error event: its text is foreign
-                        events = self._redact.bytes(events)
-                    await emit(rewrite(events))
+                    await emit(rewrite(self._screen(events)))
             if splitter.pending.strip():
                 await emit(rewrite(self._redact.bytes(splitter.pending) + b"\n\n"))
         except UpstreamFailure as raw:
@@ -277,6 +275,11 @@ class Dispatcher:
         finally:
             await started.guard.close()
             self._done(call, started, outcome)
+
+    def _screen(self, events: bytes) -> bytes:
+        """Forwarded events, with a provider's error event redacted (its text is foreign;
+        `"error"` with bare quotes is a JSON key or value, never escaped content)."""
+        return self._redact.bytes(events) if b'"error"' in events else events
 
     async def complete(self, call: Call) -> tuple[Started, bytes]:
         """A whole answer for a stream=false client; a break mid-body fails over too,

@@ -55,11 +55,20 @@ OPENAI_PARAMS: dict[str, frozenset[str]] = {
 }
 
 
+# litellm's own loggers: at DEBUG they print every call's arguments (api_base, headers),
+# so they are held at WARNING whatever the root level is.
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm")
+
+
 def _litellm() -> Any:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
-    litellm.suppress_debug_info = True
+    if not getattr(litellm, "suppress_debug_info", False):  # first import: quiet it once
+        litellm.suppress_debug_info = True
+        litellm.set_verbose = False
+        for name in LITELLM_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     return litellm
 
 

@@ -1,0 +1,116 @@
+"""A scripted OpenAI-compatible provider: a real aiohttp server on 127.0.0.1 that records
+every request it gets (path, headers, JSON body) and answers as its `mode` says, which a
+test may change while it runs. Streams real SSE (a role-only chunk, content chunks,
+[DONE]).
+
+Modes: "ok"; "500", "401", "400" (an error whose message quotes every header value it was
+sent, as leaky providers do); "error-before" (an SSE error event before any output, quoting
+the headers); "error-after" (one content chunk, then such an error event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tests.helpers import bound_socket
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class ScriptedProvider:
+    mode: str = "ok"
+    requests: list[Seen] = field(default_factory=list)
+    url: str = ""
+    delay_s: float = 0.0  # before answering, whatever the mode
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def leak(self, request: web.Request) -> str:
+        quoted = "; ".join(f"{k}: {v}" for k, v in request.headers.items())
+        return f"Incorrect API key provided. We saw: {quoted}. Served by {self.base_url}"
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(Seen(request.path, dict(request.headers), body))
+        mode = self.mode
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if mode in ("500", "401", "400"):
+            error = {"error": {"message": self.leak(request), "type": "x", "code": None}}
+            return web.json_response(error, status=int(mode))
+        model = body.get("model", "m")
+        if not body.get("stream"):
+            return web.json_response(_whole(model))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_event(_chunk(model, {"role": "assistant", "content": ""})))
+        if mode == "error-before":
+            await response.write(_event({"error": {"message": self.leak(request)}}))
+            return response
+        await response.write(_event(_chunk(model, {"content": "hello"})))
+        if mode == "error-after":
+            await response.write(_event({"error": {"message": self.leak(request)}}))
+            return response
+        await response.write(_event(_chunk(model, {"content": " world"}, finish="stop")))
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }  # fmt: skip
+
+
+def _whole(model: str) -> dict[str, Any]:
+    message = {"role": "assistant", "content": "hello world"}
+    return {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }  # fmt: skip
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+@contextlib.asynccontextmanager
+async def scripted_provider(mode: str = "ok") -> AsyncIterator[ScriptedProvider]:
+    provider = ScriptedProvider(mode)
+    app = web.Application()
+    app.router.add_post("/v1/{tail:.*}", provider.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = bound_socket()
+    await web.SockSite(runner, sock).start()
+    provider.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        yield provider
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (connections are refused)."""
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
