@@ -105,8 +105,9 @@ class Fleet:
             if child.popen.poll() is not None:
                 raise RuntimeError(f"{child.name} exited early: see {child.log}\n"
                                    + child.log.read_text()[-2000:])  # fmt: skip
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", child.port), timeout=0.5
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", child.port), timeout=0.5),
             ):
                 return
             time.sleep(0.1)

@@ -92,7 +92,7 @@ async def measure(
     tallies = {name: Tally() for name in pools}
     names = list(pools)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             before = cpu_of(owners.get(name))
             batch = await pools[name].run(round_s, max_per_round)
             after = cpu_of(owners.get(name))
@@ -217,8 +217,10 @@ async def run_throughput(fleet: Fleet, args: argparse.Namespace) -> dict[str, An
     print_level(f"throughput: {args.throughput_concurrency} streams, first token at once, "
                 f"{args.throughput_tokens} tokens", level)  # fmt: skip
     for name, s in level.items():
-        print(f"  {name:<16}{s['requests_per_s']:>9.0f} req/s  "
-              f"({fmt(s['rps_vs_passthrough'])}x passthrough), errors {s['errors']}")
+        print(
+            f"  {name:<16}{s['requests_per_s']:>9.0f} req/s  "
+            f"({fmt(s['rps_vs_passthrough'])}x passthrough), errors {s['errors']}"
+        )
     return {"workload": {"concurrency": args.throughput_concurrency,
                          "tokens": args.throughput_tokens, "seconds": args.throughput_s,
                          "rounds": args.throughput_rounds}, "targets": level}  # fmt: skip
@@ -280,8 +282,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--throughput-s", type=float, default=8.0)
     p.add_argument("--throughput-rounds", type=int, default=2)
     p.add_argument("--litellm", metavar="PATH", help="the `litellm` executable of a side venv")
-    p.add_argument("--target", action="append", metavar="NAME=URL[@PID]",
-                   help="another OpenAI-compatible base URL (…/v1); PID for its CPU")
+    p.add_argument(
+        "--target",
+        action="append",
+        metavar="NAME=URL[@PID]",
+        help="another OpenAI-compatible base URL (…/v1); PID for its CPU",
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     return p.parse_args(argv)
 

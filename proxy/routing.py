@@ -61,9 +61,7 @@ def rank(
     for provider, upstream_model in deployments:
         pair = Pair(model, provider)
         score = scores.get(pair) or empty_score(pair)
-        why = _exclusion(
-            policy, provider, rate_limited_until.get(pair), circuits.get(pair), now
-        )
+        why = _exclusion(policy, provider, rate_limited_until.get(pair), circuits.get(pair), now)
         (excluded if why else eligible).append(Candidate(provider, upstream_model, score, why))
     if not eligible:
         return _all_excluded(excluded, model, circuits, now)

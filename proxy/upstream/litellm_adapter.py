@@ -64,12 +64,13 @@ def _litellm() -> Any:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
-    if not getattr(litellm, "suppress_debug_info", False):  # first import: quiet it once
-        litellm.suppress_debug_info = True
-        litellm.set_verbose = False
+    module: Any = litellm
+    if not getattr(module, "suppress_debug_info", False):  # first import: quiet it once
+        module.suppress_debug_info = True
+        module.set_verbose = False
         for name in LITELLM_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
-    return litellm
+    return module
 
 
 class LiteLLMResponse:

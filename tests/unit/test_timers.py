@@ -41,4 +41,3 @@ async def test_an_outside_cancel_is_not_turned_into_a_timeout() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-
