@@ -2,8 +2,10 @@
 
     routing decision    Router.route on a scoreboard of 10 proven providers for one model
                         (target < 50 us): ranked anew (a new snapshot each call, as after
-                        every scoreboard refresh) and reused (the same snapshot: Router keeps
-                        a steady ranking); the reason text is rendered only when read, timed
+                        every scoreboard refresh) and on the same snapshot (a posterior
+                        draw per request; Router reuses a ranking only when the pairs'
+                        ranges of draws are disjoint, which these overlapping providers'
+                        are not); the reason text is rendered only when read, timed
                         apart (ranking anew + rendering)
     recording a sample  Dispatcher.record_sample: SampleBuffer.add_sample + the Prometheus
                         attempt counter and TTFT histogram (target < 10 us)
@@ -11,8 +13,8 @@
                         asyncio.timeout, proxy.timers.Deadline, and the bare loop timer
                         under both (no target)
 
-Scores come from proxy.stats.compute_score over synthetic windows (so they are shaped like
-real ones); timeit-style: the best of --repeat runs of --number calls.
+Scores come from proxy.stats.score_model (with their posteriors, as the scoreboard makes
+them) over synthetic windows (so they are shaped like real ones); timeit-style: the best of --repeat runs of --number calls.
 
     .venv/bin/python benchmarks/micro.py
 """
@@ -35,7 +37,13 @@ from proxy.domain import Outcome, Pair, Sample, Score
 from proxy.metrics import Metrics
 from proxy.policy import ModelPolicy
 from proxy.routing import Router
+from proxy.redact import Redactor
 from proxy.stats import compute_score
+
+try:
+    from proxy.stats import score_model
+except ImportError:  # pragma: no cover - measuring a tree from before posteriors
+    score_model = None  # type: ignore[assignment]
 from proxy.store.buffer import SampleBuffer
 from proxy.store.memory import MemoryStore
 from proxy.timers import Deadline
@@ -45,7 +53,7 @@ MODEL = "deepseek-v4-pro"
 
 def scoreboard(providers: int, policy: ModelPolicy, now: float) -> dict[Pair, Score]:
     rng = random.Random(7)
-    board = {}
+    windows = {}
     for i in range(providers):
         pair = Pair(MODEL, f"provider-{i}")
         median = 0.3 + 0.05 * i
@@ -55,8 +63,10 @@ def scoreboard(providers: int, policy: ModelPolicy, now: float) -> dict[Pair, Sc
                    now - 200 + k)
             for k in range(200)
         ]  # fmt: skip
-        board[pair] = compute_score(pair, samples, policy.window_params(), now)
-    return board
+        windows[pair] = samples
+    if score_model is None:  # a tree from before posteriors (the "before" run)
+        return {p: compute_score(p, s, policy.window_params(), now) for p, s in windows.items()}
+    return score_model(windows, policy.window_params(), now, 7)
 
 
 def best_us(fn: Callable[[], object], number: int, repeat: int) -> float:
@@ -123,7 +133,7 @@ def main() -> None:
         f"Router.route, {n} providers, best, ranked anew": best_us(
             lambda: router.route(policy, deployments, MappingProxyType(board), MODEL, now),
             args.number, args.repeat),
-        f"Router.route, {n} providers, best, steady (reused)": best_us(
+        f"Router.route, {n} providers, best, same snapshot": best_us(
             lambda: router.route(policy, deployments, scores, MODEL, now),
             args.number, args.repeat),
         f"Router.route, {n} providers, weighted": best_us(
@@ -136,7 +146,7 @@ def main() -> None:
 
     metrics = Metrics()
     buffer = SampleBuffer(BufferConfig(max_items=10**9), MemoryStore(MemoryStoreConfig()))
-    dispatcher = Dispatcher({}, buffer, router, metrics, "bench")
+    dispatcher = Dispatcher({}, buffer, router, metrics, "bench", Redactor((), {}))
     sample = Sample(MODEL, "provider-3", Outcome.OK, 0.42, now, ttfb_s=0.40, total_s=1.2)
     results["Dispatcher.record_sample (buffer + metrics)"] = best_us(
         lambda: dispatcher.record_sample(sample), args.number, args.repeat

@@ -44,7 +44,7 @@ SHUTDOWN_DRAIN_S = 5.0
 
 
 def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp:
-    holder = policies or PolicyHolder(config.policy_paths())
+    holder = policies or PolicyHolder(config.policy_paths(), providers=config.providers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -59,14 +59,26 @@ class CircuitState:
 
 class Breakers:
     """The circuit of every pair that failed lately. `version` moves on every change that
-    can change a routing decision (open, trial, close)."""
+    can change a routing decision (open, trial, close).
+
+    Also counts, per pair, the attempts whose result the scores do not hold yet (`pending`:
+    in flight, or ended since the last scoreboard snapshot; `settle()` is called by the
+    router when a new snapshot arrives): routing treats them as evidence on its way."""
 
     def __init__(self) -> None:
         self.states: dict[Pair, CircuitState] = {}
         self.version = 0
+        self.pending: dict[Pair, int] = {}
+        self._in_flight: dict[Pair, int] = {}
+
+    def settle(self) -> None:
+        """A new scores snapshot: attempts that ended before it are in it (or lost)."""
+        self.pending = dict(self._in_flight)
 
     def on_start(self, pair: Pair) -> None:
         """An attempt is sent to `pair`: if its circuit is open, this attempt is its trial."""
+        self._in_flight[pair] = self._in_flight.get(pair, 0) + 1
+        self.pending[pair] = self.pending.get(pair, 0) + 1
         state = self.states.get(pair)
         if state is not None and state.is_open and not state.trial_in_flight:
             self.states[pair] = replace(state, trial_in_flight=True)
@@ -74,6 +86,11 @@ class Breakers:
 
     def on_result(self, pair: Pair, outcome: Outcome, now: float, policy: Circuit) -> None:
         """An attempt to `pair` ended with `outcome`."""
+        left = self._in_flight.get(pair, 0) - 1
+        if left > 0:
+            self._in_flight[pair] = left
+        else:
+            self._in_flight.pop(pair, None)
         state = self.states.get(pair)
         if outcome is Outcome.OK:
             if state is not None:

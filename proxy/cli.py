@@ -60,7 +60,7 @@ def configure_logging(level: str, *, json_lines: bool = True) -> None:
 def load_checked(path: str) -> tuple[Config, PolicyHolder]:
     """Config and policies, or ConfigError naming file, field and reason."""
     config = load_config(path)
-    return config, PolicyHolder(config.policy_paths())
+    return config, PolicyHolder(config.policy_paths(), providers=config.providers)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

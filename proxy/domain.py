@@ -145,6 +145,39 @@ def _opt_float(value: Any) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Belief:
+    """How sure we are of a pair's routing objective: a posterior over it (proxy.stats).
+
+    `draws` are K independent posterior draws of the objective (seconds), made once per
+    scoreboard refresh; routing picks one per request (Thompson sampling). `estimate` is
+    their median, `low`/`high` their 5% and 95% points (the 90% range), `lowest`/`highest`
+    their extremes. `n_eff` is the aged weight of the pair's own observations, `prior_weight`
+    that of the pseudo-observations pooled from the model's pairs. `prior` is the model's
+    prior alone (the belief about a pair of the model nobody has measured yet).
+    """
+
+    objective: str
+    estimate: float
+    low: float
+    high: float
+    lowest: float
+    highest: float
+    draws: tuple[float, ...]
+    n_eff: float
+    prior_weight: float
+    prior: Belief | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "objective": self.objective,
+            "estimate_s": self.estimate,
+            "range_90_s": [self.low, self.high],
+            "n_eff": round(self.n_eff, 2),
+            "prior_weight": self.prior_weight,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Score:
     """Statistics of one pair's recent window. Latency figures are seconds, None when n == 0.
 
@@ -176,6 +209,7 @@ class Score:
     n_passive: int
     n_probe: int
     is_proven: bool
+    belief: Belief | None = None  # set by the scoreboard (stats.score_model), else None
 
     @property
     def pair(self) -> Pair:
@@ -209,6 +243,7 @@ class Score:
             "source_mix": {"passive": self.n_passive, "probe": self.n_probe},
             "age_s": self.age_s(now),
             "is_proven": self.is_proven,
+            "belief": self.belief.to_dict() if self.belief is not None else None,
         }
 
 

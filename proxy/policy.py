@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -65,6 +65,16 @@ class Circuit(Frozen):
     cooldown_s: float = Field(30.0, gt=0)
 
 
+class Uncertainty(Frozen):
+    """The posterior of each pair's objective (proxy.stats.score_model, docs/policies.md)."""
+
+    draws: int = Field(64, ge=8, le=1024, description="posterior draws per pair and refresh")
+    prior_weight: float = Field(
+        1.0, ge=0, le=1000, description="pseudo-observations pooled from the model's pairs"
+    )
+    half_life_s: float = Field(600.0, gt=0, description="a sample's weight halves this often")
+
+
 class ModelPolicy(Frozen):
     mode: Literal["best", "weighted"] = "best"
     objective: Literal["p50", "p90", "p95", "p99", "tail_mean"] = Field(
@@ -73,7 +83,17 @@ class ModelPolicy(Frozen):
     )
     min_samples: int = Field(20, ge=1)
     window: Window = Window()
-    exploration_share: float = Field(0.05, ge=0, le=1)
+    exploration_share: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="share of user requests routed by a posterior draw (Thompson sampling); "
+        "the rest go to the pair with the best estimate",
+    )
+    probed_exploration_share: float = Field(
+        0.1, ge=0, le=1, description="exploration_share while the prober measures the model"
+    )
+    uncertainty: Uncertainty = Uncertainty()
     hysteresis: float = Field(
         0.10, ge=0, lt=1, description="a challenger must beat the incumbent by this share"
     )
@@ -96,6 +116,10 @@ class ModelPolicy(Frozen):
             min_samples=self.min_samples,
             cold_factor=self.cold_start.factor,
             cold_floor_s=self.cold_start.floor_s,
+            objective=self.objective,
+            draws=self.uncertainty.draws,
+            prior_weight=self.uncertainty.prior_weight,
+            half_life_s=self.uncertainty.half_life_s,
         )
 
 
@@ -133,8 +157,9 @@ class PolicySet:
         }
 
 
-def load_policies(paths: Sequence[Path]) -> PolicySet:
-    """Read, merge and validate policy files. Raises ConfigError naming file and field."""
+def load_policies(paths: Sequence[Path], providers: Collection[str] | None = None) -> PolicySet:
+    """Read, merge and validate policy files. Raises ConfigError naming file and field.
+    `providers`: the configured provider names; a policy naming another one is an error."""
     defaults: dict[str, Any] = {}
     overrides: dict[str, tuple[Path, dict[str, Any]]] = {}
     default_source: Path | None = None
@@ -155,6 +180,17 @@ def load_policies(paths: Sequence[Path]) -> PolicySet:
         model: _validate(_merge(defaults, over), path, f"models.{model}")
         for model, (path, over) in overrides.items()
     }
+    if providers is not None:
+        sources = {"defaults": default_source, **{m: p for m, (p, _) in overrides.items()}}
+        for where, pol in {"defaults": default, **per_model}.items():
+            unknown = [p for p in pol.exclude if p not in providers]
+            if unknown:
+                prefix = "" if where == "defaults" else "models."
+                raise ConfigError(
+                    f"{sources[where] or '<defaults>'}: {prefix}{where}.exclude: unknown "
+                    f"provider {', '.join(map(repr, unknown))} (configured: "
+                    f"{', '.join(sorted(providers)) or 'none'})"
+                )
     return PolicySet(default=default, per_model=per_model, sources=tuple(paths))
 
 
@@ -171,10 +207,17 @@ def _validate(data: dict[str, Any], path: Path | None, where: str) -> ModelPolic
 class PolicyHolder:
     """The current PolicySet; `reload()` swaps in a new one or keeps the last good."""
 
-    def __init__(self, paths: Sequence[Path], initial: PolicySet | None = None) -> None:
-        """Load `paths`, or start from `initial` (built in code) when it is given."""
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        initial: PolicySet | None = None,
+        providers: Collection[str] | None = None,
+    ) -> None:
+        """Load `paths`, or start from `initial` (built in code) when it is given.
+        `providers`: the configured provider names (a policy naming another is invalid)."""
         self.paths = tuple(paths)
-        self.current = initial if initial is not None else load_policies(self.paths)
+        self.providers = frozenset(providers) if providers is not None else None
+        self.current = initial if initial is not None else load_policies(self.paths, providers)
         self.last_error: str | None = None
         self._mtimes = self._read_mtimes()
 
@@ -191,7 +234,7 @@ class PolicyHolder:
         """Load the files again. Returns None on success, else the error (policy unchanged)."""
         self._mtimes = self._read_mtimes()
         try:
-            self.current = load_policies(self.paths)
+            self.current = load_policies(self.paths, self.providers)
         except ConfigError as exc:
             self.last_error = str(exc)
             log.error("policy reload failed, keeping the last good policy: %s", exc)

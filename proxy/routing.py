@@ -1,5 +1,14 @@
 """Pure routing: (policy, scores, candidates, incumbent, rng, now) -> ranked candidates + reason.
 
+Ranking under uncertainty (docs/policies.md): every measured pair's Score carries a Belief,
+K posterior draws of the routing objective made at scoreboard refresh (stats.score_model).
+A request picks one draw index and orders the pairs by their draws (Thompson sampling):
+a pair gets the first place in proportion to the chance that it is the best, so traffic
+explores only pairs whose plausible range overlaps the leader's, and stops once they are
+clearly worse. A pair nobody has measured has the model's pooled prior as its belief.
+Attempts pending for a pair narrow its draw toward its estimate (so a burst inside one
+refresh does not all explore the same pair). `min_samples` only names a pair "proven".
+
 `rank()` does no I/O and reads no clock of its own, so every decision can be replayed and
 explained (/admin/explain calls the same function). `Router` adds the only state routing
 needs: the incumbent per model (for hysteresis), the rate-limit deadlines announced by
@@ -12,11 +21,13 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from math import sqrt
 
 from proxy.circuit import Breakers, CircuitState, trial_order
-from proxy.domain import Candidate, LazyText, Pair, Score, empty_score
+from proxy.domain import Belief, Candidate, LazyText, Pair, Score, empty_score
 from proxy.policy import ModelPolicy
 
+# Policy objective -> the Score attribute that is its point estimate.
 OBJECTIVES = {
     "p50": "median",
     "p90": "p90",
@@ -35,6 +46,7 @@ class Ranking:
     excluded: list[Candidate]
     explanation: LazyText  # the reason, rendered when first read
     is_exploration: bool = False
+    leader: str | None = None  # the measured pair with the best estimate (hysteresis applied)
 
     @property
     def reason(self) -> str:
@@ -52,57 +64,119 @@ def rank(
     rng: random.Random,
     now: float,
     circuits: Mapping[Pair, CircuitState] | None = None,
+    pending: Mapping[Pair, int] | None = None,
+    probed: bool = False,
+    draw: bool = True,
 ) -> Ranking:
     """Order a model's deployments ((provider, upstream model id) pairs) for one request.
-    `circuits`: the open or failing circuits (proxy.circuit), none when not given."""
+
+    `circuits`: the open or failing circuits (proxy.circuit), none when not given.
+    `pending`: attempts per pair whose result the scores do not hold yet (in flight, or
+    ended since the snapshot): they narrow that pair's posterior draw, as the evidence
+    they will bring will. `probed`: the prober measures this model, so user requests
+    explore with `probed_exploration_share` instead of `exploration_share`. `draw`: False
+    ranks by the estimates alone (explain: the deterministic choice, no draw).
+    """
     circuits = circuits or {}
+    pending = pending or {}
     eligible: list[Candidate] = []
     excluded: list[Candidate] = []
+    prior: Belief | None = None
     for provider, upstream_model in deployments:
         pair = Pair(model, provider)
         score = scores.get(pair) or empty_score(pair)
+        if prior is None and score.belief is not None:
+            prior = score.belief.prior
         why = _exclusion(policy, provider, rate_limited_until.get(pair), circuits.get(pair), now)
         (excluded if why else eligible).append(Candidate(provider, upstream_model, score, why))
     if not eligible:
         return _all_excluded(excluded, model, circuits, now)
-    key = OBJECTIVES[policy.objective]
-    proven = sorted((c for c in eligible if c.score.is_proven), key=lambda c: getattr(c.score, key))
-    unproven = [c for c in eligible if not c.score.is_proven]
-    rng.shuffle(unproven)
-    unproven.sort(key=lambda c: c.score.n)  # stable: least measured first, ties at random
-    if not proven:
-        first = unproven[0]
-        return Ranking(
-            unproven,
-            excluded,
-            LazyText(
-                lambda: (
-                    f"no pair proven yet (each needs {policy.min_samples} samples): "
-                    f"measuring {first.provider} first (n={first.score.n})"
-                )
-            ),
-        )
-    if unproven and rng.random() < policy.exploration_share:
-        pick = unproven[0]
-        best = proven[0]
-        return Ranking(
-            [pick, *proven, *unproven[1:]],
-            excluded,
-            LazyText(
-                lambda: (
-                    f"exploring: {pick.provider} is unproven (n={pick.score.n} of "
-                    f"{policy.min_samples}); {_figures(best, key)} is the best proven"
-                )
-            ),
-            is_exploration=True,
-        )
+    if prior is None:
+        return _warm_up(eligible, excluded, model, pending, rng)
+    cut = 1.0 - policy.hysteresis
+    beliefs = [c.score.belief or prior for c in eligible]
+    advantage = [cut if c.provider == incumbent else 1.0 for c in eligible]
+    exploit = [_exploit_key(b, f) for b, f in zip(beliefs, advantage, strict=True)]
+    leader = min(range(len(eligible)), key=exploit.__getitem__)
     if policy.mode == "weighted":
-        order = _weighted_order(proven, key, rng)
+        order = _weighted_order(eligible, beliefs, rng)
         return Ranking(
-            order + unproven, excluded, LazyText(lambda: _weighted_reason(order[0], proven, key))
+            order, excluded, LazyText(lambda: _weighted_reason(order[0], eligible, beliefs))
         )
-    order, reason = _hold_or_switch(proven, key, policy.hysteresis, incumbent)
-    return Ranking(order + unproven, excluded, reason)
+    share = policy.probed_exploration_share if probed else policy.exploration_share
+    if draw and (share >= 1.0 or (share > 0.0 and rng.random() < share)):
+        j = rng.randrange(len(prior.draws))
+        if pending:
+            values = [
+                _pending_draw(b, j, pending.get(Pair(model, c.provider), 0)) * f
+                for c, b, f in zip(eligible, beliefs, advantage, strict=True)
+            ]
+        else:
+            values = [
+                b.draws[j % len(b.draws)] * f for b, f in zip(beliefs, advantage, strict=True)
+            ]
+    else:
+        values = exploit
+    order = [eligible[i] for i in sorted(range(len(eligible)), key=values.__getitem__)]
+    first = order[0]
+    exploring = first is not eligible[leader]
+    return Ranking(
+        order,
+        excluded,
+        LazyText(
+            lambda: _reason(
+                first, eligible, beliefs, advantage, leader, incumbent, policy, exploring
+            )
+        ),
+        is_exploration=exploring,
+        leader=eligible[leader].provider if beliefs[leader].n_eff > 0.0 else None,
+    )
+
+
+_UNMEASURED = 1e18  # added to the estimate of a pair known only through the prior
+
+
+def _exploit_key(b: Belief, advantage: float) -> float:
+    """The order without a draw: by estimate (the incumbent's scaled by the hysteresis),
+    measured pairs before pairs known only through the model's prior."""
+    return b.estimate * advantage if b.n_eff > 0.0 else _UNMEASURED + b.estimate
+
+
+def _pending_draw(b: Belief, j: int, waiting: int) -> float:
+    """Draw j, moved toward the estimate as if `waiting` more observations had arrived:
+    the spread of a posterior narrows as sqrt(weight before / weight after)."""
+    value = b.draws[j % len(b.draws)]
+    if not waiting:
+        return value
+    weight = b.n_eff + b.prior_weight
+    return b.estimate + (value - b.estimate) * sqrt(weight / (weight + waiting))
+
+
+def _warm_up(
+    eligible: list[Candidate],
+    excluded: list[Candidate],
+    model: str,
+    pending: Mapping[Pair, int],
+    rng: random.Random,
+) -> Ranking:
+    """Nothing of the model measured yet: least measured first, counting the attempts in
+    flight, ties at random, so a burst spreads evenly before the first score exists."""
+    order = list(eligible)
+    rng.shuffle(order)
+    order.sort(key=lambda c: c.score.n + pending.get(Pair(model, c.provider), 0))
+    first = order[0]
+    waiting = pending.get(Pair(model, first.provider), 0)
+    return Ranking(
+        order,
+        excluded,
+        LazyText(
+            lambda: (
+                f"no pair of the model measured yet: measuring {first.provider} first "
+                f"(n={first.score.n}, {waiting} attempts pending)"
+            )
+        ),
+        is_exploration=True,
+    )
 
 
 def _exclusion(
@@ -152,64 +226,109 @@ def _all_excluded(
     )
 
 
-def _hold_or_switch(
-    proven: list[Candidate], key: str, hysteresis: float, incumbent: str | None
-) -> tuple[list[Candidate], LazyText]:
-    best = proven[0]
-    holder = next((c for c in proven if c.provider == incumbent), None) if incumbent else None
-    if holder is not None and holder is not best:
-        holder_value = getattr(holder.score, key)
-        if getattr(best.score, key) > holder_value * (1.0 - hysteresis):
-            order = [holder, *(c for c in proven if c is not holder)]
-            return order, LazyText(
-                lambda: (
-                    f"holding {_figures(holder, key)}: challenger {_figures(best, key)} "
-                    f"is not better by {hysteresis:.0%}"
-                )
-            )
-    return proven, LazyText(lambda: _best_reason(proven, key))
+def win_shares(beliefs: Sequence[Belief], advantage: Sequence[float]) -> list[float]:
+    """Share of the posterior draws in which each pair is the best (Thompson's chance of
+    choosing it, before pending evidence). Remembered for the same beliefs: the requests
+    routed on one snapshot share them, and every logged decision renders its reason."""
+    key = (tuple(map(id, beliefs)), tuple(advantage))
+    known = _SHARES.get(key)
+    if known is not None:
+        return known[1]
+    k = min(len(b.draws) for b in beliefs)
+    scaled = [[d * f for d in b.draws[:k]] for b, f in zip(beliefs, advantage, strict=True)]
+    wins = [0] * len(beliefs)
+    for row in zip(*scaled, strict=True):
+        wins[row.index(min(row))] += 1
+    shares = [w / k for w in wins]
+    if len(_SHARES) >= 256:
+        _SHARES.clear()
+    _SHARES[key] = (tuple(beliefs), shares)  # holds the beliefs: their ids stay theirs
+    return shares
 
 
-def _best_reason(proven: list[Candidate], key: str) -> str:
-    best = proven[0]
-    others = "; ".join(_figures(c, key) for c in proven[1:4]) or "no other proven pair"
-    return (
-        f"{best.provider} has the lowest {LABELS.get(key, key)} among {len(proven)} proven pairs: "
-        f"{_figures(best, key)}; others: {others}"
+_SHARES: dict[
+    tuple[tuple[int, ...], tuple[float, ...]], tuple[tuple[Belief, ...], list[float]]
+] = {}
+
+
+def _reason(
+    first: Candidate,
+    eligible: list[Candidate],
+    beliefs: list[Belief],
+    advantage: list[float],
+    leader: int,
+    incumbent: str | None,
+    policy: ModelPolicy,
+    exploring: bool,
+) -> str:
+    shares = win_shares(beliefs, advantage)
+    label = LABELS.get(policy.objective, policy.objective)
+    rows = sorted(range(len(eligible)), key=lambda i: -shares[i])
+    figures = "; ".join(
+        _figures(eligible[i], beliefs[i], shares[i], policy.min_samples) for i in rows[:4]
     )
+    lead = eligible[leader]
+    held = (
+        f" (the incumbent: a challenger must be {policy.hysteresis:.0%} better)"
+        if lead.provider == incumbent and policy.hysteresis > 0
+        else ""
+    )
+    if exploring:
+        i = eligible.index(first)
+        head = (
+            f"exploring {first.provider}: best in {shares[i]:.0%} of posterior draws, its "
+            f"plausible {label} overlaps the leader {lead.provider}'s"
+        )
+    else:
+        head = f"{lead.provider} has the lowest estimated {label}{held}"
+    return f"{head}: {figures}"
 
 
-def _weighted_order(proven: list[Candidate], key: str, rng: random.Random) -> list[Candidate]:
-    """Draw an order without replacement, each pair weighted by 1 / objective.
+def _weighted_order(
+    eligible: list[Candidate], beliefs: list[Belief], rng: random.Random
+) -> list[Candidate]:
+    """Draw an order without replacement, each pair weighted by 1 / estimate.
 
     One pass (Efraimidis-Spirakis): sorting by u ** (1 / weight), u uniform in (0, 1], gives
     the same distribution of orders as drawing one pair at a time in proportion to its
     weight among those left, in O(n log n) instead of O(n^2) draws.
     """
     keyed = [
-        ((1.0 - rng.random()) ** max(getattr(c.score, key), 1e-6), i, c)
-        for i, c in enumerate(proven)
-    ]  # u ** (1 / w) with w = 1 / objective
+        ((1.0 - rng.random()) ** max(b.estimate, 1e-6), i, c)
+        for i, (c, b) in enumerate(zip(eligible, beliefs, strict=True))
+    ]  # u ** (1 / w) with w = 1 / estimate
     keyed.sort(reverse=True)
     return [c for _, _, c in keyed]
 
 
-def _weighted_reason(chosen: Candidate, proven: list[Candidate], key: str) -> str:
-    total = sum(1.0 / max(getattr(c.score, key), 1e-6) for c in proven)
-    share = (1.0 / max(getattr(chosen.score, key), 1e-6)) / total
-    return f"weighted draw: {_figures(chosen, key)} had a {share:.0%} share"
+def _weighted_reason(chosen: Candidate, eligible: list[Candidate], beliefs: list[Belief]) -> str:
+    total = sum(1.0 / max(b.estimate, 1e-6) for b in beliefs)
+    b = beliefs[eligible.index(chosen)]
+    share = (1.0 / max(b.estimate, 1e-6)) / total
+    return f"weighted draw: {chosen.provider} had a {share:.0%} share ({_range(b)})"
 
 
-LABELS = {"median": "median", "tail_mean": "tail mean (slowest 5%)"}
+LABELS = {"tail_mean": "tail mean (slowest 5%)", "p50": "median"}
 
 
-def _figures(c: Candidate, key: str) -> str:
+def _range(b: Belief) -> str:
+    label = LABELS.get(b.objective, b.objective)
+    return f"{label} {b.estimate:.3f} s, 90% range {b.low:.3f}-{b.high:.3f} s"
+
+
+def _figures(c: Candidate, b: Belief, share: float, min_samples: int) -> str:
     s = c.score
+    if s.n == 0:
+        return (
+            f"{c.provider}: not measured, the model's prior: {_range(b)}, best in {share:.0%} "
+            "of draws"
+        )
+    proven = "proven" if s.is_proven else f"unproven, below {min_samples}"
     cv = f"{s.cv:.0%}" if s.cv is not None else "n/a"
-    lead = "" if key in ("p95", "median") else f"{LABELS.get(key, key)} {getattr(s, key):.3f} s, "
     return (
-        f"{c.provider} ({lead}p95 {s.p95:.3f} s, median {s.median:.3f} s, CV {cv}, "
-        f"errors {s.error_rate:.0%}, n={s.n})"
+        f"{c.provider}: {_range(b)}, n={s.n} ({proven}; {s.n_censored} censored, weight "
+        f"{b.n_eff:.1f} after ageing), p95 {s.p95:.3f} s, median {s.median:.3f} s, CV {cv}, "
+        f"errors {s.error_rate:.0%}, best in {share:.0%} of draws"
     )
 
 
@@ -218,15 +337,19 @@ def _list_exclusions(excluded: list[Candidate]) -> str:
 
 
 class Router:
-    """Holds the incumbent per model and providers' rate-limit deadlines between requests."""
+    """Holds the incumbent per model and providers' rate-limit deadlines between requests,
+    the circuit breakers (with the attempts pending per pair) and which models the prober
+    measures (`probed_models`, filled by the prober's wiring)."""
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self.rng = rng or random.Random()
         self.incumbents: dict[str, str] = {}
         self.rate_limited_until: dict[Pair, float] = {}
         self.breakers = Breakers()
+        self.probed_models: set[str] = set()
         self._rate_limits_version = 0
         self._steady: dict[str, _Steady] = {}
+        self._scores_seen: Mapping[Pair, Score] | None = None
 
     def route(
         self,
@@ -238,7 +361,8 @@ class Router:
         *,
         dry_run: bool = False,
     ) -> Ranking:
-        """`rank()` with this router's incumbent and rate limits.
+        """`rank()` with this router's incumbent, rate limits, circuits and pending attempts.
+        A dry run (explain) ranks by the estimates alone and changes nothing.
 
         A steady ranking (see `_is_steady`) is kept and returned again, as it is, while the
         scores snapshot, the policy, the deployments and the incumbent are the very same
@@ -246,7 +370,11 @@ class Router:
         ranking, so a request pays a few identity checks instead of a ranking and its reason
         text. The returned lists are shared between requests and must not be mutated.
         """
+        if scores is not self._scores_seen:  # a new snapshot holds what has ended so far
+            self._scores_seen = scores
+            self.breakers.settle()
         steady = self._steady.get(model)
+        incumbent = self.incumbents.get(model)
         if (
             steady is not None
             and steady.scores is scores
@@ -254,7 +382,7 @@ class Router:
             and steady.deployments is deployments
             and steady.rate_limits_version == self._rate_limits_version
             and steady.circuits_version == self.breakers.version
-            and steady.incumbent == self.incumbents.get(model)
+            and steady.incumbent == incumbent
         ):
             return steady.ranking
         ranking = rank(
@@ -262,20 +390,23 @@ class Router:
             deployments,
             scores,
             model,
-            incumbent=self.incumbents.get(model),
+            incumbent=incumbent,
             rate_limited_until=self.rate_limited_until,
             rng=self.rng,
             now=now,
             circuits=self.breakers.states,
+            pending=self.breakers.pending,
+            probed=model in self.probed_models,
+            draw=not dry_run,
         )
-        if not dry_run and ranking.ranked and not ranking.is_exploration:
-            first = ranking.ranked[0]
-            if first.score.is_proven:
-                self.incumbents[model] = first.provider
-        if not dry_run and _is_steady(ranking, policy):
+        if dry_run:
+            return ranking
+        if ranking.leader is not None:
+            self.incumbents[model] = ranking.leader
+        if ranking.leader == incumbent and _is_steady(ranking, policy, incumbent):
             self._steady[model] = _Steady(
                 scores, policy, deployments, self._rate_limits_version,
-                self.breakers.version, self.incumbents.get(model), ranking,
+                self.breakers.version, incumbent, ranking,
             )  # fmt: skip
         else:
             self._steady.pop(model, None)
@@ -284,6 +415,71 @@ class Router:
     def note_rate_limited(self, pair: Pair, until: float) -> None:
         self.rate_limited_until[pair] = max(until, self.rate_limited_until.get(pair, 0.0))
         self._rate_limits_version += 1
+
+    def evidence_wanted(
+        self,
+        policy: ModelPolicy,
+        deployments: Sequence[tuple[str, str]],
+        scores: Mapping[Pair, Score],
+        model: str,
+    ) -> list[Wanted]:
+        """`evidence_wanted` with this router's incumbent."""
+        return evidence_wanted(policy, deployments, scores, model, self.incumbents.get(model))
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """A pair the router would like measured (by a probe rather than a user's request)."""
+
+    provider: str
+    reason: str
+    chance: float  # share of posterior draws in which the pair is the best
+
+
+def evidence_wanted(
+    policy: ModelPolicy,
+    deployments: Sequence[tuple[str, str]],
+    scores: Mapping[Pair, Score],
+    model: str,
+    incumbent: str | None = None,
+) -> list[Wanted]:
+    """The model's pairs whose measurement could change the routing, most wanted first:
+    never measured; measured too little to be proven; aged (its evidence weighs less than
+    half of `min_samples`); or plausibly the best although not the leader (best in some
+    posterior draws). The leader itself is wanted only when aged: user traffic measures it."""
+    excluded = set(policy.exclude)
+    pairs = [p for p, _ in deployments if p not in excluded]
+    beliefs: list[Belief | None] = [
+        (s.belief if (s := scores.get(Pair(model, p))) is not None else None) for p in pairs
+    ]
+    prior = next((b.prior for b in beliefs if b is not None and b.prior is not None), None)
+    if prior is None:  # nothing measured: every pair is wanted alike
+        return [Wanted(p, "not measured yet", 1.0 / len(pairs)) for p in pairs]
+    filled = [b or prior for b in beliefs]
+    cut = 1.0 - policy.hysteresis
+    advantage = [cut if p == incumbent else 1.0 for p in pairs]
+    shares = win_shares(filled, advantage)
+    lead = min(
+        range(len(pairs)),
+        key=lambda i: (filled[i].n_eff <= 0.0, filled[i].estimate * advantage[i]),
+    )
+    out: list[tuple[int, float, Wanted]] = []
+    for i, (p, b) in enumerate(zip(pairs, filled, strict=True)):
+        score = scores.get(Pair(model, p))
+        n = score.n if score is not None else 0
+        if n == 0:
+            out.append((0, -shares[i], Wanted(p, "not measured yet", shares[i])))
+        elif b.n_eff < policy.min_samples / 2 and n >= policy.min_samples / 2:
+            why = f"evidence aged: weight {b.n_eff:.1f} of n={n} after ageing"
+            out.append((1, -shares[i], Wanted(p, why, shares[i])))
+        elif i != lead and n < policy.min_samples and shares[i] > 0:
+            why = f"unproven (n={n} of {policy.min_samples}), best in {shares[i]:.0%} of draws"
+            out.append((2, -shares[i], Wanted(p, why, shares[i])))
+        elif i != lead and shares[i] > 0:
+            why = f"plausibly the best: best in {shares[i]:.0%} of draws ({_range(b)})"
+            out.append((3, -shares[i], Wanted(p, why, shares[i])))
+    out.sort(key=lambda row: (row[0], row[1]))
+    return [w for _, _, w in out]
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,17 +493,28 @@ class _Steady:
     ranking: Ranking
 
 
-def _is_steady(ranking: Ranking, policy: ModelPolicy) -> bool:
+def _is_steady(ranking: Ranking, policy: ModelPolicy, incumbent: str | None) -> bool:
     """True when `rank()` on the same inputs gives this ranking again at any later time.
 
-    Best mode only (weighted draws anew each time); every eligible pair proven (else an
-    exploration draw and a shuffle of the unproven); nothing excluded but by policy (a rate
-    limit or an open circuit ends with time). An eligible pair stays eligible as time passes
-    until a rate limit or a circuit changes, which moves a version the cache compares.
+    Best mode only (weighted draws anew each time); every eligible pair measured, and the
+    ranges of their draws (scaled as ranked, the incumbent's by the hysteresis) disjoint in
+    the ranked order: then every draw and any pending count give this same order; nothing
+    excluded but by policy (a rate limit or an open circuit ends with time). An eligible
+    pair stays eligible as time passes until a rate limit or a circuit changes, which moves
+    a version the cache compares.
     """
-    return (
-        policy.mode == "best"
-        and bool(ranking.ranked)
-        and all(c.score.is_proven for c in ranking.ranked)
-        and all(c.excluded_because == EXCLUDED_BY_POLICY for c in ranking.excluded)
-    )
+    if policy.mode != "best" or not ranking.ranked:
+        return False
+    if any(c.excluded_because != EXCLUDED_BY_POLICY for c in ranking.excluded):
+        return False
+    cut = 1.0 - policy.hysteresis
+    below = float("-inf")
+    for c in ranking.ranked:
+        b = c.score.belief
+        if b is None or b.n_eff <= 0.0:
+            return False
+        f = cut if c.provider == incumbent else 1.0
+        if b.lowest * f <= below:
+            return False
+        below = b.highest * f
+    return True

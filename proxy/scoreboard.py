@@ -2,9 +2,11 @@
 
 A background loop asks the store for windows whose version changed since the last refresh
 and recomputes only those pairs' scores; every `full_every_s` it also recomputes the pairs
-whose window lost a sample to age since the last such pass (a score depends on the clock only
-through its window), so that samples age out of a window with no new traffic; a policy change
-recomputes every pair. The snapshot is swapped whole: a reader never sees a half-updated board
+whose window lost a sample to age since the last such pass, so that samples age out of a window
+with no new traffic; a policy change recomputes every pair. A pair's Belief (the posterior of
+its objective, stats.score_model) depends on the model's other pairs (the pooled prior) and on
+the clock (evidence ages), so a pair is always rescored with its whole model, and the periodic
+pass rescores every model. The snapshot is swapped whole: a reader never sees a half-updated board
 and never awaits; a refresh of many pairs yields to the event loop between batches.
 """
 
@@ -12,21 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-from bisect import bisect_left
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from proxy.domain import SAMPLE_TIME, Pair, Sample, Score
+from proxy.domain import Pair, Sample, Score
 from proxy.loops import pause
 from proxy.policy import PolicyHolder
-from proxy.stats import compute_score
+from proxy.stats import score_model
 from proxy.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("ttft_router.scoreboard")
-# Pairs scored between yields to the event loop (~200 us each): a refresh of many pairs
-# must not stall the requests in flight for its whole duration.
-SCORE_BATCH = 50
+# Pairs scored between yields to the event loop (~200-400 us each with their posterior): a
+# refresh of many pairs must not stall the requests in flight for its whole duration.
+SCORE_BATCH = 30
 
 
 class Scoreboard:
@@ -50,6 +52,7 @@ class Scoreboard:
         self.last_refresh_cpu_s = 0.0
         self._last_full = 0.0
         self._policy_seen = policies.current
+        self._seeds = random.Random()
 
     def age_s(self, now: float | None = None) -> float | None:
         """Seconds since the last successful refresh; None before the first one."""
@@ -71,38 +74,33 @@ class Scoreboard:
             self._last_full = now
             pairs = list(self._windows)
         elif now - self._last_full >= self._full_every_s:
-            pairs = list(changed.keys() | self._aged(self._last_full, now))
+            pairs = list(self._windows)  # every posterior ages, whether a sample left or not
             self._last_full = now
         else:
             pairs = list(changed)
         cpu = time.process_time() - cpu
         if pairs:
             board = dict(self.snapshot)
-            for start in range(0, len(pairs), SCORE_BATCH):
-                if start:
+            by_model: dict[str, dict[Pair, list[Sample]]] = {}
+            for pair, samples in self._windows.items():
+                by_model.setdefault(pair.model, {})[pair] = samples
+            models = list(dict.fromkeys(p.model for p in pairs))
+            done = 0
+            for model in models:
+                if done >= SCORE_BATCH:
                     await asyncio.sleep(0)  # let requests run between batches
+                    done = 0
                 batch_cpu = time.process_time()
-                for pair in pairs[start : start + SCORE_BATCH]:
-                    params = self._policies.current.for_model(pair.model).window_params()
-                    board[pair] = compute_score(pair, self._windows[pair], params, now)
+                params = self._policies.current.for_model(model).window_params()
+                seed = self._seeds.getrandbits(64)
+                board.update(score_model(by_model[model], params, now, seed))
+                done += len(by_model[model])
                 cpu += time.process_time() - batch_cpu
             self.snapshot = MappingProxyType(board)
+            pairs = list(dict.fromkeys(p for m in models for p in by_model[m]))
         self.refreshed_at = now
         self.last_refresh_cpu_s = cpu
         return len(pairs)
-
-    def _aged(self, since: float, now: float) -> set[Pair]:
-        """Pairs with a sample in their window at `since` that has aged out by `now`.
-        Windows are oldest first (the Store contract)."""
-        aged = set()
-        policies = self._policies.current
-        for pair, samples in self._windows.items():
-            window = policies.for_model(pair.model).window
-            lo = max(0, len(samples) - window.max_samples)
-            then = bisect_left(samples, since - window.max_age_s, lo=lo, key=SAMPLE_TIME)
-            if bisect_left(samples, now - window.max_age_s, lo=lo, key=SAMPLE_TIME) > then:
-                aged.add(pair)
-        return aged
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -19,16 +19,29 @@ robust measures of the same spread (see docs/statistics.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
-from proxy.domain import ERROR_OUTCOMES, SAMPLE_TIME, Outcome, Pair, Sample, Score, Source
+from proxy.domain import (
+    ERROR_OUTCOMES,
+    SAMPLE_TIME,
+    Belief,
+    Outcome,
+    Pair,
+    Sample,
+    Score,
+    Source,
+)
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 TAIL_SHARE = 0.05
+# Policy objective -> the quantile it is (tail_mean is the expected shortfall instead).
+OBJECTIVE_QUANTILE = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+PRIOR_POINTS = 40  # the pooled prior, as this many quantiles of the model's pairs' mixture
+PRIOR_ATOMS = 2  # points of the prior that carry its weight in one posterior draw
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +53,10 @@ class WindowParams:
     min_samples: int = 20
     cold_factor: float = 4.0
     cold_floor_s: float = 2.0
+    objective: str = "tail_mean"  # a key of OBJECTIVES
+    draws: int = 64
+    prior_weight: float = 1.0
+    half_life_s: float = 600.0
 
 
 def window(samples: Sequence[Sample], params: WindowParams, now: float) -> list[Sample]:
@@ -102,8 +119,12 @@ def empirical_quantiles(times: npt.NDArray[np.float64], qs: Sequence[float]) -> 
 
 
 def compute_score(pair: Pair, samples: Sequence[Sample], params: WindowParams, now: float) -> Score:
-    """Score of a pair from its samples (any order, any age: the window is applied here)."""
-    recent = window(samples, params, now)
+    """Score of a pair from its samples (any order, any age: the window is applied here),
+    without a Belief (that needs the model's other pairs: `score_model`)."""
+    return _score_of_window(pair, window(samples, params, now), params)
+
+
+def _score_of_window(pair: Pair, recent: list[Sample], params: WindowParams) -> Score:
     times: list[float] = []
     observed: list[bool] = []
     n_errors = n_passive = n_probe = 0
@@ -137,7 +158,7 @@ def compute_score(pair: Pair, samples: Sequence[Sample], params: WindowParams, n
         n_passive=n_passive,
         n_probe=n_probe,
         is_proven=len(times) >= params.min_samples,
-        **figures,
+        **figures,  # type: ignore[arg-type]  # the float figures, none of them `belief`
     )
 
 
@@ -195,3 +216,150 @@ def cv_band(cv: float | None, tight_below: float, variable_below: float) -> str:
     if cv < variable_below:
         return "variable"
     return "cold-start-prone"
+
+
+# -- uncertainty: a posterior over each pair's routing objective -----------------------------
+
+
+def score_model(
+    windows: Mapping[Pair, Sequence[Sample]], params: WindowParams, now: float, seed: int
+) -> dict[Pair, Score]:
+    """The scores of one model's pairs, each with its Belief (the posterior of the objective).
+
+    Method (docs/policies.md): a weighted Bayesian bootstrap, i.e. draws from the posterior
+    of a Dirichlet process whose base measure is pooled from the model's pairs:
+    - each latency observation weighs 0.5 ** (age / half_life_s), so old evidence counts
+      less and a pair not measured for long is uncertain again;
+    - `prior_weight` pseudo-observations, drawn from PRIOR_POINTS quantiles of the
+      equal-weight mixture of the model's measured pairs, join every pair's data: a pair
+      with 15 lucky samples keeps a plausible tail of the model's typical cold starts until
+      its own evidence outweighs them;
+    - a draw gives every observation a mass weight x Exp(1) and the prior's atoms gamma
+      masses (`_belief`), and takes the objective of the weighted Kaplan-Meier
+      distribution, so a censored attempt moves its mass to slower observations only, in
+      every draw.
+    `params.draws` draws per pair, computed here (once per scoreboard refresh), never per
+    request. Pairs with no latency observation get the prior alone.
+    """
+    rng = np.random.default_rng(seed)
+    scored: dict[Pair, tuple[Score, _Obs | None]] = {}
+    for pair, samples in windows.items():
+        recent = window(samples, params, now)
+        scored[pair] = _score(pair, recent, params)
+    measured = [obs for _, obs in scored.values() if obs is not None]
+    if not measured:
+        return {pair: score for pair, (score, _) in scored.items()}
+    prior_t = _pooled_points(measured)
+    none = np.empty(0, np.float64)
+    prior = _belief(none, np.empty(0, np.bool_), none, prior_t, params, rng, None)
+    out = {}
+    for pair, (score, obs) in scored.items():
+        if obs is None:
+            out[pair] = replace(score, belief=prior)
+            continue
+        weights = np.power(0.5, np.maximum(now - obs.stamps, 0.0) / params.half_life_s)
+        belief = _belief(obs.times, obs.observed, weights, prior_t, params, rng, prior)
+        out[pair] = replace(score, belief=belief)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Obs:
+    times: npt.NDArray[np.float64]
+    observed: npt.NDArray[np.bool_]
+    stamps: npt.NDArray[np.float64]
+    t: npt.NDArray[np.float64]  # Kaplan-Meier support, sorted
+    mass: npt.NDArray[np.float64]
+
+
+def _score(pair: Pair, recent: list[Sample], params: WindowParams) -> tuple[Score, _Obs | None]:
+    score = _score_of_window(pair, recent, params)
+    if score.n == 0:
+        return score, None
+    latency = [s for s in recent if s.ttft_s is not None or s.censored_at_s is not None]
+    times = np.array(
+        [s.ttft_s if s.ttft_s is not None else s.censored_at_s for s in latency], np.float64
+    )
+    observed = np.array([s.ttft_s is not None for s in latency], np.bool_)
+    stamps = np.array([s.timestamp for s in latency], np.float64)
+    t, mass = km_masses(times, observed)
+    return score, _Obs(times, observed, stamps, t, mass)
+
+
+def _pooled_points(measured: list[_Obs]) -> npt.NDArray[np.float64]:
+    """PRIOR_POINTS quantiles of the equal-weight mixture of the measured pairs."""
+    t = np.concatenate([o.t for o in measured])
+    mass = np.concatenate([o.mass / len(measured) for o in measured])
+    order = np.argsort(t, kind="stable")
+    levels = (np.arange(PRIOR_POINTS) + 0.5) / PRIOR_POINTS
+    return np.array(quantiles_of(t[order], mass[order], list(levels)), np.float64)
+
+
+def _belief(
+    times: npt.NDArray[np.float64],
+    observed: npt.NDArray[np.bool_],
+    weights: npt.NDArray[np.float64],
+    prior_t: npt.NDArray[np.float64],
+    params: WindowParams,
+    rng: np.random.Generator,
+    prior: Belief | None,
+) -> Belief:
+    """K draws of the objective from observations (`times`, `observed`, `weights`) and the
+    pooled prior's points `prior_t`.
+
+    An observation of weight w gets mass w x Exp(1) in a draw (the weighted Bayesian
+    bootstrap). The prior's `prior_weight` goes, in each draw, to PRIOR_ATOMS of its points
+    picked at random, each with mass Gamma(prior_weight / PRIOR_ATOMS): a Dirichlet
+    process's small concentration puts its mass on few atoms, and drawing them so costs a
+    few gammas per draw instead of one per point (a gamma of shape < 1 is ~10x an
+    exponential)."""
+    k, n, m = params.draws, len(times), len(prior_t)
+    t = np.concatenate((times, prior_t))
+    e = np.concatenate((observed, np.ones(m, np.bool_)))
+    g = np.zeros((k, n + m))
+    g[:, :n] = rng.standard_exponential((k, n)) * weights
+    if m and params.prior_weight > 0:
+        rows = np.repeat(np.arange(k), PRIOR_ATOMS)
+        atoms = n + rng.integers(0, m, size=k * PRIOR_ATOMS)
+        np.add.at(g, (rows, atoms), rng.gamma(params.prior_weight / PRIOR_ATOMS, size=len(rows)))
+    order = np.lexsort((~e, t))  # events before censorings at ties, as km_masses
+    t, e = t[order], e[order]
+    g = np.maximum(g[:, order], 1e-300)  # keep every row's total positive
+    if e.all():
+        mass = g / g.sum(axis=1, keepdims=True)
+    else:  # weighted Kaplan-Meier in every draw (redistribute censored mass to the right)
+        at_risk = np.cumsum(g[:, ::-1], axis=1)[:, ::-1]
+        survival = np.cumprod(1.0 - g * e / at_risk, axis=1)
+        before = np.concatenate((np.ones((k, 1)), survival[:, :-1]), axis=1)
+        mass = before - survival
+        mass[:, -1] += survival[:, -1]
+    q = OBJECTIVE_QUANTILE.get(params.objective)
+    if q is None:
+        values = _tail_means(t, mass)
+    else:
+        cdf = np.cumsum(mass, axis=1)
+        values = t[np.minimum(np.argmax(cdf >= q - 1e-12, axis=1), len(t) - 1)]
+    ordered = np.sort(values)
+    return Belief(
+        objective=params.objective,
+        estimate=float(ordered[k // 2]),
+        low=float(ordered[int(0.05 * (k - 1))]),
+        high=float(ordered[round(0.95 * (k - 1))]),
+        lowest=float(ordered[0]),
+        highest=float(ordered[-1]),
+        draws=tuple(values.tolist()),
+        n_eff=float(weights.sum()),
+        prior_weight=params.prior_weight,
+        prior=prior,
+    )
+
+
+def _tail_means(
+    t: npt.NDArray[np.float64], mass: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """`tail_mean_of` for every row of `mass` (K draws over the same sorted support `t`)."""
+    slow_mass = mass[:, ::-1]
+    above = np.cumsum(slow_mass, axis=1) - slow_mass
+    take = np.minimum(slow_mass, np.maximum(TAIL_SHARE - above, 0.0))
+    result: npt.NDArray[np.float64] = (take @ t[::-1]) / take.sum(axis=1)
+    return result
