@@ -152,8 +152,8 @@ class Belief:
     scoreboard refresh; routing picks one per request (Thompson sampling). `estimate` is
     their median, `low`/`high` their 5% and 95% points (the 90% range), `lowest`/`highest`
     their extremes. `n_eff` is the aged weight of the pair's own observations, `prior_weight`
-    that of the pseudo-observations pooled from the model's pairs. `prior` is the model's
-    prior alone (the belief about a pair of the model nobody has measured yet).
+    that of the pseudo-observations pooled from the model's pairs. `prior` is the belief
+    about a pair of the model nobody has measured yet (like a random measured pair).
     """
 
     objective: str

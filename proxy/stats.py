@@ -238,8 +238,11 @@ def score_model(
       masses (`_belief`), and takes the objective of the weighted Kaplan-Meier
       distribution, so a censored attempt moves its mass to slower observations only, in
       every draw.
+    - a pair with no latency observation (and any pair the router meets with no score)
+      is believed to be like a random one of the measured pairs (`_typical_pair`), the
+      `prior` every Belief of the model carries.
     `params.draws` draws per pair, computed here (once per scoreboard refresh), never per
-    request. Pairs with no latency observation get the prior alone.
+    request.
     """
     rng = np.random.default_rng(seed)
     scored: dict[Pair, tuple[Score, _Obs | None]] = {}
@@ -250,16 +253,16 @@ def score_model(
     if not measured:
         return {pair: score for pair, (score, _) in scored.items()}
     prior_t = _pooled_points(measured)
-    none = np.empty(0, np.float64)
-    prior = _belief(none, np.empty(0, np.bool_), none, prior_t, params, rng, None)
-    out = {}
+    out: dict[Pair, Score] = {}
     for pair, (score, obs) in scored.items():
-        if obs is None:
-            out[pair] = replace(score, belief=prior)
-            continue
-        weights = np.power(0.5, np.maximum(now - obs.stamps, 0.0) / params.half_life_s)
-        belief = _belief(obs.times, obs.observed, weights, prior_t, params, rng, prior)
-        out[pair] = replace(score, belief=belief)
+        if obs is not None:
+            weights = np.power(0.5, np.maximum(now - obs.stamps, 0.0) / params.half_life_s)
+            belief = _belief(obs.times, obs.observed, weights, prior_t, params, rng)
+            out[pair] = replace(score, belief=belief)
+    prior = _typical_pair([b for s in out.values() if (b := s.belief) is not None], params, rng)
+    for pair, (score, _) in scored.items():
+        base = out.get(pair, score)
+        out[pair] = replace(base, belief=replace(base.belief or prior, prior=prior))
     return out
 
 
@@ -302,7 +305,6 @@ def _belief(
     prior_t: npt.NDArray[np.float64],
     params: WindowParams,
     rng: np.random.Generator,
-    prior: Belief | None,
 ) -> Belief:
     """K draws of the objective from observations (`times`, `observed`, `weights`) and the
     pooled prior's points `prior_t`.
@@ -339,6 +341,11 @@ def _belief(
     else:
         cdf = np.cumsum(mass, axis=1)
         values = t[np.minimum(np.argmax(cdf >= q - 1e-12, axis=1), len(t) - 1)]
+    return _summary(values, params, float(weights.sum()))
+
+
+def _summary(values: npt.NDArray[np.float64], params: WindowParams, n_eff: float) -> Belief:
+    k = len(values)
     ordered = np.sort(values)
     return Belief(
         objective=params.objective,
@@ -348,10 +355,20 @@ def _belief(
         lowest=float(ordered[0]),
         highest=float(ordered[-1]),
         draws=tuple(values.tolist()),
-        n_eff=float(weights.sum()),
+        n_eff=n_eff,
         prior_weight=params.prior_weight,
-        prior=prior,
     )
+
+
+def _typical_pair(beliefs: list[Belief], params: WindowParams, rng: np.random.Generator) -> Belief:
+    """The belief about a pair of the model nobody has measured: it is like one of the
+    measured pairs, any of them alike. Draw j is a random draw of a random measured pair,
+    so the pair comes first in about the share a random existing pair would: explored, not
+    starved, never preferred blindly."""
+    draws = np.array([b.draws for b in beliefs], np.float64)
+    k = params.draws
+    values = draws[rng.integers(0, len(beliefs), size=k), rng.integers(0, draws.shape[1], size=k)]
+    return _summary(values, params, 0.0)
 
 
 def _tail_means(

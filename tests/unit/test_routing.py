@@ -1,34 +1,50 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from proxy.circuit import CircuitState
 from proxy.domain import Outcome, Pair, Sample, Score
 from proxy.policy import ModelPolicy
-from proxy.routing import Router, rank
-from proxy.stats import WindowParams, compute_score
+from proxy.routing import Router, evidence_wanted, rank
+from proxy.stats import score_model
 
 NOW = 1_000_000.0
 DEPLOYMENTS = [("a", "model-a"), ("b", "model-b"), ("c", "model-c")]
 
 
-def score(provider: str, values: list[float], errors: int = 0) -> Score:
-    samples = [Sample("m", provider, Outcome.OK, v, NOW - 10) for v in values]
-    samples += [Sample("m", provider, Outcome.HTTP_5XX, None, NOW - 5) for _ in range(errors)]
-    return compute_score(Pair("m", provider), samples, WindowParams(), NOW)
+def samples(provider: str, values: list[float], age_s: float = 10.0) -> list[Sample]:
+    return [Sample("m", provider, Outcome.OK, v, NOW - age_s) for v in values]
 
 
-def board(**values: list[float]) -> dict[Pair, Score]:
-    return {Pair("m", p): score(p, v) for p, v in values.items()}
+def censored(provider: str, at: float, count: int, outcome: Outcome) -> list[Sample]:
+    return [Sample("m", provider, outcome, None, NOW - 5, censored_at_s=at)] * count
+
+
+def board(
+    pol: ModelPolicy | None = None, seed: int = 1, **windows: list[Sample] | list[float]
+) -> dict[Pair, Score]:
+    """Scores as the scoreboard makes them (with their posteriors), from windows given as
+    samples or as TTFTs measured 10 s ago."""
+    full = {
+        Pair("m", p): samples(p, w) if w and isinstance(w[0], float) else w  # type: ignore[arg-type]
+        for p, w in windows.items()
+    }
+    return score_model(full, (pol or ModelPolicy()).window_params(), NOW, seed)  # type: ignore[arg-type]
 
 
 def policy(**kw: object) -> ModelPolicy:
-    return ModelPolicy.model_validate({"exploration_share": 0.0, **kw})
+    return ModelPolicy.model_validate(kw)
 
 
-def ranked(policy: ModelPolicy, scores: dict[Pair, Score], **kw: object) -> list[str]:
+def exploit(**kw: object) -> ModelPolicy:
+    """No posterior draw: the order by estimate (a deterministic choice)."""
+    return policy(exploration_share=0.0, **kw)
+
+
+def ranked(pol: ModelPolicy, scores: dict[Pair, Score], **kw: object) -> list[str]:
     r = rank(
-        policy,
+        pol,
         DEPLOYMENTS,
         scores,
         "m",
@@ -41,81 +57,153 @@ def ranked(policy: ModelPolicy, scores: dict[Pair, Score], **kw: object) -> list
     return [c.provider for c in r.ranked]
 
 
-def test_lowest_p95_among_proven_wins_and_reason_has_figures() -> None:
-    scores = board(a=[0.4] * 19 + [6.0] * 2, b=[0.6] * 21, c=[0.3] * 5)
+def firsts(
+    pol: ModelPolicy, scores: dict[Pair, Score], count: int = 2000, **kw: object
+) -> Counter[str]:
+    rng = random.Random(7)
+    out: Counter[str] = Counter()
+    for _ in range(count):
+        r = rank(
+            pol, DEPLOYMENTS, scores, "m", incumbent=None, rate_limited_until={}, rng=rng,
+            now=NOW, **kw,  # type: ignore[arg-type]
+        )  # fmt: skip
+        out[r.ranked[0].provider] += 1
+    return out
+
+
+def tight(median: float, n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [median * rng.lognormvariate(0, 0.15) for _ in range(n)]
+
+
+def test_fifteen_tight_samples_beat_twenty_one_with_a_cold_tail_and_reason_says_how_sure() -> None:
+    # The lock-in of issue 11: c reached min_samples first, but its window shows cold starts.
+    a = tight(0.05, 15, 1)
+    c = tight(0.7, 19, 2) + [7.0, 6.5]
+    for seed in range(5):
+        scores = board(seed=seed, a=a, c=c)
+        assert ranked(exploit(), scores)[0] == "a"
+        share = firsts(policy(), scores)
+        # c's cold tail is plain after 21 samples; b, never measured, gets a fair look
+        assert share["a"] > 1.2 * share["b"] and share["c"] < 0.03 * 2000, share
     r = rank(
-        policy(objective="p95"),
-        DEPLOYMENTS,
-        scores,
-        "m",
-        incumbent=None,
-        rate_limited_until={},
-        rng=random.Random(0),
-        now=NOW,
+        exploit(), DEPLOYMENTS, board(a=a, c=c), "m", incumbent=None, rate_limited_until={},
+        rng=random.Random(0), now=NOW,
+    )  # fmt: skip
+    assert r.reason.startswith("a has the lowest estimated tail mean (slowest 5%)")
+    assert "a: tail mean (slowest 5%) " in r.reason and "90% range" in r.reason
+    assert "n=15 (unproven, below 20" in r.reason and "n=21 (proven" in r.reason
+    assert "b: not measured" in r.reason
+
+
+def test_small_n_can_reveal_a_tail_and_fifteen_lucky_samples_are_not_blindly_trusted() -> None:
+    scores = board(
+        a=tight(0.3, 15, 1), b=tight(0.3, 14, 2) + [8.0], c=tight(0.5, 100, 3) + [8.0] * 5
     )
-    assert [c.provider for c in r.ranked] == ["b", "a", "c"]
-    assert "b has the lowest p95 among 2 proven pairs" in r.reason
-    assert "p95 0.600 s" in r.reason and "n=21" in r.reason
+    a, b = scores[Pair("m", "a")].belief, scores[Pair("m", "b")].belief
+    assert a is not None and b is not None
+    assert b.estimate > 3 * a.estimate  # one cold start in 15 shows
+    # the model's cold starts stay plausible for a: its range reaches far above its samples
+    assert a.high > 1.5 * max(tight(0.3, 15, 1))
 
 
-def test_default_objective_tail_mean_sees_rare_cold_starts_p95_misses() -> None:
-    # a: 3% cold starts of 40 s (p95 stays warm); b: a wider warm spread, no cold starts.
-    scores = board(a=[0.3] * 97 + [40.0] * 3, b=[0.5] * 90 + [1.2] * 10, c=[9.0] * 30)
-    assert ranked(policy(objective="p95"), scores)[0] == "a"
-    r = rank(
-        policy(),
-        DEPLOYMENTS,
-        scores,
-        "m",
-        incumbent=None,
-        rate_limited_until={},
-        rng=random.Random(0),
-        now=NOW,
+def test_a_censored_or_cancelled_slow_attempt_never_makes_a_pair_rank_better() -> None:
+    base = tight(0.4, 30, 1)
+    rival = tight(0.45, 30, 2)
+    for outcome in (Outcome.TIMEOUT, Outcome.CANCELLED):
+        for at in (0.6, 2.0, 30.0):
+            for seed in range(4):
+                plain = board(seed=seed, a=samples("a", base), b=rival)
+                cut = board(
+                    seed=seed, a=samples("a", base) + censored("a", at, 3, outcome), b=rival
+                )
+                before, after = plain[Pair("m", "a")].belief, cut[Pair("m", "a")].belief
+                assert before is not None and after is not None
+                assert after.estimate >= before.estimate * 0.97, (outcome, at, before, after)
+                assert after.low >= before.low * 0.97
+                wins_before = firsts(policy(), plain, 500)["a"]
+                wins_after = firsts(policy(), cut, 500)["a"]
+                assert wins_after <= wins_before + 25, (outcome, at, wins_before, wins_after)
+    # and a slow censoring counts at least at its time: 3 cut-offs at 30 s in 33 is a tail
+    slow = board(a=samples("a", base) + censored("a", 30.0, 3, Outcome.TIMEOUT), b=rival)
+    assert ranked(exploit(), slow)[0] == "b"
+
+
+def test_an_unmeasured_pair_is_neither_starved_nor_preferred_blindly() -> None:
+    scores = board(a=tight(0.3, 60, 1), b=tight(0.6, 60, 2) + [6.0] * 4)  # c: never measured
+    assert Pair("m", "c") not in scores
+    assert ranked(exploit(), scores) == ["a", "b", "c"]  # the choice is never a blind one
+    share = firsts(policy(), scores)
+    assert 0.01 * 2000 < share["c"] < 0.5 * 2000, share  # but it is explored
+    assert share["a"] > share["c"]
+    wanted = evidence_wanted(policy(), DEPLOYMENTS, scores, "m")
+    assert wanted[0].provider == "c" and wanted[0].reason == "not measured yet"
+
+
+def test_nothing_measured_spreads_a_burst_by_pending_attempts() -> None:
+    router = Router(random.Random(0))
+    counts: Counter[str] = Counter()
+    for _ in range(9):  # one scoreboard refresh: nothing measured, all nine in flight
+        first = router.route(policy(), DEPLOYMENTS, {}, "m", NOW).ranked[0].provider
+        router.breakers.on_start(Pair("m", first))
+        counts[first] += 1
+    assert counts == {"a": 3, "b": 3, "c": 3}
+
+
+def test_pending_attempts_shrink_an_uncertain_pairs_exploration() -> None:
+    scores = board(a=tight(0.3, 80, 1), b=tight(0.32, 6, 2))
+    alone = firsts(policy(), scores)["b"]
+    pending = {Pair("m", "b"): 20}
+    assert firsts(policy(), scores, pending=pending)["b"] < alone * 0.8
+
+
+def test_exploration_stops_when_a_pair_is_clearly_worse_and_the_ranking_is_reused() -> None:
+    scores = board(
+        a=tight(0.3, 150, 1), b=tight(3.0, 150, 2) + [9.0] * 8, c=tight(6, 150, 3) + [20.0] * 8
     )
-    assert r.ranked[0].provider == "b"
-    assert r.reason.startswith("b has the lowest tail mean (slowest 5%) among 3 proven pairs")
+    share = firsts(policy(), scores)
+    assert share["a"] == 2000, share
+    router = Router(random.Random(0))
+    pol = policy()
+    router.route(pol, DEPLOYMENTS, scores, "m", NOW)
+    first = router.route(pol, DEPLOYMENTS, scores, "m", NOW)
+    assert router.route(pol, DEPLOYMENTS, scores, "m", NOW + 60) is first  # steady: reused
+    assert evidence_wanted(pol, DEPLOYMENTS, scores, "m", "a") == []
 
 
-def test_no_proven_pair_measures_least_measured_first() -> None:
-    scores = board(a=[0.4] * 5, b=[0.6] * 2, c=[0.3] * 9)
-    assert ranked(policy(), scores)[0] == "b"
+def test_aged_evidence_widens_and_is_wanted_again() -> None:
+    values = tight(0.4, 30, 1)
+    rival = samples("b", tight(0.5, 60, 2))
+    fresh = board(a=samples("a", values, age_s=1), b=rival)
+    old = board(a=samples("a", values, age_s=3000), b=rival)  # five half-lives
+    f, o = fresh[Pair("m", "a")].belief, old[Pair("m", "a")].belief
+    assert f is not None and o is not None
+    assert o.n_eff < f.n_eff / 20
+    assert o.high - o.low > 2 * (f.high - f.low)
+    wanted = {w.provider: w.reason for w in evidence_wanted(policy(), DEPLOYMENTS, old, "m")}
+    assert wanted["a"].startswith("evidence aged")
+
+
+def test_probed_models_explore_with_user_requests_much_less() -> None:
+    scores = board(a=tight(0.3, 60, 1), b=tight(0.28, 5, 2))  # c: never measured
+    free = 2000 - firsts(policy(), scores)["a"]
+    probed = 2000 - firsts(policy(), scores, probed=True)["a"]
+    assert free > 300 and probed < free * 0.3, (free, probed)
 
 
 def test_hysteresis_holds_incumbent_within_margin() -> None:
-    scores = board(a=[1.00] * 30, b=[0.95] * 30, c=[2.0] * 30)
-    assert ranked(policy(), scores, incumbent="a")[0] == "a"
-    assert ranked(policy(), scores, incumbent=None)[0] == "b"
-    scores = board(a=[1.00] * 30, b=[0.80] * 30, c=[2.0] * 30)
-    assert ranked(policy(), scores, incumbent="a")[0] == "b"
-
-
-def test_exploration_share_sends_some_requests_to_unproven() -> None:
-    scores = board(a=[0.4] * 30, b=[0.6] * 30, c=[0.3] * 3)
-    rng = random.Random(7)
-    firsts = [
-        rank(
-            policy(exploration_share=0.1),
-            DEPLOYMENTS,
-            scores,
-            "m",
-            incumbent=None,
-            rate_limited_until={},
-            rng=rng,
-            now=NOW,
-        )
-        .ranked[0]
-        .provider
-        for _ in range(2000)
-    ]
-    share = firsts.count("c") / len(firsts)
-    assert 0.07 < share < 0.13
+    scores = board(a=[1.00] * 60, b=[0.95] * 60, c=[2.0] * 60)
+    assert ranked(exploit(), scores, incumbent="a")[0] == "a"
+    assert ranked(exploit(), scores, incumbent=None)[0] == "b"
+    scores = board(a=[1.00] * 60, b=[0.80] * 60, c=[2.0] * 60)
+    assert ranked(exploit(), scores, incumbent="a")[0] == "b"
 
 
 def test_filters_exclude_circuit_and_rate_limit_with_reasons() -> None:
     scores = board(a=[0.4] * 30, b=[0.6] * 30, c=[0.7] * 30)
     circuits = {Pair("m", "a"): CircuitState(5, NOW + 20, trial_in_flight=True)}
     r = rank(
-        policy(exclude=["c"]),
+        exploit(exclude=["c"]),
         DEPLOYMENTS,
         scores,
         "m",
@@ -136,9 +224,9 @@ def test_filters_exclude_circuit_and_rate_limit_with_reasons() -> None:
 def test_an_open_circuit_excludes_until_its_cooldown_then_admits_a_trial() -> None:
     scores = board(a=[0.4] * 30, b=[0.6] * 30, c=[0.7] * 30)
     circuits = {Pair("m", "a"): CircuitState(5, NOW + 20)}
-    assert ranked(policy(), scores, circuits=circuits) == ["b", "c"]
+    assert ranked(exploit(), scores, circuits=circuits) == ["b", "c"]
     later = {Pair("m", "a"): CircuitState(5, NOW - 1)}  # cooldown over: half-open
-    assert ranked(policy(), scores, circuits=later) == ["a", "b", "c"]
+    assert ranked(exploit(), scores, circuits=later) == ["a", "b", "c"]
 
 
 def test_when_every_circuit_is_open_the_soonest_due_pairs_go_as_trials() -> None:
@@ -148,14 +236,14 @@ def test_when_every_circuit_is_open_the_soonest_due_pairs_go_as_trials() -> None
         Pair("m", "b"): CircuitState(5, NOW + 5),
         Pair("m", "c"): CircuitState(5, NOW + 10),
     }
-    assert ranked(policy(), scores, circuits=circuits) == ["b", "c", "a"]
+    assert ranked(exploit(), scores, circuits=circuits) == ["b", "c", "a"]
     # one trial request at a time: while one is in flight, nothing else goes
     circuits[Pair("m", "b")] = CircuitState(5, NOW + 5, trial_in_flight=True)
-    assert ranked(policy(), scores, circuits=circuits) == []
+    assert ranked(exploit(), scores, circuits=circuits) == []
     # a pair out by policy or by a rate limit is never a trial
     circuits[Pair("m", "b")] = CircuitState(5, NOW + 5)
     limits = {Pair("m", "b"): NOW + 9}
-    assert ranked(policy(exclude=["a"]), scores, circuits=circuits, limits=limits) == ["c"]
+    assert ranked(exploit(exclude=["a"]), scores, circuits=circuits, limits=limits) == ["c"]
 
 
 def test_weighted_mode_shares_traffic_by_inverse_objective() -> None:
@@ -168,7 +256,7 @@ def test_weighted_mode_shares_traffic_by_inverse_objective() -> None:
     assert counts["a"] > counts["b"] > counts["c"] > 0
 
 
-def test_router_remembers_incumbent_but_not_from_dry_runs() -> None:
+def test_router_remembers_the_leader_as_incumbent_but_not_from_dry_runs() -> None:
     router = Router(random.Random(0))
     scores = board(a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
     router.route(policy(), DEPLOYMENTS, scores, "m", NOW, dry_run=True)
@@ -179,14 +267,18 @@ def test_router_remembers_incumbent_but_not_from_dry_runs() -> None:
 
 def test_router_reuses_a_steady_ranking_only_while_its_inputs_are_the_same() -> None:
     router = Router(random.Random(0))
-    scores = board(a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
-    pol = policy()
+    pol = policy(uncertainty={"prior_weight": 0})
+    scores = board(pol, a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    router.route(pol, DEPLOYMENTS, scores, "m", NOW)  # the incumbent is set
     first = router.route(pol, DEPLOYMENTS, scores, "m", NOW)
     assert router.route(pol, DEPLOYMENTS, scores, "m", NOW + 60) is first
     # a new snapshot, a new policy object, or a rate limit: ranked again
-    fresh = board(a=[0.9] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    fresh = board(pol, a=[0.9] * 30, b=[0.6] * 30, c=[0.7] * 30)
     assert router.route(pol, DEPLOYMENTS, fresh, "m", NOW).ranked[0].provider == "b"
-    assert router.route(policy(), DEPLOYMENTS, fresh, "m", NOW) is not first
+    assert (
+        router.route(policy(uncertainty={"prior_weight": 0}), DEPLOYMENTS, fresh, "m", NOW)
+        is not first
+    )
     again = router.route(pol, DEPLOYMENTS, fresh, "m", NOW)
     router.note_rate_limited(Pair("m", "b"), NOW + 10)
     limited = router.route(pol, DEPLOYMENTS, fresh, "m", NOW)
@@ -195,15 +287,14 @@ def test_router_reuses_a_steady_ranking_only_while_its_inputs_are_the_same() -> 
     assert router.route(pol, DEPLOYMENTS, fresh, "m", NOW + 20).ranked[0].provider == "b"
 
 
-def test_router_never_reuses_weighted_or_unproven_rankings() -> None:
+def test_router_never_reuses_weighted_or_uncertain_rankings() -> None:
     router = Router(random.Random(0))
     scores = board(a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
     weighted = policy(mode="weighted")
     assert router.route(weighted, DEPLOYMENTS, scores, "m", NOW) is not router.route(
         weighted, DEPLOYMENTS, scores, "m", NOW
     )
-    unproven = board(a=[0.5] * 30, b=[0.6] * 3, c=[0.7] * 30)
-    pol = policy(exploration_share=0.5)
-    assert router.route(pol, DEPLOYMENTS, unproven, "m", NOW) is not router.route(
-        pol, DEPLOYMENTS, unproven, "m", NOW
+    uncertain = board(a=[0.5] * 30, b=[0.6] * 3, c=[0.7] * 30)
+    assert router.route(policy(), DEPLOYMENTS, uncertain, "m", NOW) is not router.route(
+        policy(), DEPLOYMENTS, uncertain, "m", NOW
     )
