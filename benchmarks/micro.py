@@ -14,7 +14,8 @@
                         under both (no target)
 
 Scores come from proxy.stats.score_model (with their posteriors, as the scoreboard makes
-them) over synthetic windows (so they are shaped like real ones); timeit-style: the best of --repeat runs of --number calls.
+them) over synthetic windows (so they are shaped like real ones); timeit-style: the best of
+--repeat runs of --number calls.
 
     .venv/bin/python benchmarks/micro.py
 """
@@ -36,8 +37,8 @@ from proxy.dispatch import Dispatcher
 from proxy.domain import Outcome, Pair, Sample, Score
 from proxy.metrics import Metrics
 from proxy.policy import ModelPolicy
-from proxy.routing import Router
 from proxy.redact import Redactor
+from proxy.routing import Router
 from proxy.stats import compute_score
 
 try:

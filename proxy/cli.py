@@ -184,7 +184,7 @@ def _progress(job: Job) -> LiveProgress | PlainProgress:
 def _show(report: Report, files: Sequence[Path]) -> None:
     from rich.console import Console
 
-    from proxy.bench.report import format_seconds, rich_table
+    from proxy.bench.report import format_seconds, objective_of, rich_table
 
     console = Console(width=None if sys.stdout.isatty() else 200)
     table = rich_table(report)
@@ -195,7 +195,10 @@ def _show(report: Report, files: Sequence[Path]) -> None:
     console.print(table)
     for model in report.models:
         best = report.best(model)
-        choice = (f"{best.spec.provider} (p95 {format_seconds(best.score.p95)})" if best
+        objective = report.judgement.for_model(model).objective
+        choice = (f"{best.spec.provider} ({objective} "
+                  f"{format_seconds(objective_of(best.score, objective))}, "
+                  f"p95 {format_seconds(best.score.p95)})" if best
                   else "none (no proven pair within the error limit)")  # fmt: skip
         console.print(f"best for {model}: {choice}")
     incomplete = [r for r in report.rows if r.requests < report.header.method.requests]

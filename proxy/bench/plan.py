@@ -19,7 +19,7 @@ import orjson
 from proxy.config import Config, LiteLLMProvider
 from proxy.domain import Pair
 from proxy.policy import ModelPolicy, PolicySet
-from proxy.stats import WindowParams
+from proxy.stats import OBJECTIVE_QUANTILE, WindowParams
 
 CHAT_PATH = "/chat/completions"
 DEFAULT_PROMPT = "Reply with one word: ready."
@@ -120,12 +120,14 @@ class Pacing:
 
 @dataclass(frozen=True, slots=True)
 class ModelJudgement:
-    """The policy's thresholds for one model: CV bands and the cold-start-like rule."""
+    """The policy's thresholds for one model: CV bands, the cold-start-like rule, and the
+    routing objective (the statistic that names a pair best)."""
 
     cv_tight: float
     cv_variable: float
     cold_factor: float
     cold_floor_s: float
+    objective: str = "tail_mean"  # a run log from before this field: the default policy's
 
     @classmethod
     def of(cls, policy: ModelPolicy) -> ModelJudgement:
@@ -134,6 +136,7 @@ class ModelJudgement:
             cv_variable=policy.cv_bands.variable,
             cold_factor=policy.cold_start.factor,
             cold_floor_s=policy.cold_start.floor_s,
+            objective=policy.objective,
         )
 
 
@@ -172,12 +175,24 @@ class Judgement:
         """Raises KeyError/TypeError/ValueError on a malformed dict."""
         return cls(
             models={
-                str(name): ModelJudgement(**{k: float(v) for k, v in m.items()})
+                str(name): ModelJudgement(
+                    cv_tight=float(m["cv_tight"]),
+                    cv_variable=float(m["cv_variable"]),
+                    cold_factor=float(m["cold_factor"]),
+                    cold_floor_s=float(m["cold_floor_s"]),
+                    objective=_objective(m.get("objective", "tail_mean")),
+                )
                 for name, m in data["models"].items()
             },
             min_samples=int(data["min_samples"]),
             max_error_rate=float(data["max_error_rate"]),
         )
+
+
+def _objective(value: object) -> str:
+    if value not in ("tail_mean", *OBJECTIVE_QUANTILE):
+        raise ValueError(f"unknown objective {value!r}")
+    return str(value)
 
 
 def judgement_from_policies(

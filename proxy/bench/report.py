@@ -24,6 +24,7 @@ from rich.table import Table
 from proxy.bench.plan import METHOD_REQUESTS, Judgement, PairSpec
 from proxy.bench.samplefile import Header, RunLog, atomic_write
 from proxy.domain import Sample, Score
+from proxy.routing import OBJECTIVES
 from proxy.stats import compute_score, cv_band
 
 UNPROVEN = "unproven"
@@ -102,17 +103,26 @@ def _row(spec: PairSpec, samples: list[Sample], judgement: Judgement, now: float
     return Row(spec, score, len(samples), cold, verdict)
 
 
+def objective_of(score: Score, objective: str) -> float | None:
+    """The routing objective's figure of a score (policy `objective`)."""
+    value: float | None = getattr(score, OBJECTIVES[objective])
+    return value
+
+
 def _mark_best(rows: list[Row], judgement: Judgement) -> list[Row]:
-    """Per model, the lowest p95 among proven pairs within the error-rate limit."""
-    best: dict[str, Row] = {}
+    """Per model, the lowest routing objective (the policy's, as routing uses it) among
+    proven pairs within the error-rate limit; the median breaks ties."""
+    best: dict[str, tuple[tuple[float, float], Row]] = {}
     for row in rows:
         s = row.score
-        if not s.is_proven or s.p95 is None or s.error_rate > judgement.max_error_rate:
+        value = objective_of(s, judgement.for_model(row.spec.model).objective)
+        if not s.is_proven or value is None or s.error_rate > judgement.max_error_rate:
             continue
+        key = (value, s.median or 0.0)
         current = best.get(row.spec.model)
-        if current is None or (s.p95, s.median) < (current.score.p95, current.score.median):
-            best[row.spec.model] = row
-    chosen = {id(r) for r in best.values()}
+        if current is None or key < current[0]:
+            best[row.spec.model] = (key, row)
+    chosen = {id(r) for _, r in best.values()}
     return [
         Row(r.spec, r.score, r.requests, r.cold_count, r.verdict, id(r) in chosen) for r in rows
     ]
@@ -219,6 +229,14 @@ def _md_cells(row: Row) -> list[str]:
     return [cells[c] for c in COLUMNS]
 
 
+OBJECTIVE_WORDS = {"tail_mean": "tail mean (mean of the slowest 5%)", "p50": "median"}
+
+
+def _objectives(report: Report, j: Judgement) -> str:
+    names = dict.fromkeys(j.for_model(m).objective for m in report.models)
+    return " / ".join(OBJECTIVE_WORDS.get(n, n) for n in names)
+
+
 def _notes(report: Report, j: Judgement) -> list[str]:
     bands = {(b.cv_tight, b.cv_variable) for b in (j.for_model(m) for m in report.models)}
     band_text = "; ".join(f"tight below {100 * t:.0f}%, variable below {100 * v:.0f}%, "
@@ -232,8 +250,8 @@ def _notes(report: Report, j: Judgement) -> list[str]:
         "cold: samples above max(factor x median, floor) of the pair, per the policy's "
         "cold_start settings.",
         f"verdict: the policy's CV bands ({band_text}); `unproven` below {j.min_samples} samples.",
-        f"best: lowest p95 of the model among proven pairs with at most "
-        f"{100 * j.max_error_rate:.0f}% errors.",
+        f"best: lowest {_objectives(report, j)} of the model (the routing objective) among "
+        f"proven pairs with at most {100 * j.max_error_rate:.0f}% errors.",
     ]
     if report.header.method.requests < METHOD_REQUESTS:
         notes.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,17 @@ def test_figures_verdicts_and_best_come_from_counted_samples(run_file: Path) -> 
     assert cold.score.std_over_median > cold.score.cv > 1.0
     assert rows["k", "warm"].verdict == "tight" and rows["k", "warm"].is_best
     assert [report.best(m).spec.provider for m in report.models] == ["steady", "warm"]  # type: ignore[union-attr]
+
+
+def test_best_is_named_by_the_routing_objective(run_file: Path) -> None:
+    log = read_run(run_file)
+    assert log.header.judgement.for_model("k").objective == "tail_mean"  # the default policy's
+    # k: "cold" has the lower median (0.3 s vs 0.45 s), "warm" the lower tail (0.5 s vs 30 s)
+    judgement = log.header.judgement
+    by_median = replace(judgement, models={"k": replace(judgement.for_model("k"), objective="p50")})
+    assert build_report(log).best("k").spec.provider == "warm"  # type: ignore[union-attr]
+    assert build_report(log, by_median).best("k").spec.provider == "cold"  # type: ignore[union-attr]
+    assert Judgement.from_dict(by_median.to_dict()) == by_median
 
 
 def test_bands_follow_the_policy_thresholds(run_file: Path) -> None:

@@ -93,3 +93,20 @@ def test_policy_reload_keeps_last_good(tmp_path: Path) -> None:
     assert holder.current.for_model("m").min_samples == 9
     assert holder.current.for_model("m").mode == "weighted"
     assert holder.current.for_model("other").mode == "best"
+
+
+def test_a_policy_naming_an_unknown_provider_fails_check_config_and_reload(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = write(tmp_path, "models: {m: {exclude: [provider-z]}}\n", "policy.yaml")
+    config = write(tmp_path, BASE + f"policies: [{policy}]\n")
+    assert main(["check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "models.m.exclude: unknown provider 'provider-z' (configured: a)" in err
+    policy.write_text("defaults: {exclude: [a]}\n")
+    assert main(["check-config", str(config)]) == 0
+    holder = PolicyHolder([policy], providers={"a"})
+    policy.write_text("defaults: {exclude: [a, zz]}\n")
+    error = holder.reload()
+    assert error is not None and "defaults.exclude: unknown provider 'zz'" in error
+    assert holder.current.for_model("m").exclude == ["a"]  # the last good policy stays

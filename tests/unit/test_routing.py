@@ -79,7 +79,7 @@ def tight(median: float, n: int, seed: int) -> list[float]:
 def test_fifteen_tight_samples_beat_twenty_one_with_a_cold_tail_and_reason_says_how_sure() -> None:
     # The lock-in of issue 11: c reached min_samples first, but its window shows cold starts.
     a = tight(0.05, 15, 1)
-    c = tight(0.7, 19, 2) + [7.0, 6.5]
+    c = [*tight(0.7, 19, 2), 7.0, 6.5]
     for seed in range(5):
         scores = board(seed=seed, a=a, c=c)
         assert ranked(exploit(), scores)[0] == "a"
@@ -98,7 +98,7 @@ def test_fifteen_tight_samples_beat_twenty_one_with_a_cold_tail_and_reason_says_
 
 def test_small_n_can_reveal_a_tail_and_fifteen_lucky_samples_are_not_blindly_trusted() -> None:
     scores = board(
-        a=tight(0.3, 15, 1), b=tight(0.3, 14, 2) + [8.0], c=tight(0.5, 100, 3) + [8.0] * 5
+        a=tight(0.3, 15, 1), b=[*tight(0.3, 14, 2), 8.0], c=tight(0.5, 100, 3) + [8.0] * 5
     )
     a, b = scores[Pair("m", "a")].belief, scores[Pair("m", "b")].belief
     assert a is not None and b is not None
