@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from proxy.api import admin, health, openai
+from proxy.api.auth import KeySet
 from proxy.api.context import Services
 from proxy.config import Config, LiteLLMProvider, OpenAIProvider, RedisStoreConfig
 from proxy.dispatch import Deployment, Dispatcher
@@ -136,8 +137,8 @@ def build_services(
         dispatcher=Dispatcher(deployments, buffer, router, metrics, replica, redact),
         metrics=metrics,
         replica=replica,
-        client_keys=frozenset(k.get_secret_value() for k in config.auth.api_keys),
-        admin_keys=frozenset(k.get_secret_value() for k in config.auth.admin_keys),
+        client_keys=KeySet(k.get_secret_value() for k in config.auth.api_keys),
+        admin_keys=KeySet(k.get_secret_value() for k in config.auth.admin_keys),
     )
 
 

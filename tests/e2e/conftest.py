@@ -35,9 +35,8 @@ class Proxy:
         return svc
 
     def client(self, **kw: Any) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            base_url=self.url + "/v1", api_key=CLIENT_KEY, max_retries=0, **kw
-        )
+        kw.setdefault("api_key", CLIENT_KEY)
+        return openai.AsyncOpenAI(base_url=self.url + "/v1", max_retries=0, **kw)
 
     def admin(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
