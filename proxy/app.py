@@ -31,6 +31,7 @@ from proxy.errors import InvalidRequest, NotFound, ProxyError
 from proxy.metrics import Metrics
 from proxy.policy import PolicyHolder
 from proxy.redact import from_config as redact_from_config
+from proxy.redact import redact_logs
 from proxy.routing import Router
 from proxy.scoreboard import Scoreboard
 from proxy.store.base import Store
@@ -198,7 +199,9 @@ def app_from_env() -> FastAPI:
     """uvicorn factory for `serve --workers N`: the config path comes from the env."""
     from proxy.config import load_config
 
-    app = create_app(load_config(os.environ["TTFT_ROUTER_CONFIG"]))
+    config = load_config(os.environ["TTFT_ROUTER_CONFIG"])
+    redact_logs(config)
+    app = create_app(config)
     tune_gc_for_serving()
     return app
 
