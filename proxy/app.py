@@ -30,6 +30,7 @@ from proxy.dispatch import Deployment, Dispatcher
 from proxy.errors import InvalidRequest, NotFound, ProxyError
 from proxy.metrics import Metrics
 from proxy.policy import PolicyHolder
+from proxy.recorder import Recorder
 from proxy.redact import from_config as redact_from_config
 from proxy.redact import redact_logs
 from proxy.routing import Router
@@ -127,6 +128,9 @@ def build_services(
         for name, provider in config.providers.items()
     }
     metrics.watch(scoreboard, buffer, store)
+    recorder = Recorder(buffer, router.breakers, metrics, replica)
+    dispatcher = Dispatcher(deployments, recorder, router, redact)
+    metrics.watch_hedge_budgets(dispatcher.hedge_budgets.left)
     return Services(
         config=config,
         policies=policies,
@@ -135,7 +139,7 @@ def build_services(
         buffer=buffer,
         scoreboard=scoreboard,
         router=router,
-        dispatcher=Dispatcher(deployments, buffer, router, metrics, replica, redact),
+        dispatcher=dispatcher,
         metrics=metrics,
         replica=replica,
         client_keys=KeySet(k.get_secret_value() for k in config.auth.api_keys),
