@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from proxy.domain import Sample
+from proxy.domain import HedgeRecord, Sample
 
 if TYPE_CHECKING:
     from proxy.scoreboard import Scoreboard
@@ -46,6 +46,10 @@ class Metrics:
             "ttft_router_failovers", "Requests that needed more than one attempt",
             ["model"], registry=self.registry,
         )  # fmt: skip
+        self.hedges = Counter(
+            "ttft_router_hedges", "Hedge decisions: fired, won (the hedge served) or skipped",
+            ["model", "result"], registry=self.registry,
+        )  # fmt: skip
         self.dropped = Counter(
             "ttft_router_buffer_dropped", "Samples/decisions dropped because the buffer was full",
             ["kind"], registry=self.registry,
@@ -64,6 +68,19 @@ class Metrics:
         children[0].inc()
         if sample.ttft_s is not None:
             children[1].observe(sample.ttft_s)
+
+    def count_hedge(self, model: str, hedge: HedgeRecord) -> None:
+        """One request's hedge: fired (and won, when the hedge served it) or skipped."""
+        if hedge.fired:
+            self.hedges.labels(model, "fired").inc()
+            if hedge.winner is not None and hedge.winner != hedge.primary:
+                self.hedges.labels(model, "won").inc()
+        elif hedge.skipped is not None:
+            self.hedges.labels(model, "skipped").inc()
+
+    def watch_hedge_budgets(self, left: Callable[[float], dict[str, float]]) -> None:
+        """Expose the hedges each model may still fire in its current window."""
+        self.registry.register(_HedgeBudgetCollector(left))
 
     def count_request(self, model: str, status: int) -> None:
         """One client request that ended with HTTP `status` (499: the client went away)."""
@@ -109,6 +126,20 @@ class _StateCollector(Collector):
         age = self._scoreboard.age_s(now)
         yield _gauge("ttft_router_scoreboard_age_seconds", "Seconds since the last refresh",
                      age if age is not None else float("nan"))  # fmt: skip
+
+
+class _HedgeBudgetCollector(Collector):
+    def __init__(self, left: Callable[[float], dict[str, float]]) -> None:
+        self._left = left
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "ttft_router_hedge_budget_left", "Hedges a model may still fire in its window",
+            labels=["model"],
+        )  # fmt: skip
+        for model, left in self._left(time.monotonic()).items():
+            family.add_metric([model], left)
+        yield family
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -11,10 +11,10 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from proxy.api.context import Services, bearer_token, services
+from proxy.api.auth import require_key
+from proxy.api.context import Services, services
 from proxy.domain import Candidate, Pair, empty_score
 from proxy.errors import (
-    AuthenticationFailed,
     InvalidRequest,
     ModelNotFound,
     NoProviderAvailable,
@@ -30,11 +30,7 @@ def admin(request: Request) -> Services:
     svc = services(request)
     if not svc.admin_keys:
         raise PermissionDenied("the admin API is disabled: set auth.admin_keys in the config")
-    token = bearer_token(request)
-    if token is None:
-        raise AuthenticationFailed("missing admin key: send 'Authorization: Bearer <key>'")
-    if token not in svc.admin_keys:
-        raise AuthenticationFailed("invalid admin key")
+    require_key(svc.admin_keys, request, "admin key")
     return svc
 
 
