@@ -38,7 +38,7 @@ async def test_admin_surfaces(tmp_path: Path) -> None:
                 decisions = await wait_until(logged, timeout=5)
                 assert [d["id"] for d in decisions] == ids[::-1]  # newest first
                 first = decisions[-1]
-                assert first["reason"].startswith("no pair proven yet")
+                assert first["reason"].startswith("no pair of the model measured yet")
                 assert first["winner"] in ("p", "q") and first["attempts"][0]["outcome"] == "ok"
                 assert {c["provider"] for c in first["candidates"]} == {"p", "q"}
 
