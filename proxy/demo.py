@@ -20,7 +20,7 @@ import uvloop
 
 from proxy.app import create_app
 from proxy.config import Config
-from proxy.policy import ColdStart, ModelPolicy, PolicyHolder, PolicySet
+from proxy.policy import ColdStart, ModelPolicy, PolicyHolder, PolicySet, Uncertainty
 from proxy.simulator import Market, load_scenario
 
 CLIENT_KEY = "demo-key"
@@ -52,8 +52,13 @@ def mission_config(market: Market, port: int) -> Config:
 
 
 def demo_policies(time_scale: float) -> PolicyHolder:
-    """Built-in defaults, with the cold-start floor scaled like the simulated delays."""
-    default = ModelPolicy(cold_start=ColdStart(floor_s=2.0 * time_scale))
+    """Built-in defaults, with the cold-start floor and the evidence half-life scaled like the
+    simulated delays."""
+    half_life = ModelPolicy().uncertainty.half_life_s * time_scale
+    default = ModelPolicy(
+        cold_start=ColdStart(floor_s=2.0 * time_scale),
+        uncertainty=Uncertainty(half_life_s=half_life),
+    )
     return PolicyHolder([], PolicySet(default=default))
 
 

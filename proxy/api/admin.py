@@ -1,7 +1,8 @@
 """The admin API (/admin, its own keys): scores, decisions, explain, policy, status.
 
 Read-only views of the scoreboard, decision log and policy, plus policy reload. Explain is
-a dry run of the same `rank()` the request path uses: it sends nothing and changes nothing.
+a dry run of the same `rank()` the request path uses (by the estimates, without a posterior
+draw): it sends nothing and changes nothing.
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ async def explain(request: Request, model: str) -> dict[str, Any]:
         "is_exploration": ranking.is_exploration,
         "incumbent": svc.router.incumbents.get(model),
         "candidates": [row(c) for c in ranking.ranked + ranking.excluded],
+        "probed": model in svc.router.probed_models,
+        "evidence_wanted": [
+            {"provider": w.provider, "reason": w.reason, "chance": w.chance}
+            for w in svc.router.evidence_wanted(policy, deployments, svc.scoreboard.snapshot, model)
+        ],
         "policy": policy.model_dump(),
     }
 

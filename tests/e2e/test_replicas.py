@@ -29,7 +29,7 @@ SLOW = {"warm_ttft": {"median_s": 0.05, "sigma": 0.1}, "tokens_per_s": 2000}
 # model-x is quick on alpha, model-y on beta.
 MODELS = {"model-x": {"alpha": "x-a", "beta": "x-b"}, "model-y": {"alpha": "y-a", "beta": "y-b"}}
 BEST = {"model-x": "alpha", "model-y": "beta"}
-POLICY = "defaults: {min_samples: 5, exploration_share: 0.3, window: {max_samples: 5000}}\n"
+POLICY = "defaults: {min_samples: 5, window: {max_samples: 5000}}\n"
 
 
 def market() -> Market:
@@ -158,11 +158,10 @@ async def test_replicas_share_scores_within_3_s_and_route_alike(tmp_path: Path) 
             configs = [write_config(tmp_path, sim, redis.url, r) for r in ("r1", "r2")]
             async with replicas(*configs) as (one, two):
                 sent = 0
-                for model in MODELS:  # until both pairs are proven (no exploration in explain)
-                    served = [await ask(one, model) for _ in range(20)]
-                    while min(served.count(p) for p in ("alpha", "beta")) < 5:
-                        served.append(await ask(one, model))
-                        assert len(served) < 200, served
+                for model in MODELS:  # both pairs measured (the slow one a few times only)
+                    served = [await ask(one, model) for _ in range(30)]
+                    assert min(served.count(p) for p in ("alpha", "beta")) >= 1, served
+                    assert served[-10:].count(BEST[model]) >= 8, served
                     sent += len(served)
                 done = time.monotonic()
                 await wait_until(lambda: _total_is(one, sent), timeout=5)
