@@ -444,9 +444,9 @@ def evidence_wanted(
     incumbent: str | None = None,
 ) -> list[Wanted]:
     """The model's pairs whose measurement could change the routing, most wanted first:
-    never measured; measured too little to be proven; aged (its evidence weighs less than
-    half of `min_samples`); or plausibly the best although not the leader (best in some
-    posterior draws). The leader itself is wanted only when aged: user traffic measures it."""
+    never measured; aged (its samples weigh less than half their count after ageing);
+    unproven and best in some posterior draws; or proven and best in some draws although
+    not the leader. The leader itself is wanted only when aged: user traffic measures it."""
     excluded = set(policy.exclude)
     pairs = [p for p, _ in deployments if p not in excluded]
     beliefs: list[Belief | None] = [
@@ -469,7 +469,7 @@ def evidence_wanted(
         n = score.n if score is not None else 0
         if n == 0:
             out.append((0, -shares[i], Wanted(p, "not measured yet", shares[i])))
-        elif b.n_eff < policy.min_samples / 2 and n >= policy.min_samples / 2:
+        elif b.n_eff < n / 2:  # more than half of its evidence has decayed
             why = f"evidence aged: weight {b.n_eff:.1f} of n={n} after ageing"
             out.append((1, -shares[i], Wanted(p, why, shares[i])))
         elif i != lead and n < policy.min_samples and shares[i] > 0:
