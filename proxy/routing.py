@@ -77,8 +77,53 @@ def rank(
     explore with `probed_exploration_share` instead of `exploration_share`. `draw`: False
     ranks by the estimates alone (explain: the deterministic choice, no draw).
     """
+    field = prepare(
+        policy, deployments, scores, model, incumbent=incumbent,
+        rate_limited_until=rate_limited_until, now=now, circuits=circuits,
+    )  # fmt: skip
+    return order(field, rng, pending or {}, probed=probed, draw=draw)
+
+
+@dataclass(slots=True)
+class Field:  # not frozen: built for many requests, cheaper to construct
+    """What a ranking is made from, before the request's own draw: the candidates, their
+    beliefs and the leader. Depends on the clock only through exclusions (see
+    `Field.lasts`), so the router keeps one per model while its inputs stay the same."""
+
+    policy: ModelPolicy
+    model: str
+    incumbent: str | None
+    eligible: list[Candidate]
+    excluded: list[Candidate]
+    circuits: Mapping[Pair, CircuitState]
+    now: float
+    prior: Belief | None
+    beliefs: list[Belief]
+    advantage: list[float]  # the incumbent's (1 - hysteresis), else 1
+    exploit: list[float]  # the order without a draw (`_exploit_key`)
+    leader: int
+
+    @property
+    def lasts(self) -> bool:
+        """True when this field holds at any later time for the same inputs: nothing is
+        excluded but by policy (a rate limit or an open circuit ends with time), and an
+        eligible pair stays eligible until a rate limit or a circuit changes."""
+        return all(c.excluded_because == EXCLUDED_BY_POLICY for c in self.excluded)
+
+
+def prepare(
+    policy: ModelPolicy,
+    deployments: Sequence[tuple[str, str]],
+    scores: Mapping[Pair, Score],
+    model: str,
+    *,
+    incumbent: str | None,
+    rate_limited_until: Mapping[Pair, float],
+    now: float,
+    circuits: Mapping[Pair, CircuitState] | None = None,
+) -> Field:
+    """The filters and the beliefs of `rank()`, with no draw."""
     circuits = circuits or {}
-    pending = pending or {}
     eligible: list[Candidate] = []
     excluded: list[Candidate] = []
     prior: Belief | None = None
@@ -89,19 +134,41 @@ def rank(
             prior = score.belief.prior
         why = _exclusion(policy, provider, rate_limited_until.get(pair), circuits.get(pair), now)
         (excluded if why else eligible).append(Candidate(provider, upstream_model, score, why))
-    if not eligible:
-        return _all_excluded(excluded, model, circuits, now)
-    if prior is None:
-        return _warm_up(eligible, excluded, model, pending, rng)
+    if prior is None or not eligible:
+        return Field(
+            policy, model, incumbent, eligible, excluded, circuits, now, None, [], [], [], 0
+        )
     cut = 1.0 - policy.hysteresis
     beliefs = [c.score.belief or prior for c in eligible]
     advantage = [cut if c.provider == incumbent else 1.0 for c in eligible]
     exploit = [_exploit_key(b, f) for b, f in zip(beliefs, advantage, strict=True)]
     leader = min(range(len(eligible)), key=exploit.__getitem__)
+    return Field(
+        policy, model, incumbent, eligible, excluded, circuits, now, prior, beliefs,
+        advantage, exploit, leader,
+    )  # fmt: skip
+
+
+def order(
+    field: Field,
+    rng: random.Random,
+    pending: Mapping[Pair, int],
+    *,
+    probed: bool = False,
+    draw: bool = True,
+) -> Ranking:
+    """The request's own part of `rank()`: its posterior draw, or the warm-up order."""
+    eligible, excluded, policy, model = field.eligible, field.excluded, field.policy, field.model
+    if not eligible:
+        return _all_excluded(excluded, model, field.circuits, field.now)
+    prior = field.prior
+    if prior is None:
+        return _warm_up(eligible, excluded, model, pending, rng)
+    beliefs, advantage, leader = field.beliefs, field.advantage, field.leader
     if policy.mode == "weighted":
-        order = _weighted_order(eligible, beliefs, rng)
+        ordered = _weighted_order(eligible, beliefs, rng)
         return Ranking(
-            order, excluded, LazyText(lambda: _weighted_reason(order[0], eligible, beliefs))
+            ordered, excluded, LazyText(lambda: _weighted_reason(ordered[0], eligible, beliefs))
         )
     share = policy.probed_exploration_share if probed else policy.exploration_share
     if draw and (share >= 1.0 or (share > 0.0 and rng.random() < share)):
@@ -116,12 +183,13 @@ def rank(
                 b.draws[j % len(b.draws)] * f for b, f in zip(beliefs, advantage, strict=True)
             ]
     else:
-        values = exploit
-    order = [eligible[i] for i in sorted(range(len(eligible)), key=values.__getitem__)]
-    first = order[0]
+        values = field.exploit
+    ordered = [eligible[i] for i in sorted(range(len(eligible)), key=values.__getitem__)]
+    first = ordered[0]
     exploring = first is not eligible[leader]
+    incumbent = field.incumbent
     return Ranking(
-        order,
+        ordered,
         excluded,
         LazyText(
             lambda: _reason(
@@ -364,11 +432,11 @@ class Router:
         """`rank()` with this router's incumbent, rate limits, circuits and pending attempts.
         A dry run (explain) ranks by the estimates alone and changes nothing.
 
-        A steady ranking (see `_is_steady`) is kept and returned again, as it is, while the
-        scores snapshot, the policy, the deployments and the incumbent are the very same
-        objects and no rate limit or circuit changed: then `rank()` would return an equal
-        ranking, so a request pays a few identity checks instead of a ranking and its reason
-        text. The returned lists are shared between requests and must not be mutated.
+        While the scores snapshot, the policy, the deployments and the incumbent are the
+        very same objects and no rate limit or circuit changed, the model's `Field` (the
+        filtered candidates and their beliefs) is kept, so a request pays its draw and a
+        sort; a steady ranking (see `_is_steady`: every draw gives it) is returned again as
+        it is. The returned lists are shared between requests and must not be mutated.
         """
         if scores is not self._scores_seen:  # a new snapshot holds what has ended so far
             self._scores_seen = scores
@@ -384,29 +452,28 @@ class Router:
             and steady.circuits_version == self.breakers.version
             and steady.incumbent == incumbent
         ):
-            return steady.ranking
-        ranking = rank(
-            policy,
-            deployments,
-            scores,
-            model,
-            incumbent=incumbent,
-            rate_limited_until=self.rate_limited_until,
-            rng=self.rng,
-            now=now,
-            circuits=self.breakers.states,
-            pending=self.breakers.pending,
-            probed=model in self.probed_models,
+            if steady.ranking is not None:
+                return steady.ranking
+            field = steady.field
+        else:
+            field = prepare(
+                policy, deployments, scores, model, incumbent=incumbent,
+                rate_limited_until=self.rate_limited_until, now=now,
+                circuits=self.breakers.states,
+            )  # fmt: skip
+        ranking = order(
+            field, self.rng, self.breakers.pending, probed=model in self.probed_models,
             draw=not dry_run,
-        )
+        )  # fmt: skip
         if dry_run:
             return ranking
         if ranking.leader is not None:
             self.incumbents[model] = ranking.leader
-        if ranking.leader == incumbent and _is_steady(ranking, policy, incumbent):
+        if ranking.leader == incumbent and field.lasts:
             self._steady[model] = _Steady(
                 scores, policy, deployments, self._rate_limits_version,
-                self.breakers.version, incumbent, ranking,
+                self.breakers.version, incumbent, field,
+                ranking if _is_steady(ranking, policy, incumbent) else None,
             )  # fmt: skip
         else:
             self._steady.pop(model, None)
@@ -490,7 +557,8 @@ class _Steady:
     rate_limits_version: int
     circuits_version: int
     incumbent: str | None
-    ranking: Ranking
+    field: Field  # reused while the inputs are the same: the request only draws
+    ranking: Ranking | None  # reused whole when every draw gives it (`_is_steady`)
 
 
 def _is_steady(ranking: Ranking, policy: ModelPolicy, incumbent: str | None) -> bool:
@@ -498,14 +566,10 @@ def _is_steady(ranking: Ranking, policy: ModelPolicy, incumbent: str | None) -> 
 
     Best mode only (weighted draws anew each time); every eligible pair measured, and the
     ranges of their draws (scaled as ranked, the incumbent's by the hysteresis) disjoint in
-    the ranked order: then every draw and any pending count give this same order; nothing
-    excluded but by policy (a rate limit or an open circuit ends with time). An eligible
-    pair stays eligible as time passes until a rate limit or a circuit changes, which moves
-    a version the cache compares.
+    the ranked order: then every draw and any pending count give this same order. (The
+    caller checks that its `Field` lasts.)
     """
     if policy.mode != "best" or not ranking.ranked:
-        return False
-    if any(c.excluded_because != EXCLUDED_BY_POLICY for c in ranking.excluded):
         return False
     cut = 1.0 - policy.hysteresis
     below = float("-inf")
