@@ -5,15 +5,17 @@ K posterior draws of the routing objective made at scoreboard refresh (stats.sco
 A request picks one draw index and orders the pairs by their draws (Thompson sampling):
 a pair gets the first place in proportion to the chance that it is the best, so traffic
 explores only pairs whose plausible range overlaps the leader's, and stops once they are
-clearly worse. A pair nobody has measured has the model's pooled prior as its belief.
+clearly worse. A pair nobody has measured is believed to be like a random measured one.
 Attempts pending for a pair narrow its draw toward its estimate (so a burst inside one
 refresh does not all explore the same pair). `min_samples` only names a pair "proven".
 
-`rank()` does no I/O and reads no clock of its own, so every decision can be replayed and
-explained (/admin/explain calls the same function). `Router` adds the only state routing
+`rank()` (= `prepare()` then `order()`) does no I/O and reads no clock of its own, so every
+decision can be replayed and explained (/admin/explain ranks the same way, without a draw). `Router` adds the only state routing
 needs: the incumbent per model (for hysteresis), the rate-limit deadlines announced by
-providers' Retry-After headers and the circuit breakers (proxy.circuit); it remembers a
-model's last ranking while nothing it was made from can have changed (see `Router.route`).
+providers' Retry-After headers, the circuit breakers (proxy.circuit) with the attempts
+pending per pair, and the models the prober measures; it keeps a model's filtered candidates
+(`Field`) while nothing they were made from can have changed (see `Router.route`).
+`evidence_wanted()` names the pairs a probe should measure.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Pure statistics: the samples of one pair -> its Score. numpy lives here and nowhere else.
+"""Pure statistics: the samples of one pair -> its Score, and of one model's pairs -> their
+Scores with a posterior of the routing objective each (`score_model`). numpy lives here and
+nowhere else.
 
 Quantiles are those of the Kaplan-Meier estimator, so that censored attempts (hedge losers,
 timeouts, client cancels before the first token: "TTFT > t") are honest: their probability
@@ -53,7 +55,7 @@ class WindowParams:
     min_samples: int = 20
     cold_factor: float = 4.0
     cold_floor_s: float = 2.0
-    objective: str = "tail_mean"  # a key of OBJECTIVES
+    objective: str = "tail_mean"  # tail_mean or a key of OBJECTIVE_QUANTILE
     draws: int = 64
     prior_weight: float = 1.0
     half_life_s: float = 600.0
@@ -158,7 +160,7 @@ def _score_of_window(pair: Pair, recent: list[Sample], params: WindowParams) -> 
         n_passive=n_passive,
         n_probe=n_probe,
         is_proven=len(times) >= params.min_samples,
-        **figures,  # type: ignore[arg-type]  # the float figures, none of them `belief`
+        **figures,  # type: ignore[arg-type]  # floats only; `belief` is not among them
     )
 
 
