@@ -10,12 +10,12 @@ Attempts pending for a pair narrow its draw toward its estimate (so a burst insi
 refresh does not all explore the same pair). `min_samples` only names a pair "proven".
 
 `rank()` (= `prepare()` then `order()`) does no I/O and reads no clock of its own, so every
-decision can be replayed and explained (/admin/explain ranks the same way, without a draw). `Router` adds the only state routing
-needs: the incumbent per model (for hysteresis), the rate-limit deadlines announced by
-providers' Retry-After headers, the circuit breakers (proxy.circuit) with the attempts
-pending per pair, and the models the prober measures; it keeps a model's filtered candidates
-(`Field`) while nothing they were made from can have changed (see `Router.route`).
-`evidence_wanted()` names the pairs a probe should measure.
+decision can be replayed and explained (/admin/explain ranks the same way, without a draw).
+`Router` adds the only state routing needs: the incumbent per model (for hysteresis), the
+rate-limit deadlines announced by providers' Retry-After headers, the circuit breakers
+(proxy.circuit) with the attempts pending per pair, and the models the prober measures. It
+keeps a model's filtered candidates (`Field`) while nothing they were made from can have
+changed (see `Router.route`). `evidence_wanted()` names the pairs a probe should measure.
 """
 
 from __future__ import annotations
