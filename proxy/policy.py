@@ -70,7 +70,7 @@ class Uncertainty(Frozen):
 
     draws: int = Field(64, ge=8, le=1024, description="posterior draws per pair and refresh")
     prior_weight: float = Field(
-        1.0, ge=0, le=1000, description="pseudo-observations pooled from the model's pairs"
+        0.5, ge=0, le=1000, description="pseudo-observations pooled from the model's pairs"
     )
     half_life_s: float = Field(600.0, gt=0, description="a sample's weight halves this often")
 

@@ -57,7 +57,7 @@ class WindowParams:
     cold_floor_s: float = 2.0
     objective: str = "tail_mean"  # tail_mean or a key of OBJECTIVE_QUANTILE
     draws: int = 64
-    prior_weight: float = 1.0
+    prior_weight: float = 0.5
     half_life_s: float = 600.0
 
 
