@@ -72,7 +72,7 @@ class Uncertainty(Frozen):
     prior_weight: float = Field(
         0.5, ge=0, le=1000, description="pseudo-observations pooled from the model's pairs"
     )
-    half_life_s: float = Field(600.0, gt=0, description="a sample's weight halves this often")
+    half_life_s: float = Field(120.0, gt=0, description="a sample's weight halves this often")
 
 
 class Hedge(Frozen):

@@ -58,7 +58,7 @@ class WindowParams:
     objective: str = "tail_mean"  # tail_mean or a key of OBJECTIVE_QUANTILE
     draws: int = 64
     prior_weight: float = 0.5
-    half_life_s: float = 600.0
+    half_life_s: float = 120.0
 
 
 def window(samples: Sequence[Sample], params: WindowParams, now: float) -> list[Sample]:

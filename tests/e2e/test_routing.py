@@ -16,10 +16,10 @@ from tests.e2e.conftest import Proxy, config_for, policy_file, running_proxy, sc
 
 TIME_SCALE = 0.02
 # The default policy with its time settings scaled to the market: cold-start floor and
-# evidence half-life (600 s) in market seconds.
+# evidence half-life (120 s) in market seconds.
 SCALED = (
     f"defaults: {{cold_start: {{floor_s: {2.0 * TIME_SCALE}}}, "
-    f"uncertainty: {{half_life_s: {600 * TIME_SCALE}}}}}\n"
+    f"uncertainty: {{half_life_s: {120 * TIME_SCALE}}}}}\n"
 )
 
 
