@@ -1,7 +1,7 @@
 """create_app(config): builds every object once, runs the background loops in the lifespan.
 
 No module-level state: each call returns a fresh app (tests build one per case). The
-aiohttp session, store, buffer flusher and scoreboard loop start with the app and stop
+aiohttp session, store, buffer flusher, scoreboard loop and prober start with the app and stop
 with a bounded drain, logging whatever could not be written.
 """
 
@@ -29,6 +29,7 @@ from proxy.dispatch import Deployment, Dispatcher
 from proxy.errors import InvalidRequest, NotFound, ProxyError
 from proxy.metrics import Metrics
 from proxy.policy import PolicyHolder
+from proxy.prober import Prober
 from proxy.redact import from_config as redact_from_config
 from proxy.routing import Router
 from proxy.scoreboard import Scoreboard
@@ -56,6 +57,7 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp
         loops = [
             asyncio.create_task(svc.buffer.run(stop), name="buffer-flusher"),
             asyncio.create_task(svc.scoreboard.run(stop), name="scoreboard"),
+            asyncio.create_task(svc.prober.run(stop), name="prober"),
         ]
         log.info(
             "ttft-router replica %s up: %d models, %d providers, %s store",
@@ -125,6 +127,13 @@ def build_services(
         for name, provider in config.providers.items()
     }
     metrics.watch(scoreboard, buffer, store)
+    dispatcher = Dispatcher(deployments, buffer, router, metrics, replica, redact)
+    prober = Prober(
+        config, policies, scoreboard, buffer, store,
+        upstreams={name: d.upstream for name, d in deployments.items()},
+        router=router, metrics=metrics, replica=replica, redact=redact,
+    )  # fmt: skip
+    metrics.watch_prober(prober)
     return Services(
         config=config,
         policies=policies,
@@ -133,8 +142,9 @@ def build_services(
         buffer=buffer,
         scoreboard=scoreboard,
         router=router,
-        dispatcher=Dispatcher(deployments, buffer, router, metrics, replica, redact),
+        dispatcher=dispatcher,
         metrics=metrics,
+        prober=prober,
         replica=replica,
         client_keys=frozenset(k.get_secret_value() for k in config.auth.api_keys),
         admin_keys=frozenset(k.get_secret_value() for k in config.auth.admin_keys),

@@ -20,6 +20,8 @@ from prometheus_client.registry import Collector
 from proxy.domain import Sample
 
 if TYPE_CHECKING:
+    from proxy.domain import Pair
+    from proxy.prober import Prober
     from proxy.scoreboard import Scoreboard
     from proxy.store.base import Store
     from proxy.store.buffer import SampleBuffer
@@ -51,6 +53,11 @@ class Metrics:
             ["kind"], registry=self.registry,
         )  # fmt: skip
 
+        self.probes = Counter(
+            "ttft_router_probes", "Probes sent, by outcome and by why they were sent",
+            ["model", "provider", "outcome", "reason"], registry=self.registry,
+        )  # fmt: skip
+
         self._sample_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._request_children: dict[tuple[str, int], Counter] = {}
 
@@ -72,8 +79,33 @@ class Metrics:
             child = self._request_children[model, status] = self.requests.labels(model, str(status))
         child.inc()
 
+    def count_probe(self, pair: Pair, outcome: str, reason: str) -> None:
+        self.probes.labels(pair.model, pair.provider, outcome, reason).inc()
+
     def watch(self, scoreboard: Scoreboard, buffer: SampleBuffer, store: Store) -> None:
         self.registry.register(_StateCollector(scoreboard, buffer, store))
+
+    def watch_prober(self, prober: Prober) -> None:
+        self.registry.register(_ProberCollector(prober))
+
+
+class _ProberCollector(Collector):
+    """The probe budget left in this replica's hour and whether the prober is paused."""
+
+    def __init__(self, prober: Prober) -> None:
+        self._prober = prober
+
+    def collect(self) -> Iterator[Metric]:
+        probes, cost = self._prober.budget_left(time.time())
+        left = GaugeMetricFamily(
+            "ttft_router_probe_budget_left",
+            "Probe budget left in the current hour (probes; estimated USD)", labels=["kind"],
+        )  # fmt: skip
+        left.add_metric(["probes"], float(probes))
+        left.add_metric(["cost_usd"], cost)
+        yield left
+        yield _gauge("ttft_router_prober_paused", "1 while the prober is paused at its budget",
+                     float(self._prober.paused_because is not None))  # fmt: skip
 
 
 class _StateCollector(Collector):

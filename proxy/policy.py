@@ -65,6 +65,43 @@ class Circuit(Frozen):
     cooldown_s: float = Field(30.0, gt=0)
 
 
+class KeepWarm(Frozen):
+    """Keep the model's chosen pair warm in quiet hours (off by default: it costs probes)."""
+
+    enabled: bool = False
+    margin: float = Field(
+        0.5, gt=0, le=1, description="probe after this share of the learned idle-to-cold time"
+    )
+    idle_to_cold_s: float = Field(
+        300.0, gt=0, description="assumed until one is learned from the pair's samples"
+    )
+    min_idle_s: float = Field(
+        60.0, gt=0, description="never probe more often than this (a floor on the spacing)"
+    )
+
+
+class Probe(Frozen):
+    """When the prober measures a model's pairs (docs/probing.md). Times are seconds of a
+    real market; the config's `prober.time_scale` multiplies every one of them."""
+
+    enabled: bool = True
+    interval_s: float = Field(120.0, gt=0, description="gap filling: one probe per interval")
+    jitter: float = Field(0.2, ge=0, le=1, description="share of a slot the probe moves in")
+    enough_passive: int = Field(
+        3, ge=1, description="passive samples within one interval that make probing needless"
+    )
+    burst_spacing_s: float = Field(
+        10.0, gt=0, description="a new or emptied pair: one probe per spacing to min_samples"
+    )
+    stale_after_s: float = Field(
+        600.0, gt=0, description="a pair whose newest sample is older is probed at once"
+    )
+    timeout_s: float = Field(120.0, gt=0, description="first-token timeout of a probe")
+    max_tokens: int = Field(1, ge=1, le=64)
+    prompt: str = Field("Reply with one word: ready.", min_length=1, max_length=2000)
+    keep_warm: KeepWarm = KeepWarm()
+
+
 class ModelPolicy(Frozen):
     mode: Literal["best", "weighted"] = "best"
     objective: Literal["p50", "p90", "p95", "p99", "tail_mean"] = Field(
@@ -82,6 +119,7 @@ class ModelPolicy(Frozen):
     cold_start: ColdStart = ColdStart()
     circuit: Circuit = Circuit()
     exclude: list[str] = Field(default_factory=list, description="providers never used")
+    probe: Probe = Probe()
 
     @model_validator(mode="after")
     def _window_holds_proof(self) -> ModelPolicy:

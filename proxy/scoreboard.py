@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from proxy.domain import SAMPLE_TIME, Pair, Sample, Score
@@ -50,6 +50,10 @@ class Scoreboard:
         self.last_refresh_cpu_s = 0.0
         self._last_full = 0.0
         self._policy_seen = policies.current
+
+    def window(self, pair: Pair) -> Sequence[Sample]:
+        """The samples last read of `pair`, oldest first (empty when none); read-only."""
+        return self._windows.get(pair, ())
 
     def age_s(self, now: float | None = None) -> float | None:
         """Seconds since the last successful refresh; None before the first one."""

@@ -1,4 +1,4 @@
-"""The admin API (/admin, its own keys): scores, decisions, explain, policy, status.
+"""The admin API (/admin, its own keys): scores, decisions, explain, policy, status, probes.
 
 Read-only views of the scoreboard, decision log and policy, plus policy reload. Explain is
 a dry run of the same `rank()` the request path uses: it sends nothing and changes nothing.
@@ -19,7 +19,9 @@ from proxy.errors import (
     ModelNotFound,
     NoProviderAvailable,
     PermissionDenied,
+    RateLimited,
 )
+from proxy.prober import BudgetExhausted
 from proxy.stats import cv_band
 from proxy.store.base import StoreUnavailable
 
@@ -133,6 +135,33 @@ async def status(request: Request) -> dict[str, Any]:
         "scoreboard_last_refresh_cpu_s": svc.scoreboard.last_refresh_cpu_s,
         "policy_last_reload_error": svc.policies.last_error,
     }
+
+
+@router.get("/prober")
+async def prober(request: Request, model: str | None = None) -> dict[str, Any]:
+    svc = admin(request)
+    _known(svc, model)
+    return svc.prober.status(time.time(), model)
+
+
+@router.post("/probe")
+async def probe(request: Request, model: str, provider: str) -> dict[str, Any]:
+    """Probe one pair now (the scheduled probe's request) and return its sample."""
+    svc = admin(request)
+    deployments = _known(svc, model)
+    if provider not in {name for name, _ in deployments}:
+        known = ", ".join(name for name, _ in deployments)
+        raise InvalidRequest(
+            f"provider '{provider}' does not serve model '{model}' (known: {known})",
+            param="provider",
+        )
+    try:
+        sample, error = await svc.prober.probe_now(Pair(model, provider))
+    except BudgetExhausted as exc:
+        budget = svc.prober.budget
+        wait = (budget.resumes_at(time.time()) or time.time()) - time.time()
+        raise RateLimited(f"probe refused: {exc}", retry_after_s=max(wait, 1.0)) from None
+    return {"sample": sample.to_dict(), "error": error}
 
 
 def _store_status(svc: Services) -> dict[str, Any]:

@@ -74,6 +74,8 @@ def config_for(
         "buffer": {"flush_interval_s": 0.02},
         "scoreboard": {"refresh_s": 0.05},
         "policies": [str(policy_file)] if policy_file else [],
+        # Off unless a test turns it on: other tests count attempts and samples exactly.
+        "prober": {"enabled": False},
         **overrides,
     }
     return Config.model_validate(data)
