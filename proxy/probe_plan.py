@@ -114,7 +114,8 @@ class PairView:
 
 def plan(pair: Pair, timing: Timing, view: PairView, now: float) -> Plan:
     """The earliest due of the reasons that apply (ties in Reason's order). Enough passive
-    samples within the last interval rule out gap and stale probes, not the others."""
+    samples within the last interval rule out gap and stale probes, not the others; so does
+    keep-warm, which probes more often than they would."""
     options: list[Plan] = []
     if view.bursting:
         options.append(_slotted(pair, Reason.BURST, "b", timing.burst_spacing_s, timing, view,
@@ -123,8 +124,9 @@ def plan(pair: Pair, timing: Timing, view: PairView, now: float) -> Plan:
         options.append(_slotted(pair, Reason.UNCERTAIN, "u", timing.burst_spacing_s, timing,
                                 view, now, view.uncertain))  # fmt: skip
     warm = _keep_warm(timing, view)
-    if warm is not None:
+    if warm is not None:  # probes more often than gap filling would: it replaces it
         options.append(warm)
+        return _earliest(options)
     passive = recent_passive(view.window, now - timing.interval_s)
     counted = f"{passive} passive samples in the last {timing.interval_s:.3g} s"
     if passive >= timing.enough_passive:
@@ -142,11 +144,15 @@ def plan(pair: Pair, timing: Timing, view: PairView, now: float) -> Plan:
             options.append(
                 _slotted(pair, Reason.GAP, "g", timing.interval_s, timing, view, now, counted)
             )
-    return min(options, key=lambda p: (p.due if p.due is not None else math.inf,
-                                       REASON_ORDER.index(p.reason)))  # fmt: skip
+    return _earliest(options)
 
 
 REASON_ORDER = list(Reason)
+
+
+def _earliest(options: list[Plan]) -> Plan:
+    return min(options, key=lambda p: (p.due if p.due is not None else math.inf,
+                                       REASON_ORDER.index(p.reason)))  # fmt: skip
 
 
 def _slotted(
@@ -205,24 +211,27 @@ def _end(sample: Sample) -> float:
 def learn_idle_to_cold(
     window: Sequence[Sample], cold_factor: float, cold_floor_s: float
 ) -> float | None:
-    """The shortest idle time seen before a cold-start-like sample (TTFT above
-    `cold_factor` x median and above `cold_floor_s`), in seconds; None when no cold start
-    followed an idle period in the window. An upper bound of the provider's scale-down time:
-    keep-warm probes at a margin of it."""
+    """How long the pair may sit idle before it goes cold, learned from the window: the
+    shortest idle time followed by a cold-start-like sample (TTFT above `cold_factor` x
+    median and above `cold_floor_s`) among those longer than every idle time after which
+    it was still warm. Shorter cold idles are chance (or noise), not a scale-down. None when
+    nothing is learned yet. An upper bound of the provider's scale-down time: keep-warm
+    probes at a margin of it."""
     ttfts = [s.ttft_s for s in window if s.ttft_s is not None]
     if len(ttfts) < 3:
         return None
     threshold = max(cold_factor * statistics.median(ttfts), cold_floor_s)
-    shortest: float | None = None
+    idles: list[tuple[float, bool]] = []  # (idle before a sample, was it cold)
     busy_until: float | None = None
     for sample in window:
-        if busy_until is not None and sample.ttft_s is not None and sample.ttft_s > threshold:
+        if busy_until is not None and sample.ttft_s is not None:
             idle = sample.timestamp - busy_until
-            if idle > 0 and (shortest is None or idle < shortest):
-                shortest = idle
+            if idle > 0:
+                idles.append((idle, sample.ttft_s > threshold))
         end = _end(sample)
         busy_until = end if busy_until is None else max(busy_until, end)
-    return shortest
+    warm = max((idle for idle, cold in idles if not cold), default=0.0)
+    return min((idle for idle, cold in idles if cold and idle > warm), default=None)
 
 
 class Budget:

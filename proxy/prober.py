@@ -192,7 +192,10 @@ class Prober:
             self._resume()
             state.in_flight = True
             state.done = state.plan.slot
-            task = asyncio.create_task(self._scheduled(pair, state, state.plan), name="probe")
+            entry = self.budget.spend(now, self._estimate_usd(pair))  # before the next tick
+            task = asyncio.create_task(
+                self._scheduled(pair, state, state.plan, entry), name="probe"
+            )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -253,9 +256,10 @@ class Prober:
 
     # -- one probe ----------------------------------------------------------------------
 
-    async def _scheduled(self, pair: Pair, state: PairState, planned: Plan) -> None:
+    async def _scheduled(
+        self, pair: Pair, state: PairState, planned: Plan, entry: list[float]
+    ) -> None:
         try:
-            entry = self.budget.spend(time.time(), self._estimate_usd(pair))
             holder = await self._lease(pair, planned)
             state.lease_holder = holder
             if holder != self.replica and not holder.endswith("(store unavailable)"):

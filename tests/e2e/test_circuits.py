@@ -26,6 +26,7 @@ def _config(tmp_path: Path, policy: str, *providers: ScriptedProvider) -> Config
         "models": {"m": {"providers": {f"p{i}": "u" for i in range(len(providers))}}},
         "buffer": {"flush_interval_s": 0.02},
         "scoreboard": {"refresh_s": 0.05},
+        "prober": {"enabled": False},  # exact request counts
         "policies": [str(policy_file(tmp_path, policy))],
     })  # fmt: skip
 
