@@ -114,8 +114,8 @@ class PairView:
 
 def plan(pair: Pair, timing: Timing, view: PairView, now: float) -> Plan:
     """The earliest due of the reasons that apply (ties in Reason's order). Enough passive
-    samples within the last interval rule out gap and stale probes, not the others; so does
-    keep-warm, which probes more often than they would."""
+    samples within the last interval rule out gap and stale probes; so do burst, uncertain
+    and keep-warm, which probe more often than they would."""
     options: list[Plan] = []
     if view.bursting:
         options.append(_slotted(pair, Reason.BURST, "b", timing.burst_spacing_s, timing, view,
@@ -124,14 +124,14 @@ def plan(pair: Pair, timing: Timing, view: PairView, now: float) -> Plan:
         options.append(_slotted(pair, Reason.UNCERTAIN, "u", timing.burst_spacing_s, timing,
                                 view, now, view.uncertain))  # fmt: skip
     warm = _keep_warm(timing, view)
-    if warm is not None:  # probes more often than gap filling would: it replaces it
+    if warm is not None:
         options.append(warm)
+    if options:  # each probes more often than gap filling would: they replace it
         return _earliest(options)
     passive = recent_passive(view.window, now - timing.interval_s)
     counted = f"{passive} passive samples in the last {timing.interval_s:.3g} s"
     if passive >= timing.enough_passive:
-        if not options:
-            return Plan(Reason.SKIPPED, None, None, timing.interval_s, counted)
+        return Plan(Reason.SKIPPED, None, None, timing.interval_s, counted)
     else:
         age = view.score.age_s(now) if view.score is not None else None
         if age is not None and age > timing.stale_after_s:
