@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from proxy.simulator import Market, Scenario
 from tests.e2e.conftest import Proxy, config_for, policy_file, running_proxy, scenario
 from tests.helpers import wait_until
@@ -119,6 +121,32 @@ async def test_the_budget_cap_stops_probing_and_says_so(tmp_path: Path) -> None:
     assert 'ttft_router_probe_budget_left{kind="probes"} 0.0' in metrics
     assert "ttft_router_prober_paused 1.0" in metrics
     assert refused.status_code == 429 and "probe cap" in refused.json()["error"]["message"]
+
+
+async def test_the_cost_cap_counts_reported_tokens_at_the_configured_price(
+    tmp_path: Path,
+) -> None:
+    policy = probe_policy(tmp_path, "interval_s: 60, burst_spacing_s: 2", min_samples="50")
+    # $0.10 per prompt token: the simulator reports 5 prompt tokens (the prompt's words), so
+    # a probe costs $0.50 once settled; before it is sent ~42 tokens ($4.20) are held.
+    price = {"prompt_per_1m_usd": 100_000.0, "completion_per_1m_usd": 0.0}
+    prober = {**PROBER, "max_cost_per_hour_usd": 10.0, "prices": {"p": price}}
+    async with Market(scenario({"p": {"m-p": FAST}}, time_scale=TIME_SCALE)) as market:
+        config = config_for(market, {"m": {"p": "m-p"}}, policy_file=policy, prober=prober)
+        async with running_proxy(config) as proxy:
+
+            async def paused() -> dict[str, Any] | None:
+                status = await prober_status(proxy)
+                return status if status["budget"]["paused"] else None
+
+            status = await wait_until(paused, timeout=10)
+            sent = requests_of(market, "p")
+    budget, row = status["budget"], pair_status(status, "p")
+    assert "cost cap reached" in budget["paused_because"]
+    assert budget["used_cost_usd"] == pytest.approx(0.5 * budget["used_probes"])
+    assert 5.8 < budget["used_cost_usd"] <= 10.0
+    assert sent == budget["used_probes"] == row["probes"]
+    assert row["price_per_1m_usd"] == {"prompt": 100_000.0, "completion": 0.0, "from": "config"}
 
 
 async def test_a_90_s_cold_start_is_one_slow_sample_and_blocks_no_other_pair(
