@@ -159,6 +159,7 @@ class Prober:
             for provider, upstream_model in entry.providers.items()
         }
         self.states = {pair: PairState() for pair in self.upstream_models}
+        self._learned: dict[Pair, tuple[tuple[float, float, int, int], float | None]] = {}
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -209,10 +210,12 @@ class Prober:
         state.bursting = is_bursting(state.bursting, score, policy.min_samples)
         window = self._scoreboard.window(pair)
         uncertain = self._wanted(pair.model).get(pair.provider) if self._wanted else None
+        is_chosen = self._is_chosen(pair)
+        learning = timing.keep_warm and is_chosen  # the window is walked only then
         view = PairView(
-            score=score, window=window, bursting=state.bursting,
-            is_chosen=self._is_chosen(pair), uncertain=uncertain,
-            idle_to_cold_s=self.idle_to_cold_s(pair, policy), done=state.done,
+            score=score, window=window, bursting=state.bursting, is_chosen=is_chosen,
+            uncertain=uncertain, done=state.done,
+            idle_to_cold_s=self.idle_to_cold_s(pair, policy) if learning else None,
         )  # fmt: skip
         return plan(pair, timing, view, now)
 
@@ -224,9 +227,20 @@ class Prober:
         return len(providers) == 1  # one provider: it is the choice
 
     def idle_to_cold_s(self, pair: Pair, policy: ModelPolicy) -> float | None:
-        return learn_idle_to_cold(
-            self._scoreboard.window(pair), policy.cold_start.factor, policy.cold_start.floor_s
-        )
+        """Learned from the policy's window of the pair; recomputed only when the window's
+        ends or length moved, or the policy changed."""
+        window = self._scoreboard.window(pair)
+        ends = (window[0].timestamp, window[-1].timestamp) if window else (0.0, 0.0)
+        key = (*ends, len(window), id(policy))
+        cached = self._learned.get(pair)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        learned = learn_idle_to_cold(
+            window[-policy.window.max_samples :], policy.cold_start.factor,
+            policy.cold_start.floor_s,
+        )  # fmt: skip
+        self._learned[pair] = (key, learned)
+        return learned
 
     # -- budget -------------------------------------------------------------------------
 
@@ -267,6 +281,8 @@ class Prober:
                 return  # another replica has this slot
             async with self._slots:
                 await self._probe(pair, state, planned.reason, entry)
+        except Exception:  # a bug, not a provider's failure (those are samples): say so
+            log.exception("probe of %s (%s) failed unexpectedly", pair, planned.reason)
         finally:
             state.in_flight = False
 
