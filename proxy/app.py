@@ -22,12 +22,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from proxy.api import admin, health, openai
+from proxy import requestid
+from proxy.api import admin, dashboard, health, openai
 from proxy.api.context import Services
 from proxy.config import Config, LiteLLMProvider, OpenAIProvider, RedisStoreConfig
 from proxy.dispatch import Deployment, Dispatcher
-from proxy.errors import InvalidRequest, NotFound, ProxyError
-from proxy.metrics import Metrics
+from proxy.errors import ConfigError, InvalidRequest, NotFound, ProxyError
+from proxy.metrics import ExportSink, Metrics
 from proxy.policy import PolicyHolder
 from proxy.redact import from_config as redact_from_config
 from proxy.routing import Router
@@ -73,12 +74,15 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp
             await svc.buffer.drain(SHUTDOWN_DRAIN_S)
             await svc.store.close()
             await session.close()
+            if svc.metrics.export is not None:
+                await asyncio.to_thread(svc.metrics.export.shutdown)  # a last push
 
     app = ProxyApp(
         title="ttft-router", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.include_router(openai.router)
     app.include_router(admin.router)
+    app.include_router(dashboard.router)  # with the admin API, wherever it is served
     app.include_router(health.router)
     install_error_handlers(app)
     return app
@@ -95,13 +99,23 @@ class ProxyApp(FastAPI):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            kind = openai.DIRECT_ROUTES.get(scope["path"])
-            if kind is not None:
-                scope["app"] = self
-                await openai.serve_direct(scope, receive, send, kind)
-                return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        # Every HTTP request gets its id first: in the context (log lines, decision, error
+        # bodies) and in the response's x-request-id (proxy.requestid).
+        request_id = requestid.from_headers(scope["headers"])
+        token = requestid.REQUEST_ID.set(request_id)
+        try:
+            if scope["method"] == "POST":
+                kind = openai.DIRECT_ROUTES.get(scope["path"])
+                if kind is not None:
+                    scope["app"] = self
+                    await openai.serve_direct(scope, receive, send, kind)  # sets the header
+                    return
+            await super().__call__(scope, receive, requestid.with_header(send, request_id))
+        finally:
+            requestid.REQUEST_ID.reset(token)
 
 
 def build_services(
@@ -125,6 +139,8 @@ def build_services(
         for name, provider in config.providers.items()
     }
     metrics.watch(scoreboard, buffer, store)
+    if config.telemetry.otlp.enabled:
+        metrics.export = build_otlp_export(config, replica)
     return Services(
         config=config,
         policies=policies,
@@ -139,6 +155,18 @@ def build_services(
         client_keys=frozenset(k.get_secret_value() for k in config.auth.api_keys),
         admin_keys=frozenset(k.get_secret_value() for k in config.auth.admin_keys),
     )
+
+
+def build_otlp_export(config: Config, replica: str) -> ExportSink:
+    """The OTLP exporter (proxy.otel); its packages are imported only here."""
+    try:
+        from proxy.otel import OtlpExport
+    except ImportError as exc:
+        raise ConfigError(
+            f"telemetry.otlp.enabled: the OpenTelemetry SDK is not installed ({exc}); "
+            "install the extra: pip install 'ttft-router[otel]'"
+        ) from None
+    return OtlpExport(config.telemetry.otlp, replica)
 
 
 def build_store(config: Config, replica: str) -> Store:

@@ -152,12 +152,27 @@ class ScoreboardConfig(Frozen):
     stale_after_s: float = Field(10.0, gt=0, description="/readyz fails past this age")
 
 
+class OtlpConfig(Frozen):
+    """OTLP/HTTP export of the TTFT histogram and decision counters (needs the `otel` extra)."""
+
+    enabled: bool = False
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/metrics", description="an OTLP/HTTP collector's metrics URL"
+    )
+    interval_s: float = Field(15.0, gt=0, le=3600)
+
+
+class TelemetryConfig(Frozen):
+    otlp: OtlpConfig = OtlpConfig()
+
+
 class Config(Frozen):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig(allow_unauthenticated=True)
     store: Store = MemoryStoreConfig()
     buffer: BufferConfig = BufferConfig()
     scoreboard: ScoreboardConfig = ScoreboardConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     providers: dict[str, Provider] = Field(min_length=1)
     models: dict[str, ModelEntry] = Field(min_length=1)
     policies: list[Path] = Field(

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import orjson
 
+from proxy import requestid
 from proxy.assemble import assemble_chat, assemble_completion
 from proxy.circuit import retry_after_s
 from proxy.domain import Attempt, Candidate, Decision, Outcome, Pair, Sample
@@ -356,6 +357,7 @@ class Dispatcher:
         decision.winner = winner
         if len(decision.attempts) > 1:
             self._metrics.failovers.labels(call.model).inc()
+        self._metrics.count_decision(decision)
         self._buffer.add_decision(decision)
 
 
@@ -411,6 +413,7 @@ def _stream_error_body(provider: str, failure: UpstreamFailure) -> dict[str, Any
             "type": "api_error",
             "param": None,
             "code": "upstream_stream_error",
+            "request_id": requestid.current(),
         }
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +177,7 @@ class PolicyHolder:
         self.paths = tuple(paths)
         self.current = initial if initial is not None else load_policies(self.paths)
         self.last_error: str | None = None
+        self.last_reload_at: float | None = None  # wall clock of the last reload attempt
         self._mtimes = self._read_mtimes()
 
     def _read_mtimes(self) -> tuple[float, ...]:
@@ -190,6 +192,7 @@ class PolicyHolder:
     def reload(self) -> str | None:
         """Load the files again. Returns None on success, else the error (policy unchanged)."""
         self._mtimes = self._read_mtimes()
+        self.last_reload_at = time.time()
         try:
             self.current = load_policies(self.paths)
         except ConfigError as exc:
