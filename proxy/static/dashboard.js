@@ -167,8 +167,15 @@ function series(samples, threshold) {
   return [x, passive, probe, censored, line];
 }
 
-function secondsAxis() {
-  return { values: (u, ticks) => ticks.map((v) => seconds(v)), size: 56 };
+// Axis labels: 5 ms, 40 ms, 1.5 s, 30 s (uPlot's log ticks are 1-2-5 or 1..9 per decade).
+function tick(v) {
+  if (v === null || v === undefined) return "";
+  return v < 1 ? +(v * 1000).toPrecision(2) + " ms" : +v.toPrecision(2) + " s";
+}
+function logTicks(u, ticks) {
+  // label only 1, 2 and 5 of each decade: the others stay as grid lines
+  return ticks.map((v) => { const m = v / Math.pow(10, Math.floor(Math.log10(v) + 1e-9));
+    return [1, 2, 5].some((k) => Math.abs(m - k) < 1e-6) ? tick(v) : ""; });
 }
 
 function chartWidth(box) { return Math.max(280, box.clientWidth - 16); }
@@ -176,9 +183,9 @@ function chartWidth(box) { return Math.max(280, box.clientWidth - 16); }
 function makeHist(box, data) {
   const bars = uPlot.paths.bars({ size: [0.9, 40] });
   return new uPlot({
-    title: "TTFT distribution (log)", width: chartWidth(box), height: 150, legend: { show: true },
+    width: chartWidth(box), height: 140, legend: { live: false },
     scales: { x: { time: false, distr: 3, log: 10 }, y: { range: (u, min, max) => [0, Math.max(1, max)] } },
-    axes: [{ values: (u, ticks) => ticks.map((v) => seconds(v)), space: 60 }, { size: 36 }],
+    axes: [{ values: logTicks, space: 30 }, { size: 36, label: "samples", labelSize: 14 }],
     series: [{ label: "TTFT" },
       { label: "warm", fill: COLORS.warm + "cc", stroke: COLORS.warm, paths: bars, points: { show: false } },
       { label: "cold", fill: COLORS.cold + "cc", stroke: COLORS.cold, paths: bars, points: { show: false } }],
@@ -188,9 +195,9 @@ function makeHist(box, data) {
 function makeTime(box, data) {
   const dots = { show: true, size: 5, space: 0 };
   return new uPlot({
-    title: "TTFT over time (log)", width: chartWidth(box), height: 150,
+    width: chartWidth(box), height: 150, legend: { live: false },
     scales: { y: { distr: 3, log: 10 } },
-    axes: [{}, secondsAxis()],
+    axes: [{}, { values: logTicks, size: 62 }],
     series: [{},
       { label: "passive", stroke: COLORS.passive, paths: () => null, points: { ...dots, fill: COLORS.passive } },
       { label: "probe", stroke: COLORS.probe, paths: () => null, points: { ...dots, fill: COLORS.probe } },
@@ -207,7 +214,9 @@ function renderCharts(model, pairsSamples) {
     let entry = charts.get(key);
     if (!entry) {
       const holder = el("div", { class: "pair", "data-pair": p.provider },
-        el("h3", {}, p.provider, el("span", {}, "")), el("div", { class: "hist" }), el("div", { class: "time" }));
+        el("h3", {}, p.provider, el("span", {}, "")),
+        el("div", { class: "chart-title" }, "TTFT distribution (log axis): warm / cold"), el("div", { class: "hist" }),
+        el("div", { class: "chart-title" }, "TTFT over time (log axis): passive / probe"), el("div", { class: "time" }));
       grid.append(holder);
       entry = { holder, hist: null, time: null };
       charts.set(key, entry);
@@ -243,7 +252,7 @@ function renderDecisions(rows) {
     el("td", { class: "l" }, d.choice || "–"),
     el("td", { class: "l " + (d.winner ? "" : "bad") }, d.winner || "failed"),
     el("td", { class: "l" }, attemptsText(d)),
-    el("td", { class: "reason" }, d.reason))));
+    el("td", { class: "reason", title: d.reason }, d.reason))));
 }
 
 // -- the loop ---------------------------------------------------------------------------------
@@ -251,7 +260,7 @@ function renderDecisions(rows) {
 async function refresh() {
   if (optional === null) optional = (await get("/dashboard/features")).routes;
   const [status, scores, policy, decisions] = await Promise.all([
-    get("/admin/status"), get("/admin/scores"), get("/admin/policy"), get("/admin/decisions?limit=25")]);
+    get("/admin/status"), get("/admin/scores"), get("/admin/policy"), get("/admin/decisions?limit=15")]);
   const prober = optional.includes("/admin/prober") ? await get("/admin/prober") : null;
   renderHealth(status, scores, prober);
   renderPolicy(policy);
