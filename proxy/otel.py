@@ -1,14 +1,18 @@
 """Optional OTLP export (the `otel` extra, `telemetry.otlp.enabled`); imported only when enabled.
 
 Mirrors what the request path counts for Prometheus under OpenTelemetry's GenAI names: every
-first token into the histogram `gen_ai.client.operation.time_to_first_chunk` (seconds, the
-proxy being the provider's client), every decision into `ttft_router.decisions`. A periodic
-reader pushes them to an OTLP/HTTP collector; the SDK does the export off the event loop.
+first token into the histogram `gen_ai.client.operation.time_to_first_chunk` (seconds; the
+proxy is the provider's client), every decision into `ttft_router.decisions`. A periodic
+reader pushes them to an OTLP/HTTP collector from the SDK's own thread.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
 
 from proxy.config import OtlpConfig
 from proxy.domain import Sample
@@ -21,22 +25,13 @@ DECISIONS_NAME = "ttft_router.decisions"
 class OtlpExport:
     """An ExportSink (proxy.metrics) over an OpenTelemetry MeterProvider of its own."""
 
-    def __init__(self, config: OtlpConfig, replica: str, exporter: Any = None) -> None:
-        """`exporter`: a metric exporter to use instead of OTLP/HTTP (tests pass an in-memory
-        reader's exporter)."""
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-        from opentelemetry.sdk.resources import Resource
-
-        if exporter is None:
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                OTLPMetricExporter,
-            )
-
-            exporter = OTLPMetricExporter(endpoint=config.endpoint)
-        self.reader = PeriodicExportingMetricReader(
-            exporter, export_interval_millis=config.interval_s * 1000
+    def __init__(
+        self, config: OtlpConfig, replica: str, reader: MetricReader | None = None
+    ) -> None:
+        """`reader`: where the figures go instead of OTLP/HTTP (tests: an in-memory one)."""
+        self.reader = reader or PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=config.endpoint),
+            export_interval_millis=config.interval_s * 1000,
         )
         buckets = View(
             instrument_name=TTFT_NAME,
@@ -60,8 +55,8 @@ class OtlpExport:
     def ttft(self, sample: Sample) -> None:
         assert sample.ttft_s is not None
         self._ttft.record(sample.ttft_s, {
-            "gen_ai.request.model": sample.model,
-            "gen_ai.provider.name": sample.provider, "ttft_router.source": sample.source.value,
+            "gen_ai.request.model": sample.model, "gen_ai.provider.name": sample.provider,
+            "ttft_router.source": sample.source.value,
         })  # fmt: skip
 
     def decision(self, model: str, provider: str, kind: str) -> None:
