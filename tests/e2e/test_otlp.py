@@ -13,13 +13,13 @@ from aiohttp import web
 
 pytest.importorskip("opentelemetry.sdk", reason="the optional 'otel' extra is not installed")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (  # noqa: E402
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from proxy.simulator import Market  # noqa: E402
-from tests.e2e.conftest import config_for, policy_file, running_proxy, scenario  # noqa: E402
-from tests.helpers import bound_socket, wait_until  # noqa: E402
+from proxy.simulator import Market
+from tests.e2e.conftest import config_for, policy_file, running_proxy, scenario
+from tests.helpers import bound_socket, wait_until
 
 FAST: dict[str, Any] = {"warm_ttft": {"median_s": 0.005, "sigma": 0.1}, "tokens_per_s": 2000}
 
@@ -58,10 +58,11 @@ async def test_ttft_and_decisions_reach_an_otlp_receiver(tmp_path: Path) -> None
     try:
         async with Market(scenario({"p": {"m-p": FAST}})) as market:
             config = config_for(
-                market, {"m": {"p": "m-p"}},
+                market,
+                {"m": {"p": "m-p"}},
                 policy_file=policy_file(tmp_path, "defaults: {min_samples: 2}\n"),
                 telemetry={"otlp": {"enabled": True, "endpoint": endpoint, "interval_s": 0.2}},
-            )  # fmt: skip
+            )
             async with running_proxy(config) as proxy:
                 client = proxy.client()
                 for _ in range(5):

@@ -85,8 +85,12 @@ async def test_metrics_parse_and_count_every_request_and_decision(tmp_path: Path
 async def test_failed_request_shares_one_request_id(tmp_path: Path) -> None:
     """Error body, response header, decision and every log line of the request."""
     market = Market(
-        scenario({"bad": {"m-bad": FAST | {"error_500_rate": 1.0}}, "worse": {"m-w": FAST |
-                  {"error_500_rate": 1.0}}})  # fmt: skip
+        scenario(
+            {
+                "bad": {"m-bad": FAST | {"error_500_rate": 1.0}},
+                "worse": {"m-w": FAST | {"error_500_rate": 1.0}},
+            }
+        )
     )
     handler = logging.StreamHandler(stream := io.StringIO())
     handler.setFormatter(JsonFormatter())
@@ -96,8 +100,11 @@ async def test_failed_request_shares_one_request_id(tmp_path: Path) -> None:
     root.setLevel(logging.INFO)
     try:
         async with market:
-            config = config_for(market, {"m": {"bad": "m-bad", "worse": "m-w"}},
-                                policy_file=policy_file(tmp_path, POLICY))  # fmt: skip
+            config = config_for(
+                market,
+                {"m": {"bad": "m-bad", "worse": "m-w"}},
+                policy_file=policy_file(tmp_path, POLICY),
+            )
             async with running_proxy(config) as proxy, proxy.admin() as admin:
                 client = proxy.client(default_headers={"x-request-id": "client-req.42"})
                 with pytest.raises(openai.APIStatusError) as raised:
@@ -121,10 +128,13 @@ async def test_failed_request_shares_one_request_id(tmp_path: Path) -> None:
                     plain = httpx.AsyncClient(base_url=proxy.url)
                     async with plain:
                         r = await plain.post(
-                            "/v1/chat/completions", json={"model": "m", "messages": HI},
-                            headers={"Authorization": f"Bearer {CLIENT_KEY}",
-                                     "x-request-id": unsafe},
-                        )  # fmt: skip
+                            "/v1/chat/completions",
+                            json={"model": "m", "messages": HI},
+                            headers={
+                                "Authorization": f"Bearer {CLIENT_KEY}",
+                                "x-request-id": unsafe,
+                            },
+                        )
                     made = r.headers["x-request-id"]
                     assert made != unsafe and len(made) == 24
                     assert r.json()["error"]["request_id"] == made
@@ -142,9 +152,7 @@ async def test_failed_request_shares_one_request_id(tmp_path: Path) -> None:
     assert any("502" in line["msg"] for line in ours_lines)
     # and no line about this request without it
     assert not [
-        line
-        for line in lines
-        if "attempt failed" in line["msg"] and line.get("request_id") is None
+        line for line in lines if "attempt failed" in line["msg"] and line.get("request_id") is None
     ]
 
 
@@ -152,22 +160,36 @@ async def test_report_figures_equal_scores(tmp_path: Path) -> None:
     slow = {"warm_ttft": {"median_s": 0.02, "sigma": 0.3}, "tokens_per_s": 2000}
     market = Market(scenario({"p": {"m-p": FAST}, "q": {"m-q": slow}}))
     async with market:
-        config = config_for(market, {"m": {"p": "m-p", "q": "m-q"}, "n": {"p": "m-p"}},
-                            policy_file=policy_file(tmp_path, POLICY))  # fmt: skip
+        config = config_for(
+            market,
+            {"m": {"p": "m-p", "q": "m-q"}, "n": {"p": "m-p"}},
+            policy_file=policy_file(tmp_path, POLICY),
+        )
         async with running_proxy(config) as proxy, proxy.admin() as admin:
             client = proxy.client()
             for _ in range(10):
                 await client.chat.completions.create(model="m", messages=HI, stream=True)
-            await wait_until(lambda: sum(s.n for s in proxy.services.scoreboard.snapshot.values())
-                             == 10, timeout=5)  # fmt: skip
+            await wait_until(
+                lambda: sum(s.n for s in proxy.services.scoreboard.snapshot.values()) == 10,
+                timeout=5,
+            )
             scores = (await admin.get("/admin/scores", params={"model": "m"})).json()["pairs"]
             report = (await admin.get("/admin/report", params={"model": "m"})).json()
             assert report["replica"] == proxy.services.replica
             rows = {r["provider"]: r for r in report["rows"]}
             assert set(rows) == {"p", "q"}
-            fields = {"n": "n", "median_s": "median_s", "p95_s": "p95_s", "p99_s": "p99_s",
-                      "std_s": "std_s", "mean_s": "mean_s", "cv": "cv", "error_rate": "error_rate",
-                      "std_over_median": "std_over_median", "p95_over_p50": "tail_ratio"}  # fmt: skip
+            fields = {
+                "n": "n",
+                "median_s": "median_s",
+                "p95_s": "p95_s",
+                "p99_s": "p99_s",
+                "std_s": "std_s",
+                "mean_s": "mean_s",
+                "cv": "cv",
+                "error_rate": "error_rate",
+                "std_over_median": "std_over_median",
+                "p95_over_p50": "tail_ratio",
+            }
             for pair in scores:
                 row = rows[pair["provider"]]
                 for ours, theirs in fields.items():
@@ -183,8 +205,11 @@ async def test_report_figures_equal_scores(tmp_path: Path) -> None:
             assert "| model | provider | n |" in markdown.text and "| m | p |" in markdown.text
             table = await admin.get("/admin/report", params={"format": "csv"})
             parsed = list(csv.DictReader(io.StringIO(table.text)))
-            assert {(r["model"], r["provider"]) for r in parsed} == {("m", "p"), ("m", "q"),
-                                                                    ("n", "p")}  # fmt: skip
+            assert {(r["model"], r["provider"]) for r in parsed} == {
+                ("m", "p"),
+                ("m", "q"),
+                ("n", "p"),
+            }
             by_pair = {(r["model"], r["provider"]): r for r in parsed}
             assert int(by_pair["m", "p"]["n"]) == rows["p"]["n"]
             bad = await admin.get("/admin/report", params={"format": "xml"})
@@ -229,10 +254,12 @@ async def test_dashboard_login_sets_a_strict_http_only_cookie() -> None:
             # a client key is not an admin key; a forged or expired cookie admits nothing
             client_login = await web.post("/dashboard/login", data={"key": CLIENT_KEY})
             assert client_login.status_code == 401
-            forged = httpx.AsyncClient(base_url=proxy.url, cookies={
-                session.COOKIE: session.make_token("other-key")})  # fmt: skip
-            expired = httpx.AsyncClient(base_url=proxy.url, cookies={
-                session.COOKIE: session.make_token(ADMIN_KEY, now=0)})  # fmt: skip
+            forged = httpx.AsyncClient(
+                base_url=proxy.url, cookies={session.COOKIE: session.make_token("other-key")}
+            )
+            expired = httpx.AsyncClient(
+                base_url=proxy.url, cookies={session.COOKIE: session.make_token(ADMIN_KEY, now=0)}
+            )
             async with forged, expired:
                 assert (await forged.get("/admin/scores")).status_code == 401
                 assert (await expired.get("/admin/scores")).status_code == 401
