@@ -12,8 +12,10 @@ import random
 import re
 from collections.abc import Iterable
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
-from starlette.types import Message, Send
+if TYPE_CHECKING:
+    from starlette.types import Message, Send
 
 HEADER = "x-request-id"
 HEADER_BYTES = HEADER.encode()

@@ -7,7 +7,6 @@ import csv
 import importlib.util
 import io
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy import requestid
 from proxy.api import session
 from proxy.cli import JsonFormatter
 from proxy.simulator import Market
@@ -280,15 +278,6 @@ async def test_dashboard_disabled_without_admin_keys() -> None:
             page = await web.get("/dashboard")
             assert page.status_code == 403 and "disabled" in page.text
             assert (await web.post("/dashboard/login", data={"key": ""})).status_code == 403
-
-
-def test_otlp_export_is_never_imported_unless_enabled() -> None:
-    """The OTLP exporter and the OpenTelemetry SDK stay out of a default app."""
-    import proxy.app  # noqa: F401
-
-    assert "proxy.otel" not in sys.modules
-    assert "opentelemetry.sdk" not in sys.modules
-    assert requestid.current() is None  # outside any request
 
 
 async def test_otlp_enabled_without_the_extra_says_how_to_install() -> None:
