@@ -24,13 +24,16 @@ from starlette.types import Receive, Scope, Send
 
 from proxy import requestid
 from proxy.api import admin, dashboard, health, openai
+from proxy.api.auth import KeySet
 from proxy.api.context import Services
 from proxy.config import Config, LiteLLMProvider, OpenAIProvider, RedisStoreConfig
 from proxy.dispatch import Deployment, Dispatcher
 from proxy.errors import ConfigError, InvalidRequest, NotFound, ProxyError
 from proxy.metrics import ExportSink, Metrics
 from proxy.policy import PolicyHolder
+from proxy.recorder import Recorder
 from proxy.redact import from_config as redact_from_config
+from proxy.redact import redact_logs
 from proxy.routing import Router
 from proxy.scoreboard import Scoreboard
 from proxy.store.base import Store
@@ -139,6 +142,9 @@ def build_services(
         for name, provider in config.providers.items()
     }
     metrics.watch(scoreboard, buffer, store)
+    recorder = Recorder(buffer, router.breakers, metrics, replica)
+    dispatcher = Dispatcher(deployments, recorder, router, redact)
+    metrics.watch_hedge_budgets(dispatcher.hedge_budgets.left)
     if config.telemetry.otlp.enabled:
         metrics.export = build_otlp_export(config, replica)
     return Services(
@@ -149,11 +155,11 @@ def build_services(
         buffer=buffer,
         scoreboard=scoreboard,
         router=router,
-        dispatcher=Dispatcher(deployments, buffer, router, metrics, replica, redact),
+        dispatcher=dispatcher,
         metrics=metrics,
         replica=replica,
-        client_keys=frozenset(k.get_secret_value() for k in config.auth.api_keys),
-        admin_keys=frozenset(k.get_secret_value() for k in config.auth.admin_keys),
+        client_keys=KeySet(k.get_secret_value() for k in config.auth.api_keys),
+        admin_keys=KeySet(k.get_secret_value() for k in config.auth.admin_keys),
     )
 
 
@@ -225,7 +231,9 @@ def app_from_env() -> FastAPI:
     """uvicorn factory for `serve --workers N`: the config path comes from the env."""
     from proxy.config import load_config
 
-    app = create_app(load_config(os.environ["TTFT_ROUTER_CONFIG"]))
+    config = load_config(os.environ["TTFT_ROUTER_CONFIG"])
+    redact_logs(config)
+    app = create_app(config)
     tune_gc_for_serving()
     return app
 

@@ -24,6 +24,7 @@ from proxy.bench.plan import BenchError, Pacing, judgement_from_policies, parse_
 from proxy.config import Config, load_config
 from proxy.errors import ConfigError
 from proxy.policy import PolicyHolder
+from proxy.redact import redact_logs
 
 if TYPE_CHECKING:
     from proxy.bench.job import BenchOptions, Job
@@ -86,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
     configure_logging(config.server.log_level)
+    redact_logs(config)
     common = dict(
         host=host, port=port, loop="uvloop", http="httptools", log_level="warning",
         access_log=False, timeout_graceful_shutdown=10,

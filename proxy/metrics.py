@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from proxy.domain import Decision, Sample
+from proxy.domain import Decision, HedgeRecord, Sample
 
 if TYPE_CHECKING:
     from proxy.scoreboard import Scoreboard
@@ -46,6 +46,10 @@ class Metrics:
         self.failovers = Counter(
             "ttft_router_failovers", "Requests that needed more than one attempt",
             ["model"], registry=self.registry,
+        )  # fmt: skip
+        self.hedges = Counter(
+            "ttft_router_hedges", "Hedge decisions: fired, won (the hedge served) or skipped",
+            ["model", "result"], registry=self.registry,
         )  # fmt: skip
         self.dropped = Counter(
             "ttft_router_buffer_dropped", "Samples/decisions dropped because the buffer was full",
@@ -89,6 +93,19 @@ class Metrics:
         if self.export is not None:
             self.export.decision(*key)
 
+    def count_hedge(self, model: str, hedge: HedgeRecord) -> None:
+        """One request's hedge: fired (and won, when the hedge served it) or skipped."""
+        if hedge.fired:
+            self.hedges.labels(model, "fired").inc()
+            if hedge.winner is not None and hedge.winner != hedge.primary:
+                self.hedges.labels(model, "won").inc()
+        elif hedge.skipped is not None:
+            self.hedges.labels(model, "skipped").inc()
+
+    def watch_hedge_budgets(self, left: Callable[[float], dict[str, float]]) -> None:
+        """Expose the hedges each model may still fire in its current window."""
+        self.registry.register(_HedgeBudgetCollector(left))
+
     def count_request(self, model: str, status: int) -> None:
         """One client request that ended with HTTP `status` (499: the client went away)."""
         child = self._request_children.get((model, status))
@@ -119,19 +136,24 @@ REASON_PREFIXES = (
     ("weighted", "weighted"),
     ("every provider is out", "trial"),
 )
-DECISION_KINDS = ("best", "holding", "exploring", "failover", "measuring", "weighted",
-                  "trial", "unavailable")  # fmt: skip
+DECISION_KINDS = ("best", "holding", "exploring", "failover", "hedged", "measuring",
+                  "weighted", "trial", "unavailable")  # fmt: skip
 
 
 def decision_kind(decision: Decision) -> str:
-    """best | holding | exploring | failover | measuring | weighted | trial | unavailable.
+    """best | holding | exploring | failover | hedged | measuring | weighted | trial |
+    unavailable.
 
-    failover: more than one attempt was made; unavailable: nothing could be tried. Otherwise
+    hedged: a hedge fired beside the first choice (the hedge counters say who won);
+    failover: more than one attempt was made otherwise; unavailable: nothing could be tried.
+    Otherwise
     the kind of the routing reason (the reason is rendered anyway when the decision is
     logged, so reading it here costs nothing extra).
     """
     if not decision.ranked:
         return "unavailable"
+    if decision.hedge is not None and decision.hedge.fired:
+        return "hedged"
     if len(decision.attempts) > 1:
         return "failover"
     reason = str(decision.reason)
@@ -174,6 +196,20 @@ class _StateCollector(Collector):
         age = self._scoreboard.age_s(now)
         yield _gauge("ttft_router_scoreboard_age_seconds", "Seconds since the last refresh",
                      age if age is not None else float("nan"))  # fmt: skip
+
+
+class _HedgeBudgetCollector(Collector):
+    def __init__(self, left: Callable[[float], dict[str, float]]) -> None:
+        self._left = left
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "ttft_router_hedge_budget_left", "Hedges a model may still fire in its window",
+            labels=["model"],
+        )  # fmt: skip
+        for model, left in self._left(time.monotonic()).items():
+            family.add_metric([model], left)
+        yield family
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -13,10 +13,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from proxy.api import session
-from proxy.api.context import Services, bearer_token, services
+from proxy.api.auth import bearer_token, require_key
+from proxy.api.context import Services, services
 from proxy.domain import Candidate, Pair, empty_score
 from proxy.errors import (
-    AuthenticationFailed,
     InvalidRequest,
     ModelNotFound,
     NoProviderAvailable,
@@ -32,13 +32,9 @@ def admin(request: Request) -> Services:
     svc = services(request)
     if not svc.admin_keys:
         raise PermissionDenied("the admin API is disabled: set auth.admin_keys in the config")
-    token = bearer_token(request)
-    if token is None:
-        if session.from_request(request, svc.admin_keys):  # the dashboard's login cookie
-            return svc
-        raise AuthenticationFailed("missing admin key: send 'Authorization: Bearer <key>'")
-    if token not in svc.admin_keys:
-        raise AuthenticationFailed("invalid admin key")
+    if bearer_token(request) is None and session.from_request(request, svc.admin_keys):
+        return svc  # the dashboard's login cookie (proxy.api.session)
+    require_key(svc.admin_keys, request, "admin key")
     return svc
 
 

@@ -77,7 +77,7 @@ async def login(request: Request) -> Response:
         if len(body) > MAX_LOGIN_BODY:
             return _page("login.html", 413, "The login form was too large.")
     key = (parse_qs(body.decode("utf-8", "replace")).get("key") or [""])[0].strip()
-    if key not in svc.admin_keys:
+    if not key or not svc.admin_keys.matches(key):
         log.info("dashboard login refused: %s admin key", "invalid" if key else "no")
         return _page("login.html", 401, "That is not an admin key of this proxy.")
     response = RedirectResponse("/dashboard", status_code=303, headers=SECURITY_HEADERS)

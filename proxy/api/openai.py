@@ -21,11 +21,11 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from proxy import requestid
-from proxy.api.context import Services, bearer_token, services
+from proxy.api.auth import require_key
+from proxy.api.context import Services, services
 from proxy.dispatch import Call, Dispatcher, Kind
 from proxy.domain import Decision
 from proxy.errors import (
-    AuthenticationFailed,
     InvalidRequest,
     ModelNotFound,
     PayloadTooLarge,
@@ -102,11 +102,7 @@ async def serve_direct(scope: Scope, receive: Receive, send: Send, kind: Kind) -
 def authenticate(svc: Services, request: Request) -> None:
     if svc.config.auth.allow_unauthenticated and not svc.client_keys:
         return
-    token = bearer_token(request)
-    if token is None:
-        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-    if token not in svc.client_keys:
-        raise AuthenticationFailed("invalid API key")
+    require_key(svc.client_keys, request, "API key")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -66,13 +66,13 @@ def demo_client(proxy: Proxy, **kw: Any) -> openai.AsyncOpenAI:
 
 
 def probe_like_samples(proxy: Proxy) -> None:
-    """Samples marked `probe`, through the same recording path a prober uses, so that the
-    time chart's probe series has points (this branch has no prober of its own)."""
+    """Samples marked `probe`, into the buffer that carries every sample to the store, so
+    that the time chart's probe series has points (this branch has no prober of its own)."""
     now = time.time()
     for model, providers in MISSION_MODELS.items():
         for i, provider in enumerate(providers):
             for k in range(3):
-                proxy.services.dispatcher.record_sample(Sample(
+                proxy.services.buffer.add_sample(Sample(
                     model=model, provider=provider, outcome=Outcome.OK,
                     ttft_s=0.01 + 0.004 * (i + k), timestamp=now - 1 + 0.2 * k,
                     source=Source.PROBE,

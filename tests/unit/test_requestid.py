@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import orjson
 
 from proxy import requestid
 from proxy.api import session
+from proxy.api.auth import KeySet
 from proxy.cli import JsonFormatter
 
 
@@ -37,10 +39,15 @@ def test_json_log_lines_carry_the_request_id_while_it_is_set() -> None:
 def test_session_tokens_are_signed_expiring_and_not_the_key() -> None:
     token = session.make_token("admin-key", now=1000.0)
     assert "admin-key" not in token
-    assert session.is_valid(token, ["other", "admin-key"], now=1000.0)
-    assert not session.is_valid(token, ["other"], now=1000.0)
-    assert not session.is_valid(token, ["admin-key"], now=1000.0 + session.LIFETIME_S + 1)
+    both, other, ours = KeySet(["other", "admin-key"]), KeySet(["other"]), KeySet(["admin-key"])
+    assert session.is_valid(token, both, now=1000.0)
+    assert not session.is_valid(token, other, now=1000.0)
+    assert not session.is_valid(token, ours, now=1000.0 + session.LIFETIME_S + 1)
     expiry, signature = token.split(".")
-    assert not session.is_valid(f"{int(expiry) + 1000}.{signature}", ["admin-key"], now=1000.0)
+    assert not session.is_valid(f"{int(expiry) + 1000}.{signature}", ours, now=1000.0)
     for junk in (None, "", "nodot", "x.y", ".", "12.", "-5.abc"):
-        assert not session.is_valid(junk, ["admin-key"], now=1000.0)
+        assert not session.is_valid(junk, ours, now=1000.0)
+    # a key configured by its digest (sha256:<hex>) accepts the same sessions
+    hashed = KeySet(["sha256:" + hashlib.sha256(b"admin-key").hexdigest()])
+    assert session.is_valid(token, hashed, now=1000.0)
+    assert not session.is_valid(token, KeySet([]), now=1000.0)
