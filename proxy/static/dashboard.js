@@ -238,8 +238,10 @@ function renderCharts(model, pairsSamples) {
 // -- decisions --------------------------------------------------------------------------------
 
 function attemptsText(d) {
-  return d.attempts.map((a) => a.provider + ": " + a.outcome +
-    (a.ttft_s !== null ? " " + seconds(a.ttft_s) : "") + (a.status ? " (" + a.status + ")" : "")).join(" → ") || "none";
+  const hedge = d.hedge && d.hedge.fired ? " (hedge after " + seconds(d.hedge.after_s) + ")"
+    : d.hedge && d.hedge.skipped ? " (hedge skipped: " + d.hedge.skipped + ")" : "";
+  return d.attempts.map((a) => (a.hedge ? "hedge " : "") + a.provider + ": " + a.outcome +
+    (a.ttft_s !== null ? " " + seconds(a.ttft_s) : "") + (a.status ? " (" + a.status + ")" : "")).join(" → ") + hedge || "none";
 }
 
 function renderDecisions(rows) {
@@ -248,7 +250,7 @@ function renderDecisions(rows) {
     el("td", { class: "l" }, new Date(d.timestamp * 1000).toLocaleTimeString()),
     el("td", { class: "l rid" }, d.request_id || d.id),
     el("td", { class: "l" }, d.model),
-    el("td", { class: "l " + (d.kind === "failover" || d.kind === "unavailable" ? "warn" : "") }, d.kind || ""),
+    el("td", { class: "l " + (["failover", "hedged", "unavailable"].includes(d.kind) ? "warn" : "") }, d.kind || ""),
     el("td", { class: "l" }, d.choice || "–"),
     el("td", { class: "l " + (d.winner ? "" : "bad") }, d.winner || "failed"),
     el("td", { class: "l" }, attemptsText(d)),

@@ -7,7 +7,7 @@ import random
 from typing import Any
 
 from proxy.circuit import CircuitState
-from proxy.domain import Attempt, Decision, Outcome, Pair, Sample, Score
+from proxy.domain import Attempt, Decision, HedgeRecord, Outcome, Pair, Sample, Score
 from proxy.metrics import DECISION_KINDS, Metrics, decision_kind
 from proxy.policy import ModelPolicy
 from proxy.routing import Ranking, rank
@@ -50,6 +50,11 @@ def test_each_kind_from_a_real_ranking() -> None:
     weighted = ranking(scores(**PROVEN), policy={"mode": "weighted"})
     assert kind(weighted) == "weighted"
     assert kind(ranking(scores(**PROVEN)), attempts=2) == "failover"
+    hedged = ranking(scores(**PROVEN))
+    decision = Decision("d2", "m", NOW, hedged.ranked, hedged.excluded, hedged.explanation)
+    decision.attempts = [Attempt("a", Outcome.CANCELLED), Attempt("b", Outcome.OK, hedge=True)]
+    decision.hedge = HedgeRecord(primary="a", after_s=0.5, basis="p95", fired=True, winner="b")
+    assert decision_kind(decision) == "hedged"
     out = {Pair("m", p): CircuitState(failures=5, open_until=NOW + 30) for p in ("a", "b")}
     assert kind(ranking(scores(**PROVEN), circuits=out)) == "trial"
     excluded = ranking(scores(**PROVEN), policy={"exclude": ["a", "b"]})
