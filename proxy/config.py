@@ -7,6 +7,7 @@ policies' contents (see policy.py) and starts nothing.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -98,7 +99,20 @@ class ServerConfig(Frozen):
     workers: int = Field(1, ge=1, le=64)
 
 
+HASHED_KEY = re.compile(r"sha256:([0-9a-fA-F]{64})")
+
+
+def key_digest(key: str) -> bytes:
+    """The SHA-256 digest of a configured key: given as ``sha256:<hex>``, or hashed here."""
+    hashed = HASHED_KEY.fullmatch(key)
+    if hashed:
+        return bytes.fromhex(hashed.group(1))
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
 class AuthConfig(Frozen):
+    """Client and admin keys. Each is the key itself or ``sha256:<64 hex digits>`` (its digest)."""
+
     api_keys: list[SecretStr] = Field(default_factory=list)
     admin_keys: list[SecretStr] = Field(default_factory=list)
     allow_unauthenticated: bool = Field(
@@ -107,6 +121,11 @@ class AuthConfig(Frozen):
 
     @model_validator(mode="after")
     def _some_key(self) -> AuthConfig:
+        for field in ("api_keys", "admin_keys"):
+            for key in getattr(self, field):
+                value = key.get_secret_value()
+                if value.lower().startswith("sha256:") and not HASHED_KEY.fullmatch(value):
+                    raise ValueError(f"auth.{field}: a hashed key is 'sha256:' and 64 hex digits")
         if not self.api_keys and not self.allow_unauthenticated:
             raise ValueError(
                 "auth.api_keys is empty: list at least one client key "
@@ -184,6 +203,20 @@ class ProberConfig(Frozen):
     )
 
 
+class OtlpConfig(Frozen):
+    """OTLP/HTTP export of the TTFT histogram and decision counters (needs the `otel` extra)."""
+
+    enabled: bool = False
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/metrics", description="an OTLP/HTTP collector's metrics URL"
+    )
+    interval_s: float = Field(15.0, gt=0, le=3600)
+
+
+class TelemetryConfig(Frozen):
+    otlp: OtlpConfig = OtlpConfig()
+
+
 class Config(Frozen):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig(allow_unauthenticated=True)
@@ -191,6 +224,7 @@ class Config(Frozen):
     buffer: BufferConfig = BufferConfig()
     scoreboard: ScoreboardConfig = ScoreboardConfig()
     prober: ProberConfig = ProberConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     providers: dict[str, Provider] = Field(min_length=1)
     models: dict[str, ModelEntry] = Field(min_length=1)
     policies: list[Path] = Field(

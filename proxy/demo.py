@@ -79,6 +79,8 @@ r = c.chat.completions.with_raw_response.create(model="kimi-k2.6",
         messages=[{{"role": "user", "content": "Hello"}}])
 print(r.headers["x-ttft-router-provider"], r.parse().choices[0].message.content)'
 
+  dashboard  {base}/dashboard (sign in with the admin key {ADMIN_KEY})
+
   admin (key {ADMIN_KEY}):
     curl -H "Authorization: Bearer {ADMIN_KEY}" {base}/admin/scores
     curl -H "Authorization: Bearer {ADMIN_KEY}" "{base}/admin/explain?model=kimi-k2.6"

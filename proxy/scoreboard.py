@@ -61,6 +61,11 @@ class Scoreboard:
             return None
         return (now if now is not None else time.time()) - self.refreshed_at
 
+    def window_samples(self, pair: Pair) -> list[Sample]:
+        """The pair's samples as last read from the store, oldest first (may hold samples
+        older than the policy's window: `stats.window` cuts them as scoring does)."""
+        return self._windows.get(pair, [])
+
     async def refresh(self) -> int:
         """Pull changed windows and rescore them. Returns the number of pairs rescored.
         Raises StoreUnavailable (the snapshot stays as it was)."""

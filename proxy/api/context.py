@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from proxy.api.auth import KeySet
 from proxy.config import Config
 from proxy.dispatch import Dispatcher
 from proxy.metrics import Metrics
@@ -32,17 +33,10 @@ class Services:
     metrics: Metrics
     prober: Prober
     replica: str
-    client_keys: frozenset[str]
-    admin_keys: frozenset[str]
+    client_keys: KeySet
+    admin_keys: KeySet
 
 
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
-
-
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header and header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return request.headers.get("api-key")

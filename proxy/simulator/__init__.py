@@ -10,8 +10,10 @@ from proxy.simulator.engine import Admission, Draw, Fault, ModelEngine, derive_r
 from proxy.simulator.market import Market
 from proxy.simulator.provider import ModelStats, ProviderStats, SimulatedProvider
 from proxy.simulator.scenario import (
+    Behaviour,
     Lognormal,
     ModelBehaviour,
+    Phase,
     ProviderScenario,
     Scenario,
     ScenarioError,
@@ -22,6 +24,7 @@ from proxy.simulator.server import PROVIDER_KEY, build_provider_app
 __all__ = [
     "PROVIDER_KEY",
     "Admission",
+    "Behaviour",
     "Draw",
     "Fault",
     "Lognormal",
@@ -29,6 +32,7 @@ __all__ = [
     "ModelBehaviour",
     "ModelEngine",
     "ModelStats",
+    "Phase",
     "ProviderScenario",
     "ProviderStats",
     "Scenario",

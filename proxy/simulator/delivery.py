@@ -2,7 +2,8 @@
 
 Owns the timing of one request: the role-only first chunk at once, the wait for a slot
 (queueing), the TTFT (warm or cold), tokens at the model's rate; the injected faults (500,
-429 with ``Retry-After``, drop mid-stream, hang); and the counting of completed requests and
+429 with ``Retry-After``, drop mid-stream, hang, refused: the connection closed before any
+answer); and the counting of completed requests and
 of clients that went away (``aborted``). Gets the bytes ready-made from ``wire`` and the
 decisions from ``engine``.
 
@@ -72,9 +73,12 @@ async def deliver(
     """
     with engine.request():
         draw = engine.draw()
+        if draw.fault is Fault.REFUSED:
+            engine.record_fault(draw.fault)
+            return _close(request, web.Response())
         if draw.fault is Fault.ERROR_500 or draw.fault is Fault.ERROR_429:
             engine.record_fault(draw.fault)
-            raise _injected_error(engine, draw.fault)
+            raise _injected_error(engine, draw)
         try:
             if is_stream and answer.frames is not None:
                 return await _stream(request, engine, draw, answer.frames)
@@ -84,9 +88,9 @@ async def deliver(
             raise
 
 
-def _injected_error(engine: ModelEngine, fault: Fault) -> Reject:
-    if fault is Fault.ERROR_429:
-        retry_after_s = engine.retry_after_s()
+def _injected_error(engine: ModelEngine, draw: Draw) -> Reject:
+    if draw.fault is Fault.ERROR_429:
+        retry_after_s = engine.retry_after_s(draw)
         headers = {
             # Retry-After is whole seconds in HTTP; retry-after-ms keeps a scaled value exact.
             "Retry-After": str(max(1, math.ceil(retry_after_s))),
@@ -117,7 +121,7 @@ async def _stream(
             await asyncio.sleep(admission.ttft_s)
             for k, step in enumerate(frames.steps):
                 if k:
-                    await asyncio.sleep(engine.token_interval_s())
+                    await asyncio.sleep(engine.token_interval_s(draw))
                 await response.write(step)
                 if draw.fault is Fault.DROP:
                     return _drop(request, engine, response)
@@ -137,7 +141,7 @@ async def _respond(
 ) -> web.StreamResponse:
     async with engine.slot(draw) as admission:
         await _hang_if(engine, draw)
-        generation_s = max(0, answer.output_steps - 1) * engine.token_interval_s()
+        generation_s = max(0, answer.output_steps - 1) * engine.token_interval_s(draw)
         await asyncio.sleep(admission.ttft_s + generation_s)
         if draw.fault is Fault.DROP:
             return _drop(request, engine, web.Response())
@@ -167,6 +171,10 @@ def _drop(
     aiohttp then fails to finish ``response`` on the closed transport and lets it go quietly.
     """
     engine.record_fault(Fault.DROP)
+    return _close(request, response)
+
+
+def _close(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
     if request.transport is not None:
         request.transport.close()
     return response

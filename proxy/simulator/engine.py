@@ -2,10 +2,12 @@
 
 Owns the random draws (fault or none, cold or warm, TTFT), the warm/cold state of the model's
 replica, the concurrency slots (an ``asyncio.Semaphore`` of ``max_concurrency``; waiting for a
-slot is queueing delay that adds to TTFT) and the counters ``/stats`` reports. Does no I/O and
+slot is queueing delay that adds to TTFT), the market clock and request count that select the
+active phase (``ModelBehaviour.phases``) and the counters ``/stats`` reports. Does no I/O and
 never sleeps: the server waits the delays this module returns. Every request consumes the same
 number of random variates in the same order, so a sequential run is reproducible from the seed
-whatever the timing.
+whatever the timing (and whatever the phases: a phase changes what the variates mean, never
+how many are drawn).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from proxy.simulator.scenario import ModelBehaviour
+from proxy.simulator.scenario import Behaviour, ModelBehaviour, Phase
 
 Clock = Callable[[], float]
 
@@ -33,16 +35,23 @@ class Fault(enum.Enum):
     ERROR_429 = "429"
     HANG = "hang"
     DROP = "drop"
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
 class Draw:
-    """The random part of one request, drawn on arrival. Times are scaled seconds."""
+    """The random part of one request, drawn on arrival. Times are scaled seconds.
+
+    ``behaviour`` is the one in force on arrival (the active phase's, or the base) and
+    ``phase`` that phase's label (None outside every phase); the request keeps both to its end.
+    """
 
     fault: Fault | None
     is_cold_by_chance: bool
     warm_ttft_s: float
     cold_ttft_s: float
+    behaviour: Behaviour
+    phase: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,9 @@ def derive_rng(seed: int, provider: str, model: str) -> np.random.Generator:
 class ModelEngine:
     """State and decisions of one (provider, model).
 
+    Market time is unscaled seconds since the engine was made or its counters were reset;
+    with the requests received since then it selects the active phase on each arrival.
+
     The replica starts warm. With ``scale_to_zero_after_s`` set, the model goes cold once no
     request has been in service for that long (scaled); the next request pays a cold start
     and the replica is warm from the end of that start, so requests that arrive during the
@@ -112,36 +124,67 @@ class ModelEngine:
         self._in_service = 0
         self._idle_since = clock()
         self._warm_at = 0.0
+        self._origin = clock()
+        self._phases: tuple[tuple[Phase, str, Behaviour], ...] = tuple(
+            (phase, label, merged)
+            for phase, (label, merged) in zip(
+                behaviour.phases, behaviour.phase_behaviours(), strict=True
+            )
+        )
+        self._base = behaviour.base()
 
     @property
     def in_flight(self) -> int:
         """Requests being handled now: queued for a slot or in service."""
         return self._in_flight
 
-    def token_interval_s(self) -> float:
-        """Scaled seconds between two output tokens after the first."""
-        return self.time_scale / self.behaviour.tokens_per_s
+    def market_time_s(self) -> float:
+        """Unscaled seconds since the engine started or its counters were last reset."""
+        return (self._clock() - self._origin) / self.time_scale
 
-    def retry_after_s(self) -> float:
+    def active(self, requests_before: int | None = None) -> tuple[str | None, Behaviour]:
+        """The label of the phase in force and its behaviour, for a request arriving now.
+
+        ``requests_before``: requests received before that one (default: all received so
+        far, i.e. for the next arrival). Outside every phase: ``(None, base behaviour)``.
+        """
+        if not self._phases:
+            return None, self._base
+        received = self.counters.requests if requests_before is None else requests_before
+        now_s = self.market_time_s()
+        for phase, label, merged in reversed(self._phases):
+            if phase.holds(now_s, received):
+                return label, merged
+        return None, self._base
+
+    def token_interval_s(self, draw: Draw) -> float:
+        """Scaled seconds between two output tokens after the first."""
+        return self.time_scale / draw.behaviour.tokens_per_s
+
+    def retry_after_s(self, draw: Draw) -> float:
         """Scaled seconds a 429 asks the client to wait."""
-        return self.behaviour.retry_after_s * self.time_scale
+        return draw.behaviour.retry_after_s * self.time_scale
 
     def draw(self) -> Draw:
-        """Draw the random part of a request; always consumes two uniforms and two normals."""
+        """Draw the random part of the request just counted by ``request()``.
+
+        Always consumes two uniforms and two normals, in the phase's behaviour or not.
+        """
+        phase, b = self.active(max(0, self.counters.requests - 1))
         u_fault, u_cold = self._rng.random(2)
         z_warm, z_cold = self._rng.standard_normal(2)
-        b = self.behaviour
         warm = b.warm_ttft.median_s * float(np.exp(b.warm_ttft.sigma * z_warm))
         cold = b.cold_start.median_s * float(np.exp(b.cold_start.sigma * z_cold))
         return Draw(
-            fault=self._fault(float(u_fault)),
+            fault=Fault.REFUSED if b.refuse else self._fault(b, float(u_fault)),
             is_cold_by_chance=bool(u_cold < b.cold_chance),
             warm_ttft_s=warm * self.time_scale,
             cold_ttft_s=cold * self.time_scale,
+            behaviour=b,
+            phase=phase,
         )
 
-    def _fault(self, u: float) -> Fault | None:
-        b = self.behaviour
+    def _fault(self, b: Behaviour, u: float) -> Fault | None:
         edge = 0.0
         for fault, rate in (
             (Fault.ERROR_500, b.error_500_rate),
@@ -157,7 +200,7 @@ class ModelEngine:
     def admit(self, draw: Draw) -> Admission:
         """Decide cold or warm and the TTFT for a request that just got a slot."""
         now = self._clock()
-        scale_to_zero = self.behaviour.scale_to_zero_after_s
+        scale_to_zero = draw.behaviour.scale_to_zero_after_s
         is_idle_cold = (
             scale_to_zero is not None
             and self._in_service == 0
@@ -212,5 +255,7 @@ class ModelEngine:
         self.counters.aborted += 1
 
     def reset_counters(self) -> None:
-        """Zero the counters; the warm state and the requests in flight are kept."""
+        """Zero the counters and restart market time (phases start over); the warm state, the
+        random stream and the requests in flight are kept."""
         self.counters = Counters()
+        self._origin = self._clock()

@@ -12,11 +12,15 @@ from typing import TypedDict
 from proxy.simulator.engine import Counters, Fault, ModelEngine, derive_rng
 from proxy.simulator.scenario import ProviderScenario
 
-ErrorCounts = TypedDict("ErrorCounts", {"500": int, "429": int, "hang": int, "drop": int})
+ErrorCounts = TypedDict(
+    "ErrorCounts", {"500": int, "429": int, "hang": int, "drop": int, "refused": int}
+)
 
 
-class ModelStats(TypedDict):
-    """Counters of one model, as ``/stats`` shows them."""
+class Counts(TypedDict):
+    """Counters as ``/stats`` shows them. ``requests`` counts every request received (whatever
+    became of it), ``cold_starts`` the cold starts served, ``aborted`` the requests whose
+    client went away before the end, ``completed`` the answers delivered to the end."""
 
     requests: int
     cold_starts: int
@@ -26,10 +30,19 @@ class ModelStats(TypedDict):
     in_flight: int
 
 
-class ProviderStats(ModelStats):
-    """Counters of a provider (sums over its models) and of each of its models."""
+class ModelStats(Counts):
+    """Counters of one model, and the label of the phase in force for the next request
+    (None outside every phase)."""
+
+    phase: str | None
+
+
+class ProviderStats(Counts):
+    """Counters of a provider (sums over its models), each of its models, and market time:
+    unscaled seconds since the provider started or its counters were last reset."""
 
     provider: str
+    market_time_s: float
     models: dict[str, ModelStats]
 
 
@@ -57,22 +70,32 @@ class SimulatedProvider:
         models: dict[str, ModelStats] = {}
         for model, engine in self.engines.items():
             total.add(engine.counters)
-            models[model] = _model_stats(engine.counters, engine.in_flight)
+            models[model] = {
+                **_counts(engine.counters, engine.in_flight),
+                "phase": engine.active()[0],
+            }
         in_flight = sum(engine.in_flight for engine in self.engines.values())
-        return {"provider": self.name, **_model_stats(total, in_flight), "models": models}
+        market_time_s = max((e.market_time_s() for e in self.engines.values()), default=0.0)
+        return {
+            "provider": self.name,
+            **_counts(total, in_flight),
+            "market_time_s": round(market_time_s, 3),
+            "models": models,
+        }
 
     def reset_stats(self) -> None:
-        """Zero every counter (requests in flight stay in flight)."""
+        """Zero every counter and restart market time (requests in flight stay in flight)."""
         for engine in self.engines.values():
             engine.reset_counters()
 
 
-def _model_stats(counters: Counters, in_flight: int) -> ModelStats:
+def _counts(counters: Counters, in_flight: int) -> Counts:
     errors: ErrorCounts = {
         "500": counters.errors[Fault.ERROR_500.value],
         "429": counters.errors[Fault.ERROR_429.value],
         "hang": counters.errors[Fault.HANG.value],
         "drop": counters.errors[Fault.DROP.value],
+        "refused": counters.errors[Fault.REFUSED.value],
     }
     return {
         "requests": counters.requests,

@@ -38,8 +38,8 @@ class Lognormal(_Frozen):
     sigma: float = Field(default=0.2, ge=0, le=5)
 
 
-class ModelBehaviour(_Frozen):
-    """How one provider serves one of its models. Delays are unscaled seconds."""
+class Behaviour(_Frozen):
+    """The fields a behaviour has and a phase may override. Delays are unscaled seconds."""
 
     warm_ttft: Lognormal
     cold_start: Lognormal = Lognormal(median_s=10.0, sigma=0.3)
@@ -52,6 +52,9 @@ class ModelBehaviour(_Frozen):
     retry_after_s: float = Field(default=1.0, ge=0)
     drop_midstream_rate: float = Field(default=0.0, ge=0, le=1)
     hang_rate: float = Field(default=0.0, ge=0, le=1)
+    refuse: bool = Field(
+        default=False, description="close every connection at once, without an answer"
+    )
 
     @model_validator(mode="after")
     def _fault_rates_fit(self) -> Self:
@@ -64,6 +67,99 @@ class ModelBehaviour(_Frozen):
                 f"must not exceed 1 (got {total:g})"
             )
         return self
+
+
+OVERRIDABLE = tuple(name for name in Behaviour.model_fields if name != "max_concurrency")
+
+
+class Phase(_Frozen):
+    """A stretch of a model's life where some behaviour fields differ from the base.
+
+    A phase is active while every condition holds: market time (unscaled seconds since the
+    server started or since ``POST /stats/reset``) in ``[from_s, until_s)`` and the number of
+    requests the pair has received before this one in ``[from_request, until_request)``.
+    Omitted bounds are open. Any behaviour field but ``max_concurrency`` may be overridden;
+    the fields not given keep the base value. When several phases are active, the last one
+    listed wins (its overrides replace the base, they are not merged with other phases).
+    """
+
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    from_s: float = Field(default=0.0, ge=0)
+    until_s: float | None = Field(default=None, gt=0)
+    from_request: int = Field(default=0, ge=0)
+    until_request: int | None = Field(default=None, ge=1)
+    warm_ttft: Lognormal | None = None
+    cold_start: Lognormal | None = None
+    cold_chance: float | None = Field(default=None, ge=0, le=1)
+    scale_to_zero_after_s: float | None = Field(default=None, gt=0)
+    tokens_per_s: float | None = Field(default=None, gt=0)
+    error_500_rate: float | None = Field(default=None, ge=0, le=1)
+    error_429_rate: float | None = Field(default=None, ge=0, le=1)
+    retry_after_s: float | None = Field(default=None, ge=0)
+    drop_midstream_rate: float | None = Field(default=None, ge=0, le=1)
+    hang_rate: float | None = Field(default=None, ge=0, le=1)
+    refuse: bool | None = None
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> Self:
+        if self.until_s is not None and self.until_s <= self.from_s:
+            raise ValueError(f"until_s ({self.until_s:g}) must be above from_s ({self.from_s:g})")
+        if self.until_request is not None and self.until_request <= self.from_request:
+            raise ValueError(
+                f"until_request ({self.until_request}) must be above "
+                f"from_request ({self.from_request})"
+            )
+        if not self.overrides():
+            raise ValueError("a phase must override at least one behaviour field")
+        return self
+
+    def overrides(self) -> dict[str, Any]:
+        """The behaviour fields this phase sets, as given."""
+        return {name: getattr(self, name) for name in OVERRIDABLE if name in self.model_fields_set}
+
+    def label(self, index: int) -> str:
+        """The name ``/stats`` reports: ``name``, or ``#index`` for an unnamed phase."""
+        return self.name or f"#{index}"
+
+    def holds(self, market_time_s: float, requests_before: int) -> bool:
+        """Whether the phase is active at ``market_time_s`` for the next request."""
+        return (
+            self.from_s <= market_time_s
+            and (self.until_s is None or market_time_s < self.until_s)
+            and self.from_request <= requests_before
+            and (self.until_request is None or requests_before < self.until_request)
+        )
+
+
+class ModelBehaviour(Behaviour):
+    """How one provider serves one of its models, and the ``phases`` where that changes."""
+
+    phases: tuple[Phase, ...] = Field(default=(), max_length=64)
+
+    @model_validator(mode="after")
+    def _phases_valid(self) -> Self:
+        self.phase_behaviours()  # raises naming the phase whose merged behaviour is invalid
+        return self
+
+    def base(self) -> Behaviour:
+        """The behaviour outside every phase."""
+        return Behaviour.model_validate(self.model_dump(exclude={"phases"}))
+
+    def phase_behaviours(self) -> tuple[tuple[str, Behaviour], ...]:
+        """Each phase's label and its whole behaviour (the base with its overrides)."""
+        base = self.model_dump(exclude={"phases"})
+        out = []
+        for index, phase in enumerate(self.phases):
+            try:
+                merged = Behaviour.model_validate({**base, **phase.overrides()})
+            except ValidationError as exc:
+                reasons = "; ".join(
+                    str(e["msg"]).removeprefix("Value error, ")
+                    for e in exc.errors(include_url=False)
+                )
+                raise ValueError(f"phases.{index}: {reasons}") from None
+            out.append((phase.label(index), merged))
+        return tuple(out)
 
 
 class ProviderScenario(_Frozen):
