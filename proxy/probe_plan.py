@@ -110,6 +110,8 @@ class PairView:
     uncertain: str | None  # why routing wants evidence, or None
     idle_to_cold_s: float | None  # learned from the window, None: not learned yet
     done: str | None  # the last slot this replica fired
+    local_end: float | None = None  # when this replica's last probe of it ended (before the
+    # store and scoreboard show its sample)
 
 
 def plan(pair: Pair, timing: Timing, view: PairView, now: float) -> Plan:
@@ -169,6 +171,8 @@ def _keep_warm(timing: Timing, view: PairView) -> Plan | None:
         return None
     spacing = keep_warm_spacing(timing, view.idle_to_cold_s)
     last_seen = last_activity(view.window)
+    if view.local_end is not None:
+        last_seen = max(last_seen or view.local_end, view.local_end)
     if last_seen is None or spacing >= timing.interval_s:
         return None
     due = last_seen + spacing

@@ -110,6 +110,12 @@ class Pricing:
         return _per_token(prober.unknown_price), "unknown (config prober.unknown_price)"
 
 
+def _end_of(sample: Sample | None) -> float | None:
+    if sample is None:
+        return None
+    return sample.timestamp + (sample.total_s or 0.0)
+
+
 def _per_token(price: Price) -> tuple[float, float]:
     return price.prompt_per_1m_usd / 1e6, price.completion_per_1m_usd / 1e6
 
@@ -214,7 +220,7 @@ class Prober:
         learning = timing.keep_warm and is_chosen  # the window is walked only then
         view = PairView(
             score=score, window=window, bursting=state.bursting, is_chosen=is_chosen,
-            uncertain=uncertain, done=state.done,
+            uncertain=uncertain, done=state.done, local_end=_end_of(state.last),
             idle_to_cold_s=self.idle_to_cold_s(pair, policy) if learning else None,
         )  # fmt: skip
         return plan(pair, timing, view, now)
