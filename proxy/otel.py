@@ -1,7 +1,7 @@
 """Optional OTLP export (the `otel` extra, `telemetry.otlp.enabled`); imported only when enabled.
 
 Mirrors what the request path counts for Prometheus under OpenTelemetry's GenAI names: every
-first token into the histogram `gen_ai.client.operation.time_to_first_chunk` (seconds; the
+first token into the histogram `gen_ai.client.inference.time_to_first_chunk` (seconds; the
 proxy is the provider's client), every decision into `ttft_router.decisions`. A periodic
 reader pushes them to an OTLP/HTTP collector from the SDK's own thread.
 """
@@ -18,7 +18,7 @@ from proxy.config import OtlpConfig
 from proxy.domain import Sample
 from proxy.metrics import TTFT_BUCKETS
 
-TTFT_NAME = "gen_ai.client.operation.time_to_first_chunk"
+TTFT_NAME = "gen_ai.client.inference.time_to_first_chunk"
 DECISIONS_NAME = "ttft_router.decisions"
 
 

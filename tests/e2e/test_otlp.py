@@ -48,7 +48,7 @@ async def test_ttft_and_decisions_reach_an_otlp_receiver(tmp_path: Path) -> None
             for resource in message.resource_metrics:
                 for scope in resource.scope_metrics:
                     for metric in scope.metrics:
-                        if metric.name == "gen_ai.client.operation.time_to_first_chunk":
+                        if metric.name == "gen_ai.client.inference.time_to_first_chunk":
                             assert metric.unit == "s"
                             ttft += sum(p.count for p in metric.histogram.data_points)
                         elif metric.name == "ttft_router.decisions":
