@@ -171,12 +171,60 @@ class ScoreboardConfig(Frozen):
     stale_after_s: float = Field(10.0, gt=0, description="/readyz fails past this age")
 
 
+class Price(Frozen):
+    """USD per 1M tokens."""
+
+    prompt_per_1m_usd: float = Field(ge=0)
+    completion_per_1m_usd: float = Field(ge=0)
+
+
+class ProberConfig(Frozen):
+    """The prober of this replica (docs/probing.md); the schedule itself is policy."""
+
+    enabled: bool = Field(True, description="false: no scheduled probes at all")
+    time_scale: float = Field(
+        1.0, gt=0, description="multiplies every probe time setting and the budget's hour"
+    )
+    tick_s: float = Field(0.5, gt=0, description="how often the schedule is looked at")
+    max_in_flight: int = Field(16, ge=1, le=1000, description="probes at once, all pairs")
+    max_probes_per_hour: int = Field(600, ge=0, description="per replica")
+    max_cost_per_hour_usd: float = Field(0.05, ge=0, description="estimated, per replica")
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="'provider' or 'model@provider' -> price"
+    )
+    litellm_prices: bool = Field(
+        False,
+        description="look up openai-kind pairs in litellm's bundled price map too "
+        "(imports litellm); litellm-kind pairs are always looked up",
+    )
+    unknown_price: Price = Field(
+        Price(prompt_per_1m_usd=10.0, completion_per_1m_usd=30.0),
+        description="assumed for a pair whose price is known nowhere (kept high: safe)",
+    )
+
+
+class OtlpConfig(Frozen):
+    """OTLP/HTTP export of the TTFT histogram and decision counters (needs the `otel` extra)."""
+
+    enabled: bool = False
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/metrics", description="an OTLP/HTTP collector's metrics URL"
+    )
+    interval_s: float = Field(15.0, gt=0, le=3600)
+
+
+class TelemetryConfig(Frozen):
+    otlp: OtlpConfig = OtlpConfig()
+
+
 class Config(Frozen):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig(allow_unauthenticated=True)
     store: Store = MemoryStoreConfig()
     buffer: BufferConfig = BufferConfig()
     scoreboard: ScoreboardConfig = ScoreboardConfig()
+    prober: ProberConfig = ProberConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     providers: dict[str, Provider] = Field(min_length=1)
     models: dict[str, ModelEntry] = Field(min_length=1)
     policies: list[Path] = Field(

@@ -342,6 +342,8 @@ class Decision:
     attempts: list[Attempt] = field(default_factory=list)
     winner: str | None = None
     replica: str = ""
+    request_id: str = ""  # the client request's x-request-id (proxy.requestid)
+    kind: str = ""  # best, holding, exploring, failover, ... (metrics.decision_kind)
     hedge: HedgeRecord | None = None
 
     @property
@@ -365,6 +367,8 @@ class Decision:
             candidates = cached
         return {
             "id": self.id,
+            "request_id": self.request_id,
+            "kind": self.kind,
             "model": self.model,
             "timestamp": self.timestamp,
             "replica": self.replica,

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from proxy import requestid
 from proxy.assemble import assemble_chat, assemble_completion
 from proxy.domain import Attempt, Candidate, Outcome
 from proxy.measure import AttemptClock
@@ -154,5 +155,6 @@ def _stream_error_body(provider: str, failure: UpstreamFailure) -> dict[str, Any
             "type": "api_error",
             "param": None,
             "code": "upstream_stream_error",
+            "request_id": requestid.current(),
         }
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,43 @@ class Uncertainty(Frozen):
     half_life_s: float = Field(120.0, gt=0, description="a sample's weight halves this often")
 
 
+class KeepWarm(Frozen):
+    """Keep the model's chosen pair warm in quiet hours (off by default: it costs probes)."""
+
+    enabled: bool = False
+    margin: float = Field(
+        0.5, gt=0, le=1, description="probe after this share of the learned idle-to-cold time"
+    )
+    idle_to_cold_s: float = Field(
+        300.0, gt=0, description="assumed until one is learned from the pair's samples"
+    )
+    min_idle_s: float = Field(
+        60.0, gt=0, description="never probe more often than this (a floor on the spacing)"
+    )
+
+
+class Probe(Frozen):
+    """When the prober measures a model's pairs (docs/probing.md). Times are seconds of a
+    real market; the config's `prober.time_scale` multiplies every one of them."""
+
+    enabled: bool = True
+    interval_s: float = Field(120.0, gt=0, description="gap filling: one probe per interval")
+    jitter: float = Field(0.2, ge=0, le=1, description="share of a slot the probe moves in")
+    enough_passive: int = Field(
+        3, ge=1, description="passive samples within one interval that make probing needless"
+    )
+    burst_spacing_s: float = Field(
+        10.0, gt=0, description="a new or emptied pair: one probe per spacing to min_samples"
+    )
+    stale_after_s: float = Field(
+        600.0, gt=0, description="a pair whose newest sample is older is probed at once"
+    )
+    timeout_s: float = Field(120.0, gt=0, description="first-token timeout of a probe")
+    max_tokens: int = Field(1, ge=1, le=64)
+    prompt: str = Field("Reply with one word: ready.", min_length=1, max_length=2000)
+    keep_warm: KeepWarm = KeepWarm()
+
+
 class Hedge(Frozen):
     """Hedging: ask the next candidate too when the chosen one has no first token after a
     delay; the first to produce output wins, the other is closed (docs/policies.md)."""
@@ -127,6 +165,7 @@ class ModelPolicy(Frozen):
     circuit: Circuit = Circuit()
     hedge: Hedge = Hedge()
     exclude: list[str] = Field(default_factory=list, description="providers never used")
+    probe: Probe = Probe()
 
     @model_validator(mode="after")
     def _window_holds_proof(self) -> ModelPolicy:
@@ -244,6 +283,7 @@ class PolicyHolder:
         self.providers = frozenset(providers) if providers is not None else None
         self.current = initial if initial is not None else load_policies(self.paths, providers)
         self.last_error: str | None = None
+        self.last_reload_at: float | None = None  # wall clock of the last reload attempt
         self._mtimes = self._read_mtimes()
 
     def _read_mtimes(self) -> tuple[float, ...]:
@@ -258,6 +298,7 @@ class PolicyHolder:
     def reload(self) -> str | None:
         """Load the files again. Returns None on success, else the error (policy unchanged)."""
         self._mtimes = self._read_mtimes()
+        self.last_reload_at = time.time()
         try:
             self.current = load_policies(self.paths, self.providers)
         except ConfigError as exc:

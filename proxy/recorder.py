@@ -50,4 +50,5 @@ class Recorder:
         hedge = decision.hedge
         if hedge is not None:
             self._metrics.count_hedge(decision.model, hedge)
+        self._metrics.count_decision(decision)
         self._buffer.add_decision(decision)

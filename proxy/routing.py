@@ -338,19 +338,20 @@ def _reason(
         _figures(eligible[i], beliefs[i], shares[i], policy.min_samples) for i in rows[:4]
     )
     lead = eligible[leader]
-    held = (
-        f" (the incumbent: a challenger must be {policy.hysteresis:.0%} better)"
-        if lead.provider == incumbent and policy.hysteresis > 0
-        else ""
-    )
+    unscaled = min(range(len(eligible)), key=lambda i: _exploit_key(beliefs[i], 1.0))
     if exploring:
         i = eligible.index(first)
         head = (
             f"exploring {first.provider}: best in {shares[i]:.0%} of posterior draws, its "
             f"plausible {label} overlaps the leader {lead.provider}'s"
         )
+    elif unscaled != leader:
+        head = (
+            f"holding {lead.provider}, the incumbent: {eligible[unscaled].provider}'s "
+            f"estimated {label} is not {policy.hysteresis:.0%} lower"
+        )
     else:
-        head = f"{lead.provider} has the lowest estimated {label}{held}"
+        head = f"{lead.provider} has the lowest estimated {label}"
     return f"{head}: {figures}"
 
 
@@ -409,14 +410,15 @@ def _list_exclusions(excluded: list[Candidate]) -> str:
 class Router:
     """Holds the incumbent per model and providers' rate-limit deadlines between requests,
     the circuit breakers (with the attempts pending per pair) and which models the prober
-    measures (`probed_models`, filled by the prober's wiring)."""
+    measures (`probing`: a prober runs here; a model is probed unless its policy turns
+    `probe.enabled` off)."""
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self.rng = rng or random.Random()
         self.incumbents: dict[str, str] = {}
         self.rate_limited_until: dict[Pair, float] = {}
         self.breakers = Breakers()
-        self.probed_models: set[str] = set()
+        self.probing = False  # set by the app when its prober runs (config prober.enabled)
         self._rate_limits_version = 0
         self._steady: dict[str, _Steady] = {}
         self._scores_seen: Mapping[Pair, Score] | None = None
@@ -464,7 +466,7 @@ class Router:
                 circuits=self.breakers.states,
             )  # fmt: skip
         ranking = order(
-            field, self.rng, self.breakers.pending, probed=model in self.probed_models,
+            field, self.rng, self.breakers.pending, probed=self.probes(policy),
             draw=not dry_run,
         )  # fmt: skip
         if dry_run:
@@ -480,6 +482,11 @@ class Router:
         else:
             self._steady.pop(model, None)
         return ranking
+
+    def probes(self, policy: ModelPolicy) -> bool:
+        """Whether the prober measures a model of this policy (then user requests explore
+        with `probed_exploration_share`)."""
+        return self.probing and policy.probe.enabled
 
     def note_rate_limited(self, pair: Pair, until: float) -> None:
         self.rate_limited_until[pair] = max(until, self.rate_limited_until.get(pair, 0.0))

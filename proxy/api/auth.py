@@ -34,6 +34,11 @@ class KeySet:
     def __len__(self) -> int:
         return len(self._digests)
 
+    @property
+    def digests(self) -> tuple[bytes, ...]:
+        """The keys' SHA-256 digests (the dashboard signs its session cookies with them)."""
+        return self._digests
+
     def matches(self, token: str) -> bool:
         presented = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found = False

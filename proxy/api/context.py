@@ -12,6 +12,7 @@ from proxy.config import Config
 from proxy.dispatch import Dispatcher
 from proxy.metrics import Metrics
 from proxy.policy import PolicyHolder
+from proxy.prober import Prober
 from proxy.routing import Router
 from proxy.scoreboard import Scoreboard
 from proxy.store.base import Store
@@ -30,6 +31,7 @@ class Services:
     router: Router
     dispatcher: Dispatcher
     metrics: Metrics
+    prober: Prober
     replica: str
     client_keys: KeySet
     admin_keys: KeySet

@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
+from proxy import requestid
 from proxy.api.auth import require_key
 from proxy.api.context import Services, services
 from proxy.dispatch import Call, Dispatcher, Kind
@@ -167,6 +168,7 @@ async def _proxy(request: Request, kind: Kind) -> Response:
         excluded=ranking.excluded,
         reason=ranking.explanation,
         replica=svc.replica,
+        request_id=requestid.current() or "",
     )
     stream = bool(body.get("stream")) and kind != "embedding"
     call = Call(kind, model, body, stream, estimate_prompt_tokens(len(raw)), decision, policy)
@@ -237,6 +239,7 @@ class DispatchResponse(Response):
             (b"x-ttft-router-provider", provider.encode()),
             (b"x-ttft-router-decision-id", self._call.decision.id.encode()),
             (b"x-ttft-router-attempts", str(len(self._call.decision.attempts)).encode()),
+            (requestid.HEADER_BYTES, self._call.decision.request_id.encode()),
         ]
 
     async def _send_stream(self, send: Send) -> None:
@@ -261,5 +264,8 @@ class DispatchResponse(Response):
 async def send_error(send: Send, exc: ProxyError) -> None:
     headers = [(b"content-type", b"application/json")]
     headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
+    request_id = requestid.current()
+    if request_id is not None:
+        headers.append((requestid.HEADER_BYTES, request_id.encode()))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": orjson.dumps(exc.body())})

@@ -74,6 +74,8 @@ def config_for(
         "buffer": {"flush_interval_s": 0.02},
         "scoreboard": {"refresh_s": 0.05},
         "policies": [str(policy_file)] if policy_file else [],
+        # Off unless a test turns it on: other tests count attempts and samples exactly.
+        "prober": {"enabled": False},
         **overrides,
     }
     return Config.model_validate(data)
@@ -103,5 +105,6 @@ def scripted_config(tmp_path: Path, policy: str, *providers: ScriptedProvider) -
         "models": {"m": {"providers": {f"p{i}": "u" for i in range(len(providers))}}},
         "buffer": {"flush_interval_s": 0.02},
         "scoreboard": {"refresh_s": 0.05},
+        "prober": {"enabled": False},  # exact request counts
         "policies": [str(policy_file(tmp_path, policy))],
     })  # fmt: skip
