@@ -520,11 +520,14 @@ def evidence_wanted(
     incumbent: str | None = None,
 ) -> list[Wanted]:
     """The model's pairs whose measurement could change the routing, most wanted first:
-    never measured; aged (its samples weigh less than half their count after ageing);
-    unproven and best in some posterior draws; or proven and best in some draws although
-    not the leader. The leader itself is wanted only when aged: user traffic measures it."""
+    never measured; aged (its samples weigh less than half their count after ageing); or
+    with less evidence than `min_samples` yet best in some posterior draws although not the
+    leader. A pair with that much fresh evidence is left to the prober's own schedule, and
+    so is a model with a single provider (there is nothing to decide)."""
     excluded = set(policy.exclude)
     pairs = [p for p, _ in deployments if p not in excluded]
+    if len(pairs) < 2:
+        return []
     beliefs: list[Belief | None] = [
         (s.belief if (s := scores.get(Pair(model, p))) is not None else None) for p in pairs
     ]
@@ -535,10 +538,7 @@ def evidence_wanted(
     cut = 1.0 - policy.hysteresis
     advantage = [cut if p == incumbent else 1.0 for p in pairs]
     shares = win_shares(filled, advantage)
-    lead = min(
-        range(len(pairs)),
-        key=lambda i: (filled[i].n_eff <= 0.0, filled[i].estimate * advantage[i]),
-    )
+    lead = min(range(len(pairs)), key=lambda i: _exploit_key(filled[i], advantage[i]))
     out: list[tuple[int, float, Wanted]] = []
     for i, (p, b) in enumerate(zip(pairs, filled, strict=True)):
         score = scores.get(Pair(model, p))
@@ -548,12 +548,12 @@ def evidence_wanted(
         elif b.n_eff < n / 2:  # more than half of its evidence has decayed
             why = f"evidence aged: weight {b.n_eff:.1f} of n={n} after ageing"
             out.append((1, -shares[i], Wanted(p, why, shares[i])))
-        elif i != lead and n < policy.min_samples and shares[i] > 0:
-            why = f"unproven (n={n} of {policy.min_samples}), best in {shares[i]:.0%} of draws"
+        elif i != lead and b.n_eff < policy.min_samples and shares[i] > 0:
+            why = (
+                f"plausibly the best on thin evidence (n={n}, weight {b.n_eff:.1f}): "
+                f"best in {shares[i]:.0%} of draws ({_range(b)})"
+            )
             out.append((2, -shares[i], Wanted(p, why, shares[i])))
-        elif i != lead and shares[i] > 0:
-            why = f"plausibly the best: best in {shares[i]:.0%} of draws ({_range(b)})"
-            out.append((3, -shares[i], Wanted(p, why, shares[i])))
     out.sort(key=lambda row: (row[0], row[1]))
     return [w for _, _, w in out]
 

@@ -138,6 +138,9 @@ def test_an_unmeasured_pair_is_neither_starved_nor_preferred_blindly() -> None:
     assert share["a"] > share["c"]
     wanted = evidence_wanted(policy(), DEPLOYMENTS, scores, "m")
     assert wanted[0].provider == "c" and wanted[0].reason == "not measured yet"
+    thin = board(a=tight(0.3, 60, 1), b=tight(0.3, 3, 2), c=tight(0.9, 60, 3))
+    reasons = {w.provider: w.reason for w in evidence_wanted(policy(), DEPLOYMENTS, thin, "m")}
+    assert list(reasons) == ["b"] and reasons["b"].startswith("plausibly the best on thin")
 
 
 def test_nothing_measured_spreads_a_burst_by_pending_attempts() -> None:
@@ -171,6 +174,8 @@ def test_exploration_stops_when_a_pair_is_clearly_worse_and_the_ranking_is_reuse
     first = router.route(pol, DEPLOYMENTS, scores, "m", NOW)
     assert router.route(pol, DEPLOYMENTS, scores, "m", NOW + 60) is first  # steady: reused
     assert evidence_wanted(pol, DEPLOYMENTS, scores, "m", "a") == []
+    # one provider: nothing to decide, so nothing is wanted (the prober's own schedule runs)
+    assert evidence_wanted(pol, [("a", "model-a")], {}, "m") == []
 
 
 def test_aged_evidence_widens_and_is_wanted_again() -> None:
