@@ -20,7 +20,9 @@ classifies each:
   the faults;
 - failed, explained by the faults: the proxy's 502/504 lists every attempt it made and each
   one failed with an injected fault (HTTP 500, HTTP 429, no first token: a hang, cannot
-  connect: the crash, circuit open) -- every provider it could use was faulted at once;
+  connect or a response broken off: the crash, circuit open) -- every provider it could
+  use was faulted at once (e.g. one down, or its circuit still cooling down, while another
+  is in a 429 storm: the one left has nobody to fail over to);
 - failed, unexplained: anything else (another status, a proxy error that names something
   other than an injected fault, a connection error, a stream broken before its first
   token). This must stay at 0.
@@ -231,7 +233,14 @@ async def outages(procs: Procs, every_s: float, down_s: float, until: float,
         note("storm: healthy")
 
 
-FAULT_CAUSES = ("HTTP 500", "HTTP 429", "no first token", "cannot connect", "circuit open")
+FAULT_CAUSES = (
+    "HTTP 500",
+    "HTTP 429",
+    "no first token",
+    "cannot connect",
+    "circuit open",
+    "response broken off",
+)  # the last: a crash between headers and first token
 
 
 def explained(status: int, text: str) -> bool:
@@ -279,7 +288,7 @@ async def soak(args: argparse.Namespace) -> int:
         proxy = psutil.Process(procs.proxy.pid)
         rss0, fds0 = proxy_figures(proxy)
         duration = args.minutes * 60
-        warmup = min(60.0, duration / 5)
+        warmup = min(120.0, duration / 5)
         print(f"soak: {args.streams} streams for {args.minutes:g} min against 3 simulated "
               f"providers (logs in {tmp}); proxy pid {proxy.pid}, idle: RSS {rss0:.0f} MiB, "
               f"{fds0} fds", flush=True)  # fmt: skip
@@ -330,6 +339,7 @@ async def soak(args: argparse.Namespace) -> int:
         procs.proxy.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(procs.proxy.wait, 60)
         after_warmup = [(t, r) for t, r, _ in samples if t >= warmup]
+        second_half = [(t, r) for t, r, _ in samples if t >= elapsed / 2]
         total = sum(tally.outcomes.values())
         print()
         print(f"command: {' '.join(sys.argv)}")
@@ -351,7 +361,8 @@ async def soak(args: argparse.Namespace) -> int:
             rss_w = [r for _, r in after_warmup]
             print(f"proxy RSS: idle {rss0:.1f} MiB; after warm-up ({warmup:.0f} s) "
                   f"{rss_w[0]:.1f} MiB, min {min(rss_w):.1f}, max {max(rss_w):.1f}, end of load "
-                  f"{rss_w[-1]:.1f}; slope {slope_mb_per_min(after_warmup):+.2f} MiB/min; "
+                  f"{rss_w[-1]:.1f}; slope {slope_mb_per_min(after_warmup):+.2f} MiB/min "
+                  f"(second half of the run: {slope_mb_per_min(second_half):+.2f} MiB/min); "
                   f"idle after {rss_end:.1f} MiB")  # fmt: skip
         print(f"proxy fds: baseline {fds0}, max under load {max(f for _, _, f in samples)}, "
               f"after the load {fds_after} (settled in {settled_in:.0f} s)")  # fmt: skip

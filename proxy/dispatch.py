@@ -180,10 +180,17 @@ class Dispatcher:
                 if not upstream_stream:
                     body = await response.read()
                     clock.first_token()
-                    return Started(candidate, clock, guard, body, None, None, attempt, False)
-                return await self._until_first_token(
-                    candidate, clock, guard, response.chunks(), attempt
-                )
+                    started = Started(candidate, clock, guard, body, None, None, attempt, False)
+                else:
+                    started = await self._until_first_token(
+                        candidate, clock, guard, response.chunks(), attempt
+                    )
+            # A first token: the provider answers. Its circuit hears it now, not when the
+            # stream ends: otherwise, while traffic shifts to it, its fast failures (a 500
+            # within milliseconds) outrun its successes (a whole stream later) and count as
+            # consecutive, and a half-open trial holds the circuit for a whole stream.
+            self._note_circuit(call, candidate.provider, Outcome.OK)
+            return started
         except UpstreamFailure as raw:
             await guard.close()
             failure = raw.redacted(self._redact)
