@@ -36,6 +36,7 @@ class ScriptedProvider:
     requests: list[Seen] = field(default_factory=list)
     url: str = ""
     delay_s: float = 0.0  # before answering, whatever the mode
+    chunk_delay_s: float = 0.0  # "ok" streams: after the first content chunk, before the rest
 
     @property
     def base_url(self) -> str:
@@ -64,6 +65,8 @@ class ScriptedProvider:
             await response.write(_event({"error": {"message": self.leak(request)}}))
             return response
         await response.write(_event(_chunk(model, {"content": "hello"})))
+        if self.chunk_delay_s:
+            await asyncio.sleep(self.chunk_delay_s)
         if mode == "error-after":
             await response.write(_event({"error": {"message": self.leak(request)}}))
             return response
