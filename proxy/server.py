@@ -9,7 +9,8 @@ headers (slowloris) or never finishes its body holds a connection forever.
 - headers: `header_timeout_s` from a request's first byte to the end of its headers;
 - body: `body_timeout_s` from the end of the headers to the end of the body;
 - a cap, `max_connections`: a connection past it is answered 503 at once and closed,
-  before any of its bytes are parsed.
+  before any of its bytes are parsed;
+- request line and headers of at most MAX_HEADER_BYTES (64 KiB), else 431.
 
 A timed-out request gets a 408 and the connection is closed. None of this runs the app or
 checks a key, so an unauthenticated connection costs one socket, bounded by these limits.
@@ -59,6 +60,7 @@ PROBE_FIRST_S = 0.05
 PROBE_MAX_S = 1.0
 CONTINUE_PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HTTP10_MAX_BUFFER = 64 * 1024 * 1024  # an HTTP/1.0 answer is buffered up to this size
+MAX_HEADER_BYTES = 64 * 1024  # request line + headers; past it: 431 and closed
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._probe_timer: asyncio.Handle | None = None
         self._probe_wait = PROBE_FIRST_S
         self._rejected = False  # past max_connections: never counted, never parsed
-        self._discarding = False  # answered (503, 408) and closing: input is dropped
+        self._discarding = False  # answered (503, 408, 431) and closing: input is dropped
+        self._in_headers = True  # between a request's end (or the connect) and its headers
+        self._header_bytes = 0
 
     # -- connection ---------------------------------------------------------------------
 
@@ -149,8 +153,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._finish(BUSY)
 
     def data_received(self, data: bytes) -> None:
-        if not self._discarding:
-            super().data_received(data)
+        if self._discarding:
+            return
+        if self._in_headers:
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self._in_headers and self._header_bytes > MAX_HEADER_BYTES:
+            self._cancel_read_timer()
+            log.info("request headers over %d bytes; closing the connection", MAX_HEADER_BYTES)
+            message = f"request line and headers exceed {MAX_HEADER_BYTES} bytes"
+            self._finish(_raw_response(431, "Request Header Fields Too Large", message,
+                                       "headers_too_large"))  # fmt: skip
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         cycle = self.cycle
@@ -201,11 +214,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._cancel_read_timer()
+        self._in_headers = False
         super().on_headers_complete()
         self._arm(self.limits.body_s, self._body_timed_out)
 
     def on_message_complete(self) -> None:
         self._cancel_read_timer()
+        self._in_headers, self._header_bytes = True, 0
         super().on_message_complete()
 
     def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
@@ -343,7 +358,7 @@ def uvicorn_configs(
     `app` may be an import string (workers > 1: each worker wraps it in `Listener`)."""
     limits = ConnectionLimits.of(server)
     common: dict[str, Any] = dict(
-        loop="uvloop", log_level="warning", access_log=False,
+        loop="uvloop", ws="none", log_level="warning", access_log=False,
         timeout_graceful_shutdown=server.shutdown_drain_s, limits=limits, **extra,
     )  # fmt: skip
     if isinstance(app, str):

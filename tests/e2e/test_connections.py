@@ -279,3 +279,28 @@ async def test_a_client_that_closes_before_its_answer_cancels_the_upstream_reque
         gone = time.monotonic()
         await wait_until(lambda: market.stats("p")["aborted"] == 1, timeout=2.0)
         assert time.monotonic() - gone < 1.0
+
+
+async def test_oversized_headers_get_431_and_a_close() -> None:
+    async with fast_market() as market, guarded(proxy_config(market)) as (proxy, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy.url))
+        answer_task = asyncio.create_task(read_until_closed(reader, 10))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(20):  # 20 x 8 KiB: past the 64 KiB limit, bounded
+                if answer_task.done():
+                    break
+                writer.write(b"X-Pad: " + b"a" * 8192 + b"\r\n")
+                await writer.drain()
+        answer = await answer_task
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+        # a request with a large body is not mistaken for large headers
+        raw = orjson.dumps({"model": "m", "messages": HI, "pad": "x" * 300_000})
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy.url))
+        writer.write(chat_request({}).split(b"Content-Length")[0]
+                     + f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)  # fmt: skip
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 200 "), head
