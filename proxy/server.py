@@ -358,7 +358,7 @@ def uvicorn_configs(
     `app` may be an import string (workers > 1: each worker wraps it in `Listener`)."""
     limits = ConnectionLimits.of(server)
     common: dict[str, Any] = dict(
-        loop="uvloop", ws="none", log_level="warning", access_log=False,
+        loop="uvloop", ws="none", server_header=False, log_level="warning", access_log=False,
         timeout_graceful_shutdown=server.shutdown_drain_s, limits=limits, **extra,
     )  # fmt: skip
     if isinstance(app, str):
