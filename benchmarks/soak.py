@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import statistics
@@ -145,50 +146,63 @@ class Tally:
     ttft_s: list[float] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)
     explained: Counter[str] = field(default_factory=Counter)
+    retried: Counter[int] = field(default_factory=Counter)
 
 
-async def one_stream(http: aiohttp.ClientSession, url: str, tally: Tally) -> None:
+async def one_stream(http: aiohttp.ClientSession, url: str, tally: Tally, retries: int) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "soak"}], "stream": True,
             "max_tokens": BODY_TOKENS}  # fmt: skip
     started = time.monotonic()
     first: float | None = None
+    wait: str | None = None
+    reason = "no [DONE]"
     try:
         async with http.post(url, json=body, headers={"Authorization": f"Bearer {KEY}"}) as resp:
             if resp.status != 200:
                 text = await resp.text()
-                if explained(resp.status, text):
+                after = resp.headers.get("retry-after", "")
+                if retries and resp.status in (429, 503) and after.isdigit():
+                    tally.retried[resp.status] += 1  # as the openai SDK does by default
+                    wait = after
+                elif explained(resp.status, text):
                     tally.outcomes["failed, explained by the faults"] += 1
                     tally.explained[f"{resp.status}: {text[:110]}"] += 1
+                    return
                 else:
                     tally.outcomes["failed"] += 1
                     tally.failures[f"status {resp.status}: {text[:160]}"] += 1
-                return
-            done = False
-            async for line in resp.content:
-                if line.startswith(b'data: {"error"'):
-                    break  # the proxy's error event: the stream broke
-                if line.startswith(b"data: {"):
-                    if first is None:
-                        first = time.monotonic() - started
-                elif line.startswith(b"data: [DONE]"):
-                    done = True
-            if done and first is not None:
-                tally.outcomes["ok"] += 1
-                tally.ttft_s.append(first)
-                return
-            reason = "no [DONE]"
+                    return
+            else:
+                done = False
+                async for line in resp.content:
+                    if line.startswith(b'data: {"error"'):
+                        break  # the proxy's error event: the stream broke
+                    if line.startswith(b"data: {"):
+                        if first is None:
+                            first = time.monotonic() - started
+                    elif line.startswith(b"data: [DONE]"):
+                        done = True
+                if done and first is not None:
+                    tally.outcomes["ok"] += 1
+                    tally.ttft_s.append(first)
+                    return
     except (TimeoutError, aiohttp.ClientError) as exc:
         reason = type(exc).__name__
-    if first is not None:
+    if wait is not None:  # wait as told (bounded), then ask again
+        await asyncio.sleep(min(float(wait), 5.0))
+        await one_stream(http, url, tally, retries - 1)
+    elif first is not None:
         tally.outcomes["broken after first token"] += 1
     else:
         tally.outcomes["failed"] += 1
         tally.failures[reason] += 1
 
 
-async def client(http: aiohttp.ClientSession, url: str, tally: Tally, until: float) -> None:
+async def client(
+    http: aiohttp.ClientSession, url: str, tally: Tally, until: float, retries: int
+) -> None:
     while time.monotonic() < until:
-        await one_stream(http, url, tally)
+        await one_stream(http, url, tally, retries)
 
 
 def proxy_figures(proc: psutil.Process) -> tuple[float, int]:
@@ -260,6 +274,15 @@ def explained(status: int, text: str) -> bool:
     return bool(parts) and all(p.startswith(FAULT_CAUSES) for p in parts)
 
 
+async def attempt_counts(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
+    """provider/outcome -> attempts so far, from the proxy's /metrics."""
+    pattern = re.compile(r'outcome="([^"]+)",provider="([^"]+)"\} ([0-9.e+]+)')
+    async with http.get(base + "/metrics") as resp:
+        text = await resp.text()
+    return {f"{m[2]}/{m[1]}": float(m[3]) for m in pattern.finditer(text)
+            if "ttft_router_attempts_total" in text}  # fmt: skip
+
+
 def slope_mb_per_min(points: list[tuple[float, float]]) -> float:
     if len(points) < 2:
         return 0.0
@@ -301,11 +324,13 @@ async def soak(args: argparse.Namespace) -> int:
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             url = base + "/v1/chat/completions"
-            tasks = [asyncio.create_task(client(http, url, tally, until))
+            tasks = [asyncio.create_task(client(http, url, tally, until, args.retries))
                      for _ in range(args.streams)]  # fmt: skip
             faults = asyncio.create_task(
                 outages(procs, args.outage_every, args.outage_s, until, events, t0)
             )
+            seen_attempts = await attempt_counts(http, base)
+            unexplained_before = 0
             while not all(t.done() for t in tasks):
                 await asyncio.wait(tasks, timeout=10)
                 now = time.monotonic() - t0
@@ -318,6 +343,15 @@ async def soak(args: argparse.Namespace) -> int:
                       f"explained {o['failed, explained by the faults']:4d}  "
                       f"unexplained {o['failed']:3d}  RSS {rss:6.1f} MiB  fds {fds}",
                       flush=True)  # fmt: skip
+                counts = await attempt_counts(http, base)
+                if o["failed"] > unexplained_before:  # what the proxy saw meanwhile
+                    delta = {k: v - seen_attempts.get(k, 0) for k, v in counts.items()}
+                    print(
+                        "         attempts in these 10 s: "
+                        + ", ".join(f"{k} {v:.0f}" for k, v in sorted(delta.items()) if v),
+                        flush=True,
+                    )
+                seen_attempts, unexplained_before = counts, o["failed"]
             faults.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await faults
@@ -350,6 +384,8 @@ async def soak(args: argparse.Namespace) -> int:
             n = tally.outcomes[outcome]
             label = "failed, unexplained" if outcome == "failed" else outcome
             print(f"  {label:32s} {n:8d}  ({100 * n / max(total, 1):.2f}%)")
+        for status, n in sorted(tally.retried.items()):
+            print(f"    {n} x {status} with Retry-After: waited and asked again (--retries)")
         for reason, n in tally.explained.most_common(4):
             print(f"    explained: {n} x {reason}")
         for reason, n in tally.failures.most_common(5):
@@ -380,6 +416,9 @@ async def soak(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--retries", type=int, default=0, metavar="N",
+                        help="retries after a 429/503 with Retry-After, waiting as told "
+                        "(the openai SDK retries twice); 0: every 503 counts (0)")  # fmt: skip
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--outage-every", type=float, default=120.0, metavar="S",
                         help="seconds between outages (and between 429 storms) (120)")  # fmt: skip
