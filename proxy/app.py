@@ -41,7 +41,7 @@ from proxy.store.base import Store
 from proxy.store.buffer import SampleBuffer
 from proxy.store.memory import MemoryStore
 from proxy.upstream.base import Upstream
-from proxy.upstream.litellm_adapter import LiteLLMUpstream
+from proxy.upstream.litellm_adapter import LiteLLMUpstream, preload_litellm
 from proxy.upstream.openai_compat import OpenAICompatUpstream, make_session
 
 log = logging.getLogger("ttft_router.app")
@@ -53,6 +53,8 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if any(isinstance(p, LiteLLMProvider) for p in config.providers.values()):
+            preload_litellm()  # ~3.5 s, once, before serving: no request (or sample) pays it
         session = make_session()
         svc = build_services(config, holder, session)
         app.state.services = svc
@@ -264,12 +266,13 @@ def install_error_handlers(app: FastAPI) -> None:
 def app_from_env() -> FastAPI:
     """uvicorn factory for `serve --workers N`: the config path comes from the env."""
     from proxy.config import load_config
+    from proxy.server import Listener
 
     config = load_config(os.environ["TTFT_ROUTER_CONFIG"])
     redact_logs(config)
     app = create_app(config)
     tune_gc_for_serving()
-    return app
+    return Listener(app)  # type: ignore[return-value]
 
 
 # Allocations a gen-0 collection waits for (CPython's default: 700).

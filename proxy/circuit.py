@@ -84,6 +84,15 @@ class Breakers:
             self.states[pair] = replace(state, trial_in_flight=True)
             self.version += 1
 
+    def on_first_token(self, pair: Pair) -> None:
+        """The provider answered: its circuit closes now, not when the stream ends (else,
+        while traffic shifts to it, its fast failures outrun its whole-stream successes and
+        count as consecutive, and a half-open trial holds the circuit for a whole stream).
+        The attempt is still in flight until `on_result`."""
+        state = self.states.pop(pair, None)
+        if state is not None and state.is_open:
+            self.version += 1
+
     def on_result(self, pair: Pair, outcome: Outcome, now: float, policy: Circuit) -> None:
         """An attempt to `pair` ended with `outcome`."""
         left = self._in_flight.get(pair, 0) - 1
@@ -93,10 +102,7 @@ class Breakers:
             self._in_flight.pop(pair, None)
         state = self.states.get(pair)
         if outcome is Outcome.OK:
-            if state is not None:
-                del self.states[pair]
-                if state.is_open:
-                    self.version += 1
+            self.on_first_token(pair)
             return
         if outcome not in COUNTED:
             if state is not None and state.trial_in_flight:  # cancelled trial: try again

@@ -80,7 +80,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from proxy import server
 
     config, policies = load_checked(args.config)
     host = args.host or config.server.host
@@ -88,19 +88,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = args.workers or config.server.workers
     configure_logging(config.server.log_level)
     redact_logs(config)
-    common = dict(
-        host=host, port=port, loop="uvloop", http="httptools", log_level="warning",
-        access_log=False, timeout_graceful_shutdown=10,
-    )  # fmt: skip
     if workers > 1:
-        os.environ["TTFT_ROUTER_CONFIG"] = os.path.abspath(args.config)
-        uvicorn.run("proxy.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
-    else:
-        from proxy.app import create_app, tune_gc_for_serving
+        if config.server.admin_listen is not None:
+            raise ConfigError(f"{args.config}: server.admin_listen needs one worker (got "
+                              f"{workers}); run replicas instead of workers")  # fmt: skip
+        from uvicorn.supervisors import Multiprocess
 
-        app = create_app(config, policies)
-        tune_gc_for_serving()
-        uvicorn.run(app, **common)  # type: ignore[arg-type]
+        os.environ["TTFT_ROUTER_CONFIG"] = os.path.abspath(args.config)
+        main, _ = server.uvicorn_configs(
+            "proxy.app:app_from_env", config.server, host, port, factory=True, workers=workers
+        )
+        # Each worker runs uvicorn's own Server with the guarded protocol and its limits.
+        Multiprocess(main, sockets=[main.bind_socket()]).run()
+        return 0
+    from proxy.app import create_app, tune_gc_for_serving
+
+    app = create_app(config, policies)
+    tune_gc_for_serving()
+    main, admin = server.uvicorn_configs(app, config.server, host, port)
+    server.run(main, admin)
     return 0
 
 

@@ -97,6 +97,42 @@ class ServerConfig(Frozen):
     replica_id: str | None = Field(None, description="defaults to hostname-pid")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     workers: int = Field(1, ge=1, le=64)
+    # Connection limits (proxy/server.py): none of them needs a key to apply.
+    timeout_keep_alive_s: float = Field(
+        5.0, gt=0, description="an idle connection (before or between requests) is closed"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="from a request's first byte to the end of its headers (408)"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="from the end of the headers to the end of the body (408)"
+    )
+    max_connections: int = Field(
+        1000, gt=0, description="open client connections per process; past it: 503, closed"
+    )
+    shutdown_drain_s: float = Field(
+        25.0, ge=0, description="SIGTERM: streams in flight get this long to finish"
+    )
+    admin_listen: str | None = Field(
+        None, description="HOST:PORT of a separate listener for /admin and /metrics"
+    )
+
+    @model_validator(mode="after")
+    def _admin_listen(self) -> ServerConfig:
+        if self.admin_listen is not None:
+            parse_listen(self.admin_listen)
+            if self.workers > 1:
+                raise ValueError("server.admin_listen needs server.workers: 1 (one process "
+                                 "binds it); run replicas instead of workers")  # fmt: skip
+        return self
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 hosts in brackets) -> (host, port); ValueError naming the value."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"server.admin_listen: expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 HASHED_KEY = re.compile(r"sha256:([0-9a-fA-F]{64})")

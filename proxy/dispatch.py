@@ -260,10 +260,15 @@ class Dispatcher:
                 if not upstream_stream:
                     body = await response.read()
                     clock.first_token()
-                    return Started(candidate, clock, guard, body, None, None, attempt, False)
-                chunks = response.chunks()
-                prelude, splitter = await read_first_token(chunks, clock)
-                return Started(candidate, clock, guard, prelude, chunks, splitter, attempt, True)
+                    started = Started(candidate, clock, guard, body, None, None, attempt, False)
+                else:
+                    chunks = response.chunks()
+                    prelude, splitter = await read_first_token(chunks, clock)
+                    started = Started(
+                        candidate, clock, guard, prelude, chunks, splitter, attempt, True
+                    )
+            self._recorder.first_token(pair)
+            return started
         except UpstreamFailure as raw:
             await guard.close()
             failure = raw.redacted(self._redact)

@@ -30,6 +30,9 @@ class Recorder:
     def attempt_started(self, pair: Pair) -> None:
         self._breakers.on_start(pair)
 
+    def first_token(self, pair: Pair) -> None:
+        self._breakers.on_first_token(pair)
+
     def attempt_ended(
         self, pair: Pair, outcome: Outcome, circuit: Circuit, sample: Sample | None
     ) -> None:

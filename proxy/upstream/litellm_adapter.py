@@ -1,8 +1,9 @@
 """Providers that do not speak OpenAI's protocol, through litellm (imported lazily).
 
 litellm takes ~4 s to import and tries to download its price map at import time, so it is
-imported inside `_litellm()` only, the first time such a provider is used, with
-LITELLM_LOCAL_MODEL_COST_MAP=True so it uses the map it ships with. Its chunks are turned
+imported inside `_litellm()` only, with LITELLM_LOCAL_MODEL_COST_MAP=True so it uses the map
+it ships with: by the app's start-up (`preload_litellm`) when a litellm provider is
+configured, so no request waits for it, and never when none is. Its chunks are turned
 back into OpenAI SSE bytes, so dispatch and measurement treat every provider alike; its
 exceptions become UpstreamFailure here.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -71,6 +73,14 @@ def _litellm() -> Any:
         for name in LITELLM_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
     return module
+
+
+def preload_litellm() -> None:
+    """Import litellm now (the app's start-up, when a litellm provider is configured), so
+    that no request waits for the import and no TTFT sample includes it."""
+    started = time.perf_counter()
+    _litellm()
+    log.info("litellm imported in %.1f s", time.perf_counter() - started)
 
 
 class LiteLLMResponse:

@@ -38,6 +38,7 @@ class ScriptedProvider:
     url: str = ""
     delay_s: float = 0.0  # before answering, whatever the mode
     aborted: int = 0  # requests whose client closed the connection during the delay
+    chunk_delay_s: float = 0.0  # "ok" streams: after the first content chunk, before the rest
 
     @property
     def base_url(self) -> str:
@@ -73,6 +74,8 @@ class ScriptedProvider:
             await response.write(_event({"error": {"message": self.leak(request)}}))
             return response
         await response.write(_event(_chunk(model, {"content": "hello"})))
+        if self.chunk_delay_s:
+            await asyncio.sleep(self.chunk_delay_s)
         if mode == "error-after":
             await response.write(_event({"error": {"message": self.leak(request)}}))
             return response
