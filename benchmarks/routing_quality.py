@@ -20,7 +20,9 @@ proxy), so machine noise hits them alike; --serial runs them one after the other
 Traffic: Poisson arrivals per model (rate and count in the scenario, arrival times drawn from
 the seed, the same for every strategy), streamed chat completions, TTFT stamped at the first
 content chunk by benchmarks/loadgen.py's client. Every delay is scaled by the scenario's
-time_scale (0.05 by default: MISSION's 0.39 s median lasts 19.5 ms) and so are the router's
+time_scale (0.2 in most scenarios: MISSION's 0.39 s median lasts 78 ms, against a few ms that
+the path adds -- the report measures that: measured TTFT minus the simulator's own draw, for
+fixed pairs whose TTFT follows from the seed alone) and so are the router's
 time settings (every `*_s` policy field, the scoreboard refresh, timeouts; the prober through
 its own `prober.time_scale`); figures are given in market seconds. A request that fails counts
 at the request timeout (120 market s): a strategy cannot look fast by failing.
@@ -50,7 +52,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,7 +71,7 @@ from loadgen import StreamClient, Target
 
 from proxy.config import Config
 from proxy.policy import ModelPolicy, load_policies
-from proxy.simulator import Scenario
+from proxy.simulator import ModelBehaviour, ModelEngine, Scenario, derive_rng
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -317,9 +319,10 @@ async def drive(prepared: Prepared, loaded: Loaded, deadline_s: float) -> RunRes
         late_ms = (loop.time() - due) * 1000
         client: StreamClient | None = None
         try:
-            if idle:
-                client = idle.pop()
-            else:
+            while idle and client is None:  # the proxy closes keep-alives idle too long
+                candidate = idle.pop()
+                client = None if candidate.lost else candidate
+            if client is None:
                 _, client = await asyncio.wait_for(
                     loop.create_connection(lambda: StreamClient(b""), host, port), timeout=5.0
                 )
@@ -358,11 +361,19 @@ async def drive(prepared: Prepared, loaded: Loaded, deadline_s: float) -> RunRes
                         await asyncio.sleep(delay)
                     tasks.append(asyncio.create_task(one(item, due)))
                 await asyncio.gather(*tasks)
+        except TimeoutError:  # the run's deadline: what did not finish counts as failed
+            print(f"{prepared.name}: run deadline ({deadline_s:.0f} s) passed", flush=True)
         finally:
             for task in tasks:
                 task.cancel()
             for client in idle:
                 client.close()
+        done = {(o.strategy, o.model, o.at_s) for o in outcomes}
+        outcomes += [
+            Outcome(item.strategy, item.model, item.at_s, None, None, 0, "run deadline")
+            for item in prepared.plan
+            if (item.strategy, item.model, item.at_s) not in done
+        ]
         after = await read_stats(http, prepared.stats_urls)
     upstream: dict[str, dict[str, int]] = {}
     cold: dict[str, dict[str, int]] = {}
@@ -417,16 +428,49 @@ def summarize(outcomes: Sequence[Outcome], providers: Sequence[str], upstream: i
     if n == 0:
         return {"n": 0}
     lo, hi = bootstrap_p95(values, rng)
+    ordered = sorted(outcomes, key=lambda o: o.at_s)
+    last = ordered[len(ordered) - max(1, len(ordered) // 3) :]
+    late = Counter(o.provider for o in last if o.ttft_s is not None)
     return {
         "n": n, "errors": sum(o.ttft_s is None for o in outcomes),
         "median": float(np.quantile(values, 0.5)), "p95": float(np.quantile(values, 0.95)),
         "p95_ci90": [lo, hi], "p99": float(np.quantile(values, 0.99)),
         "share": {p: shares.get(p, 0) / n for p in providers},
+        "share_last_third": {p: late.get(p, 0) / len(last) for p in providers},
         "upstream": upstream, "attempts": attempts,
         "upstream_per_request": upstream / n,
         "probe_share": max(0, upstream - attempts) / upstream if upstream else 0.0,
         "late_ms_p99": float(np.quantile([o.late_ms for o in outcomes], 0.99)),
     }  # fmt: skip
+
+
+def path_noise_ms(loaded: Loaded, seed: int, fixed: RunResult) -> dict[str, float] | None:
+    """What the proxy path, the client and the machine add to TTFT, in wall milliseconds:
+    measured minus the simulator's own draw, over the fixed pairs whose TTFT follows from the
+    seed alone (no phases, no idle scale-to-zero, no faults; queueing is ignored)."""
+    added: list[float] = []
+    for model, traffic in loaded.spec.models.items():
+        for provider, model_id in traffic.providers.items():
+            behaviour = ModelBehaviour.model_validate(
+                loaded.market["providers"][provider]["models"][model_id]
+            )
+            faults = (behaviour.error_500_rate + behaviour.error_429_rate
+                      + behaviour.hang_rate + behaviour.drop_midstream_rate)  # fmt: skip
+            if behaviour.phases or behaviour.scale_to_zero_after_s is not None or faults:
+                continue
+            engine = ModelEngine(behaviour, derive_rng(seed, provider, model_id), 1.0)
+            mine = sorted((o for o in fixed.outcomes
+                           if o.strategy == f"{FIXED}:{provider}" and o.model == model),
+                          key=lambda o: o.at_s)  # fmt: skip
+            for o in mine:
+                draw = engine.draw()
+                drawn = draw.cold_ttft_s if draw.is_cold_by_chance else draw.warm_ttft_s
+                if o.ttft_s is not None:
+                    added.append((o.ttft_s - drawn) * loaded.spec.time_scale * 1000)
+    if not added:
+        return None
+    p50, p95, p99 = (float(x) for x in np.quantile(added, [0.5, 0.95, 0.99]))
+    return {"p50": p50, "p95": p95, "p99": p99, "n": len(added)}
 
 
 def analyse(loaded: Loaded, seed: int, runs: dict[str, RunResult]) -> dict[str, Any]:
@@ -490,11 +534,14 @@ async def run_seed(loaded: Loaded, seed: int, args: argparse.Namespace,
     analysis = analyse(loaded, seed, runs)
     return {
         "seed": seed, "models": analysis, "logs": str(fleet.dir),
+        "path_noise_ms": path_noise_ms(loaded, seed, runs[FIXED]),
         "wall_s": {n: r.wall_s for n, r in runs.items()},
         "pre_traffic_upstream": {n: r.pre_traffic_upstream for n, r in runs.items()},
         "phases_at_end": {n: r.phases_at_end for n, r in runs.items()},
         "error_examples": {n: sorted({o.error for o in r.outcomes if o.error})[:3]
                            for n, r in runs.items()},
+        **({"outcomes": {n: [asdict(o) for o in r.outcomes] for n, r in runs.items()}}
+           if args.raw else {}),
     }  # fmt: skip
 
 
@@ -531,11 +578,18 @@ def scenario_tables(loaded: Loaded, seeds: list[dict[str, Any]]) -> list[str]:
         f"time_scale {spec.time_scale}; traffic: "
         + "; ".join(
             f"{m} {t.requests if not seeds else seeds[0]['models'][m]['strategies'][ROUTER]['n']} "
-            f"requests at {t.rate_per_s * 60:g}/market-min"
+            f"requests at {t.rate_per_s * 60:.3g}/market-min"
             for m, t in spec.models.items()
         )
         + "."
     )
+    noise = [(s["seed"], s["path_noise_ms"]) for s in seeds if s.get("path_noise_ms")]
+    if noise:
+        lines.append("")
+        lines.append("Added by the proxy path, the client and the machine (measured TTFT minus the "
+                     "simulator's draw, fixed pairs without phases, wall ms p50/p95/p99): "
+                     + "; ".join(f"seed {k} {v['p50']:.1f}/{v['p95']:.1f}/{v['p99']:.1f}"
+                                 for k, v in noise) + ".")  # fmt: skip
     lines.append("")
     for model, traffic in spec.models.items():
         providers = list(traffic.providers)
@@ -545,7 +599,7 @@ def scenario_tables(loaded: Loaded, seeds: list[dict[str, Any]]) -> list[str]:
         head = (
             "| strategy | seed | n | err | median | p95 [90% CI] | p99 | share "
             + ("/".join(p.removeprefix("provider-") for p in providers))
-            + " | upstream/req |"
+            + " | last 1/3 share | upstream/req |"
         )
         if spec.shift is not None and spec.shift.model == model:
             head += " shift s |"
@@ -554,6 +608,7 @@ def scenario_tables(loaded: Loaded, seeds: list[dict[str, Any]]) -> list[str]:
             for s in seeds:
                 row = s["models"][model]["strategies"][name]
                 share = "/".join(f"{row['share'][p] * 100:.0f}" for p in providers)
+                late = "/".join(f"{row['share_last_third'][p] * 100:.0f}" for p in providers)
                 ci = row["p95_ci90"]
                 cells = [
                     name,
@@ -564,6 +619,7 @@ def scenario_tables(loaded: Loaded, seeds: list[dict[str, Any]]) -> list[str]:
                     f"{f2(row['p95'])} [{f2(ci[0])}-{f2(ci[1])}]",
                     f2(row["p99"]),
                     share,
+                    "-" if name.startswith(FIXED) else late,
                     f"{row['upstream_per_request']:.2f}",
                 ]
                 if spec.shift is not None and spec.shift.model == model:
@@ -687,6 +743,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the strategies of a seed one after the other, not side by side",
     )
     p.add_argument("--no-prober", action="store_true", help="leave ttft-router+probe out")
+    p.add_argument("--raw", action="store_true", help="keep every request's outcome in the JSON")
     p.add_argument("--out", help="directory for routing_quality.md and routing_quality.json")
     return p.parse_args(argv)  # fmt: skip
 
@@ -716,7 +773,10 @@ async def main_async(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
                 f"{m}: oracle {v['oracle']} " + " ".join(
                     f"{k} {r:.2f}x" for k, r in v["ratio_p95"].items())
                 for m, v in res["models"].items())  # fmt: skip
-            print(f"{loaded.name} seed {seed} ({time.monotonic() - t:.0f} s): {ratios}",
+            noise = res["path_noise_ms"]
+            added = (f"; path adds p50 {noise['p50']:.1f} ms p95 {noise['p95']:.1f} ms"
+                     if noise else "")  # fmt: skip
+            print(f"{loaded.name} seed {seed} ({time.monotonic() - t:.0f} s): {ratios}{added}",
                   flush=True)  # fmt: skip
         targets = {s: verdicts(loaded, per_seed, s) for s in (ROUTER, PROBER)}
         results[loaded.name] = {
