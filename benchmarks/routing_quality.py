@@ -193,6 +193,7 @@ def plans(loaded: Loaded, times: dict[str, list[float]]) -> dict[str, list[Plann
     fixed: list[Planned] = []
     rr: list[Planned] = []
     routed: list[Planned] = []
+    probed: list[Planned] = []
     for model, traffic in loaded.spec.models.items():
         providers = list(traffic.providers)
         for k, at in enumerate(times[model]):
@@ -200,7 +201,8 @@ def plans(loaded: Loaded, times: dict[str, list[float]]) -> dict[str, list[Plann
                 fixed.append(Planned(at, model, alias(model, p), f"{FIXED}:{p}"))
             rr.append(Planned(at, model, alias(model, providers[k % len(providers)]), RR))
             routed.append(Planned(at, model, model, ROUTER))
-    return {FIXED: fixed, RR: rr, ROUTER: routed, PROBER: routed}
+            probed.append(Planned(at, model, model, PROBER))
+    return {FIXED: fixed, RR: rr, ROUTER: routed, PROBER: probed}
 
 
 def scaled_policy(time_scale: float, *, probe: bool | None) -> dict[str, Any]:
@@ -252,7 +254,8 @@ def router_config(
         "policies": [str(policy_file)],
     }  # fmt: skip
     if probe is not None:
-        config["prober"] = {"enabled": probe, "time_scale": ts, "tick_s": max(0.02, 0.5 * ts)}
+        # prober.time_scale scales the probe policy's times, its tick and its budget's hour
+        config["prober"] = {"enabled": probe, "time_scale": ts}
     return config
 
 
