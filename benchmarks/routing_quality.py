@@ -46,6 +46,7 @@ import contextlib
 import math
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -276,10 +277,20 @@ class Prepared:
     stats_urls: dict[str, str]  # provider -> its /stats URL
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: held open together, so the system cannot repeat one."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def prepare(fleet: Fleet, loaded: Loaded, seed: int, name: str, plan: list[Planned],
             probe: bool | None) -> Prepared:  # fmt: skip
     """Start this run's simulator (fresh, the seed's) and its proxy."""
-    ports = {p: free_port() for p in loaded.market["providers"]}
+    ports = dict(zip(loaded.market["providers"], free_ports(len(loaded.market["providers"])),
+                     strict=True))  # fmt: skip
     market = {**loaded.market, "seed": seed, "time_scale": loaded.spec.time_scale}
     market["providers"] = {p: {**v, "port": ports[p]} for p, v in market["providers"].items()}
     tag = name.replace("+", "-")
@@ -770,7 +781,11 @@ async def main_async(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
         per_seed = []
         for seed in seeds:
             t = time.monotonic()
-            res = await run_seed(loaded, seed, args, prober_on)
+            try:
+                res = await run_seed(loaded, seed, args, prober_on)
+            except RuntimeError as exc:  # a process that did not start: once more, then fail
+                print(f"{loaded.name} seed {seed}: {exc}; trying once more", flush=True)
+                res = await run_seed(loaded, seed, args, prober_on)
             per_seed.append(res)
             ratios = "; ".join(
                 f"{m}: oracle {v['oracle']} " + " ".join(
