@@ -5,7 +5,7 @@
                         every scoreboard refresh) and reused (the same snapshot: Router keeps
                         a steady ranking); the reason text is rendered only when read, timed
                         apart (ranking anew + rendering)
-    recording a sample  Dispatcher.record_sample: SampleBuffer.add_sample + the Prometheus
+    recording a sample  Recorder.sample: SampleBuffer.add_sample + the Prometheus
                         attempt counter and TTFT histogram (target < 10 us)
     deadline            a first-token deadline armed and left unexpired under uvloop:
                         asyncio.timeout, proxy.timers.Deadline, and the bare loop timer
@@ -30,10 +30,10 @@ from types import MappingProxyType
 import uvloop
 
 from proxy.config import BufferConfig, MemoryStoreConfig
-from proxy.dispatch import Dispatcher
 from proxy.domain import Outcome, Pair, Sample, Score
 from proxy.metrics import Metrics
 from proxy.policy import ModelPolicy
+from proxy.recorder import Recorder
 from proxy.routing import Router
 from proxy.stats import compute_score
 from proxy.store.buffer import SampleBuffer
@@ -136,10 +136,10 @@ def main() -> None:
 
     metrics = Metrics()
     buffer = SampleBuffer(BufferConfig(max_items=10**9), MemoryStore(MemoryStoreConfig()))
-    dispatcher = Dispatcher({}, buffer, router, metrics, "bench")
+    recorder = Recorder(buffer, router.breakers, metrics, "bench")
     sample = Sample(MODEL, "provider-3", Outcome.OK, 0.42, now, ttfb_s=0.40, total_s=1.2)
-    results["Dispatcher.record_sample (buffer + metrics)"] = best_us(
-        lambda: dispatcher.record_sample(sample), args.number, args.repeat
+    results["Recorder.sample (buffer + metrics)"] = best_us(
+        lambda: recorder.sample(sample), args.number, args.repeat
     )
     results["  SampleBuffer.add_sample alone"] = best_us(
         lambda: buffer.add_sample(sample), args.number, args.repeat
@@ -148,7 +148,7 @@ def main() -> None:
         lambda: metrics.record_sample(sample), args.number, args.repeat
     )
     results.update(timer_costs(args.number, args.repeat))
-    targets = {"Router.route": 50.0, "Dispatcher.record_sample": 10.0}
+    targets = {"Router.route": 50.0, "Recorder.sample": 10.0}
     for name, us in results.items():
         limit = next((v for k, v in targets.items() if name.startswith(k)), None)
         verdict = "" if limit is None else ("  ok" if us < limit else f"  OVER {limit:.0f} us")

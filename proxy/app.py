@@ -1,7 +1,7 @@
 """create_app(config): builds every object once, runs the background loops in the lifespan.
 
 No module-level state: each call returns a fresh app (tests build one per case). The
-aiohttp session, store, buffer flusher and scoreboard loop start with the app and stop
+aiohttp session, store, buffer flusher, scoreboard loop and prober start with the app and stop
 with a bounded drain, logging whatever could not be written.
 """
 
@@ -22,14 +22,19 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from proxy.api import admin, health, openai
+from proxy import requestid
+from proxy.api import admin, dashboard, health, openai
+from proxy.api.auth import KeySet
 from proxy.api.context import Services
 from proxy.config import Config, LiteLLMProvider, OpenAIProvider, RedisStoreConfig
 from proxy.dispatch import Deployment, Dispatcher
-from proxy.errors import InvalidRequest, NotFound, ProxyError
-from proxy.metrics import Metrics
+from proxy.errors import ConfigError, InvalidRequest, NotFound, ProxyError
+from proxy.metrics import ExportSink, Metrics
 from proxy.policy import PolicyHolder
+from proxy.prober import Prober
+from proxy.recorder import Recorder
 from proxy.redact import from_config as redact_from_config
+from proxy.redact import redact_logs
 from proxy.routing import Router
 from proxy.scoreboard import Scoreboard
 from proxy.store.base import Store
@@ -56,6 +61,7 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp
         loops = [
             asyncio.create_task(svc.buffer.run(stop), name="buffer-flusher"),
             asyncio.create_task(svc.scoreboard.run(stop), name="scoreboard"),
+            asyncio.create_task(svc.prober.run(stop), name="prober"),
         ]
         log.info(
             "ttft-router replica %s up: %d models, %d providers, %s store",
@@ -73,12 +79,15 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp
             await svc.buffer.drain(SHUTDOWN_DRAIN_S)
             await svc.store.close()
             await session.close()
+            if svc.metrics.export is not None:
+                await asyncio.to_thread(svc.metrics.export.shutdown)  # a last push
 
     app = ProxyApp(
         title="ttft-router", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.include_router(openai.router)
     app.include_router(admin.router)
+    app.include_router(dashboard.router)  # with the admin API, wherever it is served
     app.include_router(health.router)
     install_error_handlers(app)
     return app
@@ -95,13 +104,23 @@ class ProxyApp(FastAPI):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            kind = openai.DIRECT_ROUTES.get(scope["path"])
-            if kind is not None:
-                scope["app"] = self
-                await openai.serve_direct(scope, receive, send, kind)
-                return
-        await super().__call__(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        # Every HTTP request gets its id first: in the context (log lines, decision, error
+        # bodies) and in the response's x-request-id (proxy.requestid).
+        request_id = requestid.from_headers(scope["headers"])
+        token = requestid.REQUEST_ID.set(request_id)
+        try:
+            if scope["method"] == "POST":
+                kind = openai.DIRECT_ROUTES.get(scope["path"])
+                if kind is not None:
+                    scope["app"] = self
+                    await openai.serve_direct(scope, receive, send, kind)  # sets the header
+                    return
+            await super().__call__(scope, receive, requestid.with_header(send, request_id))
+        finally:
+            requestid.REQUEST_ID.reset(token)
 
 
 def build_services(
@@ -125,6 +144,17 @@ def build_services(
         for name, provider in config.providers.items()
     }
     metrics.watch(scoreboard, buffer, store)
+    recorder = Recorder(buffer, router.breakers, metrics, replica)
+    dispatcher = Dispatcher(deployments, recorder, router, redact)
+    metrics.watch_hedge_budgets(dispatcher.hedge_budgets.left)
+    if config.telemetry.otlp.enabled:
+        metrics.export = build_otlp_export(config, replica)
+    prober = Prober(
+        config, policies, scoreboard, buffer, store,
+        upstreams={name: d.upstream for name, d in deployments.items()},
+        router=router, metrics=metrics, replica=replica, redact=redact,
+    )  # fmt: skip
+    metrics.watch_prober(prober)
     return Services(
         config=config,
         policies=policies,
@@ -133,12 +163,25 @@ def build_services(
         buffer=buffer,
         scoreboard=scoreboard,
         router=router,
-        dispatcher=Dispatcher(deployments, buffer, router, metrics, replica, redact),
+        dispatcher=dispatcher,
         metrics=metrics,
+        prober=prober,
         replica=replica,
-        client_keys=frozenset(k.get_secret_value() for k in config.auth.api_keys),
-        admin_keys=frozenset(k.get_secret_value() for k in config.auth.admin_keys),
+        client_keys=KeySet(k.get_secret_value() for k in config.auth.api_keys),
+        admin_keys=KeySet(k.get_secret_value() for k in config.auth.admin_keys),
     )
+
+
+def build_otlp_export(config: Config, replica: str) -> ExportSink:
+    """The OTLP exporter (proxy.otel); its packages are imported only here."""
+    try:
+        from proxy.otel import OtlpExport
+    except ImportError as exc:
+        raise ConfigError(
+            f"telemetry.otlp.enabled: the OpenTelemetry SDK is not installed ({exc}); "
+            "install the extra: pip install 'ttft-router[otel]'"
+        ) from None
+    return OtlpExport(config.telemetry.otlp, replica)
 
 
 def build_store(config: Config, replica: str) -> Store:
@@ -197,7 +240,9 @@ def app_from_env() -> FastAPI:
     """uvicorn factory for `serve --workers N`: the config path comes from the env."""
     from proxy.config import load_config
 
-    app = create_app(load_config(os.environ["TTFT_ROUTER_CONFIG"]))
+    config = load_config(os.environ["TTFT_ROUTER_CONFIG"])
+    redact_logs(config)
+    app = create_app(config)
     tune_gc_for_serving()
     return app
 

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from proxy import requestid
 from proxy.bench.plan import BenchError, Pacing, judgement_from_policies, parse_duration
 from proxy.config import Config, load_config
 from proxy.errors import ConfigError
 from proxy.policy import PolicyHolder
+from proxy.redact import redact_logs
 
 if TYPE_CHECKING:
     from proxy.bench.job import BenchOptions, Job
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg (+ exc when there is one)."""
+    """One JSON object per line: ts, level, logger, msg (+ request_id during a request, exc
+    when there is one)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -41,6 +44,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request_id = getattr(record, "request_id", None) or requestid.current()
+        if request_id is not None:
+            entry["request_id"] = request_id  # joins the lines of one request
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
@@ -81,6 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
     configure_logging(config.server.log_level)
+    redact_logs(config)
     common = dict(
         host=host, port=port, loop="uvloop", http="httptools", log_level="warning",
         access_log=False, timeout_graceful_shutdown=10,

@@ -7,6 +7,7 @@ policies' contents (see policy.py) and starts nothing.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -98,7 +99,20 @@ class ServerConfig(Frozen):
     workers: int = Field(1, ge=1, le=64)
 
 
+HASHED_KEY = re.compile(r"sha256:([0-9a-fA-F]{64})")
+
+
+def key_digest(key: str) -> bytes:
+    """The SHA-256 digest of a configured key: given as ``sha256:<hex>``, or hashed here."""
+    hashed = HASHED_KEY.fullmatch(key)
+    if hashed:
+        return bytes.fromhex(hashed.group(1))
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
 class AuthConfig(Frozen):
+    """Client and admin keys. Each is the key itself or ``sha256:<64 hex digits>`` (its digest)."""
+
     api_keys: list[SecretStr] = Field(default_factory=list)
     admin_keys: list[SecretStr] = Field(default_factory=list)
     allow_unauthenticated: bool = Field(
@@ -107,6 +121,11 @@ class AuthConfig(Frozen):
 
     @model_validator(mode="after")
     def _some_key(self) -> AuthConfig:
+        for field in ("api_keys", "admin_keys"):
+            for key in getattr(self, field):
+                value = key.get_secret_value()
+                if value.lower().startswith("sha256:") and not HASHED_KEY.fullmatch(value):
+                    raise ValueError(f"auth.{field}: a hashed key is 'sha256:' and 64 hex digits")
         if not self.api_keys and not self.allow_unauthenticated:
             raise ValueError(
                 "auth.api_keys is empty: list at least one client key "
@@ -152,12 +171,60 @@ class ScoreboardConfig(Frozen):
     stale_after_s: float = Field(10.0, gt=0, description="/readyz fails past this age")
 
 
+class Price(Frozen):
+    """USD per 1M tokens."""
+
+    prompt_per_1m_usd: float = Field(ge=0)
+    completion_per_1m_usd: float = Field(ge=0)
+
+
+class ProberConfig(Frozen):
+    """The prober of this replica (docs/probing.md); the schedule itself is policy."""
+
+    enabled: bool = Field(True, description="false: no scheduled probes at all")
+    time_scale: float = Field(
+        1.0, gt=0, description="multiplies every probe time setting and the budget's hour"
+    )
+    tick_s: float = Field(0.5, gt=0, description="how often the schedule is looked at")
+    max_in_flight: int = Field(16, ge=1, le=1000, description="probes at once, all pairs")
+    max_probes_per_hour: int = Field(600, ge=0, description="per replica")
+    max_cost_per_hour_usd: float = Field(0.05, ge=0, description="estimated, per replica")
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="'provider' or 'model@provider' -> price"
+    )
+    litellm_prices: bool = Field(
+        False,
+        description="look up openai-kind pairs in litellm's bundled price map too "
+        "(imports litellm); litellm-kind pairs are always looked up",
+    )
+    unknown_price: Price = Field(
+        Price(prompt_per_1m_usd=10.0, completion_per_1m_usd=30.0),
+        description="assumed for a pair whose price is known nowhere (kept high: safe)",
+    )
+
+
+class OtlpConfig(Frozen):
+    """OTLP/HTTP export of the TTFT histogram and decision counters (needs the `otel` extra)."""
+
+    enabled: bool = False
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/metrics", description="an OTLP/HTTP collector's metrics URL"
+    )
+    interval_s: float = Field(15.0, gt=0, le=3600)
+
+
+class TelemetryConfig(Frozen):
+    otlp: OtlpConfig = OtlpConfig()
+
+
 class Config(Frozen):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig(allow_unauthenticated=True)
     store: Store = MemoryStoreConfig()
     buffer: BufferConfig = BufferConfig()
     scoreboard: ScoreboardConfig = ScoreboardConfig()
+    prober: ProberConfig = ProberConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     providers: dict[str, Provider] = Field(min_length=1)
     models: dict[str, ModelEntry] = Field(min_length=1)
     policies: list[Path] = Field(

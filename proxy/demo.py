@@ -40,13 +40,15 @@ MISSION_MODELS: dict[str, dict[str, str]] = {
 }
 
 
-def mission_config(market: Market, port: int) -> Config:
+def mission_config(market: Market, port: int, time_scale: float = 1.0) -> Config:
+    """The demo's config; the prober runs at the market's `time_scale` (docs/probing.md)."""
     return Config.model_validate(
         {
             "server": {"host": "127.0.0.1", "port": port, "replica_id": "demo"},
             "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
             "providers": market.provider_configs(),
             "models": {m: {"providers": p} for m, p in MISSION_MODELS.items()},
+            "prober": {"time_scale": time_scale},
         }
     )
 
@@ -78,6 +80,8 @@ c = OpenAI(base_url="{base}/v1", api_key="{CLIENT_KEY}")
 r = c.chat.completions.with_raw_response.create(model="kimi-k2.6",
         messages=[{{"role": "user", "content": "Hello"}}])
 print(r.headers["x-ttft-router-provider"], r.parse().choices[0].message.content)'
+
+  dashboard  {base}/dashboard (sign in with the admin key {ADMIN_KEY})
 
   admin (key {ADMIN_KEY}):
     curl -H "Authorization: Bearer {ADMIN_KEY}" {base}/admin/scores
@@ -128,7 +132,7 @@ async def background_traffic(base: str, rps: float, stop: asyncio.Event) -> None
 async def _demo(port: int, time_scale: float, traffic_rps: float) -> None:
     scenario = load_scenario(str(resources.files("proxy") / "scenarios" / "mission.yaml"))
     async with Market(scenario.with_time_scale(time_scale)) as market:
-        config = mission_config(market, port)
+        config = mission_config(market, port, time_scale)
         app = create_app(config, demo_policies(time_scale))
         server = uvicorn.Server(
             uvicorn.Config(

@@ -1,27 +1,28 @@
-"""Failover before the first token, deadlines, streaming the winner, recording every attempt.
+"""The attempt race: failover before the first token, hedging, deadlines.
 
 For each request dispatch walks the ranked candidates: an attempt that fails before its
 first token (connect error, timeout, 5xx, 429, other provider-side 4xx) costs the client
 nothing and the next candidate is tried, within the policy's total deadline and attempt
-limit. Each attempt yields exactly one Sample (through the buffer) and one Attempt in the
-decision. After the first token the stream is the client's: an upstream failure then ends
-it with one OpenAI-shaped error event, never a silent truncation.
+limit. With hedging on (policy `hedge`), an attempt that has no first token after the hedge
+delay gets the next candidate beside it, within a budget; the first to produce output wins
+and the other is closed at once, recorded as censored at that moment. Each attempt yields
+exactly one Sample and one Attempt in the decision (proxy.recorder); the winner's bytes are
+moved by proxy.forward.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-from proxy.assemble import assemble_chat, assemble_completion
 from proxy.circuit import retry_after_s
-from proxy.domain import Attempt, Candidate, Decision, Outcome, Pair, Sample
+from proxy.domain import Attempt, Candidate, Decision, HedgeRecord, Outcome, Pair
 from proxy.errors import (
     NoProviderAvailable,
     ProxyError,
@@ -30,15 +31,15 @@ from proxy.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from proxy.forward import ResponseGuard, Started, relay, whole_body
+from proxy.hedge import HedgeBudget, HedgeBudgets, hedge_delay
 from proxy.measure import AttemptClock, read_first_token
-from proxy.metrics import Metrics
 from proxy.policy import ModelPolicy
+from proxy.recorder import Recorder
 from proxy.redact import Redactor
 from proxy.routing import Router
-from proxy.store.buffer import SampleBuffer
 from proxy.timers import Deadline
-from proxy.upstream.base import Upstream, UpstreamFailure, UpstreamResponse
-from proxy.upstream.sse import EventSplitter, error_event, iter_data, parse_payload
+from proxy.upstream.base import Upstream, UpstreamFailure
 
 log = logging.getLogger("ttft_router.dispatch")
 
@@ -63,6 +64,7 @@ class Call:
     decision: Decision
     policy: ModelPolicy
     deadline: float = 0.0  # perf_counter() time by which a first token must have come
+    began: float = 0.0  # perf_counter() time the first attempt started
     finished: bool = False
 
 
@@ -75,77 +77,45 @@ class Deployment:
     streams_for_non_stream: bool
 
 
-@dataclass(slots=True)
-class Started:
-    """An attempt that produced its first token (or, for whole-body calls, its body)."""
-
-    candidate: Candidate
-    clock: AttemptClock
-    guard: ResponseGuard
-    prelude: bytes
-    chunks: AsyncIterator[bytes] | None
-    splitter: EventSplitter | None
-    attempt: Attempt
-    upstream_stream: bool
-
-
-class ResponseGuard:
-    """Holds an entered upstream response; `close()` leaves it, once (aborting the upstream
-    request if its body was not read to the end).
-
-    A one-slot AsyncExitStack: a full one per attempt cost more than this whole class does.
-    """
-
-    __slots__ = ("_entered",)
-
-    def __init__(self) -> None:
-        self._entered: AbstractAsyncContextManager[UpstreamResponse] | None = None
-
-    async def enter(
-        self, opening: AbstractAsyncContextManager[UpstreamResponse]
-    ) -> UpstreamResponse:
-        response = await opening.__aenter__()
-        self._entered = opening
-        return response
-
-    async def close(self) -> None:
-        entered, self._entered = self._entered, None
-        if entered is not None:
-            await entered.__aexit__(None, None, None)
-
-
 class Dispatcher:
     def __init__(
         self,
         deployments: Mapping[str, Deployment],
-        buffer: SampleBuffer,
+        recorder: Recorder,
         router: Router,
-        metrics: Metrics,
-        replica: str,
         redact: Redactor,
     ) -> None:
         self._deployments = deployments
-        self._buffer = buffer
+        self._recorder = recorder
         self._router = router
-        self._metrics = metrics
-        self._replica = replica
         self._redact = redact
+        self.hedge_budgets = HedgeBudgets()
 
-    # -- the failover loop ------------------------------------------------------------
+    # -- the attempt race ---------------------------------------------------------------
 
     async def start(self, call: Call) -> Started:
-        """Try candidates in order until one yields a first token. Raises ProxyError."""
+        """Try candidates until one yields a first token. Raises ProxyError."""
         decision = call.decision
         if not decision.ranked:
             self.finish(call, None)
             raise _unavailable(decision, self._router, time.time())
         if not call.deadline:
-            call.deadline = time.perf_counter() + call.policy.failover.total_deadline_s
+            call.began = time.perf_counter()
+            call.deadline = call.began + call.policy.failover.total_deadline_s
         tried = {a.provider for a in decision.attempts}
         budget = call.policy.failover.max_attempts - len(decision.attempts)
-        untried = [c for c in decision.ranked if c.provider not in tried]
+        untried = [c for c in decision.ranked if c.provider not in tried][: max(budget, 0)]
+        try:
+            if call.policy.hedge.enabled and not decision.attempts and call.kind != "embedding":
+                return await self._race(call, untried)
+            return await self._in_turn(call, untried)
+        except BaseException:
+            self.finish(call, None)
+            raise
+
+    async def _in_turn(self, call: Call, untried: list[Candidate]) -> Started:
         failures: list[UpstreamFailure] = []
-        for candidate in untried[: max(budget, 0)]:
+        for candidate in untried:
             remaining = call.deadline - time.perf_counter()
             if remaining <= 0:
                 break
@@ -153,24 +123,134 @@ class Dispatcher:
                 return await self._attempt(call, candidate, remaining)
             except UpstreamFailure as failure:
                 failures.append(failure)
-                if failure.status in CLIENT_FAULT:
-                    self.finish(call, None)
-                    raise UpstreamRejected(
-                        _upstream_message(failure), status=failure.status
-                    ) from None
-        self.finish(call, None)
+                _raise_if_client_fault(failure)
         raise _all_failed(call, failures)
 
-    async def _attempt(self, call: Call, candidate: Candidate, remaining: float) -> Started:
+    async def _race(self, call: Call, queue: list[Candidate]) -> Started:
+        """Like `_in_turn`, but an attempt without a first token after the hedge delay gets
+        the next candidate beside it (budget and `max_hedges` allowing)."""
+        policy = call.policy.hedge
+        budget = self.hedge_budgets.for_model(call.model, policy)
+        budget.note_request(time.monotonic())
+        delay = hedge_delay(policy, queue[0].score)
+        record = call.decision.hedge = HedgeRecord(queue[0].provider, delay.seconds, delay.basis)
+        racing: dict[asyncio.Task[Started], Candidate] = {}
+        failures: list[UpstreamFailure] = []
+        hedges_left = policy.max_hedges if len(queue) > 1 else 0
+
+        def launch(hedge: bool) -> None:
+            candidate = queue.pop(0)
+            remaining = call.deadline - time.perf_counter()
+            racing[asyncio.ensure_future(self._attempt(call, candidate, remaining, hedge))] = (
+                candidate
+            )
+
+        try:
+            launch(False)
+            hedge_at = time.perf_counter() + delay.seconds
+            while racing:
+                wait = hedge_at - time.perf_counter() if hedges_left and queue else None
+                done, _ = await asyncio.wait(
+                    racing, timeout=max(wait, 0.0) if wait is not None else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )  # fmt: skip
+                if not done:  # the hedge delay passed with no first token
+                    hedges_left = self._hedge(call, budget, record, hedges_left, launch)
+                    hedge_at = time.perf_counter() + delay.seconds
+                    continue
+                winner = await self._settle(call, done, racing, failures)
+                if winner is not None:
+                    if record.fired:
+                        record.winner = winner.candidate.provider
+                    return winner
+                if not racing and queue and call.deadline > time.perf_counter():
+                    launch(False)  # plain failover: nothing is left in the race
+                    hedge_at = time.perf_counter() + delay.seconds
+        finally:
+            await self._close_losers(call, racing)
+        raise _all_failed(call, failures)
+
+    def _hedge(
+        self, call: Call, budget: HedgeBudget, record: HedgeRecord, left: int,
+        launch: Callable[[bool], None],
+    ) -> int:  # fmt: skip
+        if call.deadline <= time.perf_counter():
+            return 0
+        if not budget.try_spend(time.monotonic()):
+            record.skipped = (
+                f"hedge budget spent ({budget.share:.0%} of requests per {budget.window_s:g} s)"
+            )
+            return 0
+        record.fired, record.skipped = True, None
+        launch(True)
+        return left - 1
+
+    async def _settle(
+        self,
+        call: Call,
+        done: set[asyncio.Task[Started]],
+        racing: dict[asyncio.Task[Started], Candidate],
+        failures: list[UpstreamFailure],
+    ) -> Started | None:
+        """Take the finished attempts out of the race: the first with a first token wins
+        (any other that also has one is closed); failures are kept, a client fault raised."""
+        winner: Started | None = None
+        for task in sorted(done, key=lambda t: t.cancelled() or t.exception() is not None):
+            racing.pop(task)
+            if task.cancelled():
+                continue
+            error = task.exception()
+            if error is None:
+                started = task.result()
+                if winner is None:
+                    winner = started
+                else:
+                    await self._drop(call, started)
+            elif isinstance(error, UpstreamFailure):
+                failures.append(error)
+                if winner is None:
+                    _raise_if_client_fault(error)
+            else:
+                raise error
+        return winner
+
+    async def _close_losers(
+        self, call: Call, racing: dict[asyncio.Task[Started], Candidate]
+    ) -> None:
+        """Cancel what is still racing (each records itself as censored) and wait for it."""
+        if not racing:
+            return
+        for task in racing:
+            task.cancel()
+        results = await asyncio.gather(*racing, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Started):  # it got its first token as it was cancelled
+                await self._drop(call, result)
+        record = call.decision.hedge
+        if record is not None and record.fired:
+            waited = [a.elapsed_s for a in call.decision.attempts if a.outcome is Outcome.CANCELLED]
+            record.loser_censored_at_s = round(max(waited), 6) if waited else None
+
+    async def _drop(self, call: Call, started: Started) -> None:
+        """An attempt that reached its first token but lost: its sample is real, it is closed."""
+        await started.guard.close()
+        self._ended(call, started, Outcome.OK)
+
+    async def _attempt(
+        self, call: Call, candidate: Candidate, remaining: float, hedge: bool = False
+    ) -> Started:
         deployment = self._deployments[candidate.provider]
         upstream_stream = call.stream or (
             call.kind != "embedding" and deployment.streams_for_non_stream
         )
         payload = _upstream_body(call, candidate.upstream_model, upstream_stream)
         clock = AttemptClock()
-        attempt = Attempt(candidate.provider, Outcome.OK)
+        attempt = Attempt(candidate.provider, Outcome.OK, hedge=hedge)
+        if call.began:
+            attempt.started_s = clock.started - call.began
         call.decision.attempts.append(attempt)
-        self._router.breakers.on_start(Pair(call.model, candidate.provider))
+        pair = Pair(call.model, candidate.provider)
+        self._recorder.attempt_started(pair)
         guard = ResponseGuard()
         try:
             with Deadline(min(deployment.first_token_s, remaining)):
@@ -181,9 +261,9 @@ class Dispatcher:
                     body = await response.read()
                     clock.first_token()
                     return Started(candidate, clock, guard, body, None, None, attempt, False)
-                return await self._until_first_token(
-                    candidate, clock, guard, response.chunks(), attempt
-                )
+                chunks = response.chunks()
+                prelude, splitter = await read_first_token(chunks, clock)
+                return Started(candidate, clock, guard, prelude, chunks, splitter, attempt, True)
         except UpstreamFailure as raw:
             await guard.close()
             failure = raw.redacted(self._redact)
@@ -197,24 +277,13 @@ class Dispatcher:
             self._failed(call, candidate, clock, attempt, timed_out)
             raise timed_out from None
         except BaseException:
-            # The client went away (or the server is stopping): censored, not an error.
+            # The client went away, the server is stopping, or this attempt lost a hedge
+            # race: censored at this moment, not an error.
             await guard.close()
             attempt.outcome = Outcome.CANCELLED
-            self._record(call, candidate, clock, Outcome.CANCELLED, attempt)
-            self._note_circuit(call, candidate.provider, Outcome.CANCELLED)
-            self.finish(call, None)
+            attempt.elapsed_s = clock.elapsed()
+            self._note(call, candidate, clock, Outcome.CANCELLED, attempt)
             raise
-
-    async def _until_first_token(
-        self,
-        candidate: Candidate,
-        clock: AttemptClock,
-        guard: ResponseGuard,
-        chunks: AsyncIterator[bytes],
-        attempt: Attempt,
-    ) -> Started:
-        prelude, splitter = await read_first_token(chunks, clock)
-        return Started(candidate, clock, guard, prelude, chunks, splitter, attempt, True)
 
     def _failed(
         self,
@@ -234,10 +303,9 @@ class Dispatcher:
             self._router.note_rate_limited(pair, time.time() + wait)
         if failure.status in CLIENT_FAULT:
             # the client's request was at fault, not the pair: no sample, no failure
-            self._note_circuit(call, candidate.provider, Outcome.CANCELLED)
+            self._recorder.attempt_ended(pair, Outcome.CANCELLED, call.policy.circuit, None)
             return
-        self._note_circuit(call, candidate.provider, failure.outcome)
-        self._record(call, candidate, clock, failure.outcome, attempt)
+        self._note(call, candidate, clock, failure.outcome, attempt)
         log.info(
             "attempt failed: %s on %s: %s (%.3f s)",
             call.model, candidate.provider, failure.message, attempt.elapsed_s,
@@ -248,38 +316,13 @@ class Dispatcher:
     async def relay(
         self, call: Call, started: Started, emit: Callable[[bytes], Awaitable[None]]
     ) -> None:
-        """The client's stream: `emit` the prelude, then the rest, whole events at a time;
-        closes the upstream on exit. A callback rather than an async generator: one per
-        request, and asyncio registers every async generator in a WeakSet on first use."""
-        rewrite = ModelRewrite(started.candidate.upstream_model, call.model)
+        """The client's stream (proxy.forward.relay); closes the upstream and records."""
         outcome = Outcome.OK
         try:
-            await emit(rewrite(self._screen(started.prelude)))
-            chunks, splitter = started.chunks, started.splitter
-            assert chunks is not None and splitter is not None
-            async for data in chunks:
-                events = splitter.feed(data)
-                if events:
-                    await emit(rewrite(self._screen(events)))
-            if splitter.pending.strip():
-                await emit(rewrite(self._redact.bytes(splitter.pending) + b"\n\n"))
-        except UpstreamFailure as raw:
-            failure = raw.redacted(self._redact)
-            outcome = Outcome.STREAM_ERROR
-            started.attempt.error = failure.message
-            log.warning(
-                "stream broke after first token: %s on %s: %s",
-                call.model, started.candidate.provider, failure.message,
-            )  # fmt: skip
-            await emit(error_event(_stream_error_body(started.candidate.provider, failure)))
+            outcome = await relay(started, call.model, self._redact, emit)
         finally:
             await started.guard.close()
             self._done(call, started, outcome)
-
-    def _screen(self, events: bytes) -> bytes:
-        """Forwarded events, with a provider's error event redacted (its text is foreign;
-        `"error"` with bare quotes is a JSON key or value, never escaped content)."""
-        return self._redact.bytes(events) if b'"error"' in events else events
 
     async def complete(self, call: Call) -> tuple[Started, bytes]:
         """A whole answer for a stream=false client; a break mid-body fails over too,
@@ -287,7 +330,7 @@ class Dispatcher:
         while True:
             started = await self.start(call)
             try:
-                body = await self._whole_body(call, started)
+                body = await whole_body(started, call.kind, call.model)
             except UpstreamFailure as raw:
                 await started.guard.close()
                 failure = raw.redacted(self._redact)
@@ -301,87 +344,42 @@ class Dispatcher:
             self._done(call, started, Outcome.OK)
             return started, body
 
-    async def _whole_body(self, call: Call, started: Started) -> bytes:
-        if not started.upstream_stream:
-            return ModelRewrite(started.candidate.upstream_model, call.model)(started.prelude)
-        assert started.chunks is not None and started.splitter is not None
-        parts = [started.prelude]
-        async for data in started.chunks:
-            parts.append(started.splitter.feed(data))
-        chunks = [c for c in map(parse_payload, iter_data(b"".join(parts))) if c is not None]
-        for chunk in chunks:
-            if "error" in chunk and not chunk.get("choices"):
-                raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
-        answer = assemble_chat(chunks) if call.kind == "chat" else assemble_completion(chunks)
-        answer["model"] = call.model
-        return orjson.dumps(answer)
-
     # -- recording -------------------------------------------------------------------------
 
     def _done(self, call: Call, started: Started, outcome: Outcome) -> None:
+        self._ended(call, started, outcome)
+        self.finish(call, started.candidate.provider)
+
+    def _ended(self, call: Call, started: Started, outcome: Outcome) -> None:
         attempt = started.attempt
         attempt.outcome = outcome
         attempt.ttft_s = started.clock.ttft_s
-        attempt.elapsed_s = started.clock.elapsed()
-        self._record(call, started.candidate, started.clock, outcome, attempt)
-        self._note_circuit(call, started.candidate.provider, outcome)
-        self.finish(call, started.candidate.provider)
+        self._note(call, started.candidate, started.clock, outcome, attempt)
 
-    def _note_circuit(self, call: Call, provider: str, outcome: Outcome) -> None:
-        self._router.breakers.on_result(
-            Pair(call.model, provider), outcome, time.time(), call.policy.circuit
-        )
-
-    def _record(
+    def _note(
         self, call: Call, candidate: Candidate, clock: AttemptClock, outcome: Outcome,
         attempt: Attempt,
     ) -> None:  # fmt: skip
         sample = clock.sample(
             call.model, candidate.provider, outcome,
-            prompt_tokens=call.prompt_tokens, replica=self._replica,
+            prompt_tokens=call.prompt_tokens, replica=self._recorder.replica,
         )  # fmt: skip
         attempt.elapsed_s = clock.elapsed()
-        self.record_sample(sample)
-
-    def record_sample(self, sample: Sample) -> None:
-        self._buffer.add_sample(sample)
-        self._metrics.record_sample(sample)
+        pair = Pair(call.model, candidate.provider)
+        self._recorder.attempt_ended(pair, outcome, call.policy.circuit, sample)
 
     def finish(self, call: Call, winner: str | None) -> None:
         """The request is over: log its decision (exactly once)."""
         if call.finished:
             return
         call.finished = True
-        decision = call.decision
-        decision.winner = winner
-        if len(decision.attempts) > 1:
-            self._metrics.failovers.labels(call.model).inc()
-        self._buffer.add_decision(decision)
+        call.decision.winner = winner
+        self._recorder.decision(call.decision)
 
 
-class ModelRewrite:
-    """Replace the provider's model id with the public name in forwarded JSON.
-
-    Only the key-value pair `"model":"<id>"` (compact or with one space) is replaced; inside
-    any JSON string its quotes would be escaped, so content can never match by accident.
-    """
-
-    __slots__ = ("_compact", "_replacement", "_spaced", "_spaced_to")
-
-    def __init__(self, upstream_model: str, public_model: str) -> None:
-        old, new = orjson.dumps(upstream_model), orjson.dumps(public_model)
-        self._compact = b'"model":' + old
-        self._replacement = b'"model":' + new
-        self._spaced = b'"model": ' + old
-        self._spaced_to = b'"model": ' + new
-
-    def __call__(self, data: bytes) -> bytes:
-        if self._compact == self._replacement:
-            return data
-        data = data.replace(self._compact, self._replacement)
-        if self._spaced in data:
-            data = data.replace(self._spaced, self._spaced_to)
-        return data
+def _raise_if_client_fault(failure: UpstreamFailure) -> None:
+    if failure.status in CLIENT_FAULT:
+        raise UpstreamRejected(_upstream_message(failure), status=failure.status) from None
 
 
 def _upstream_body(call: Call, upstream_model: str, upstream_stream: bool) -> bytes:
@@ -401,18 +399,6 @@ def _upstream_message(failure: UpstreamFailure) -> str:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         pass
     return f"provider rejected the request: {failure.message}"
-
-
-def _stream_error_body(provider: str, failure: UpstreamFailure) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": f"upstream stream from {provider} broke after the first token: "
-            f"{failure.message}",
-            "type": "api_error",
-            "param": None,
-            "code": "upstream_stream_error",
-        }
-    }
 
 
 def _unavailable(decision: Decision, router: Router, now: float) -> ProxyError:

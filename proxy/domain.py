@@ -248,6 +248,8 @@ class Attempt:
     elapsed_s: float = 0.0
     status: int | None = None
     error: str | None = None
+    hedge: bool = False  # started as a hedge beside an attempt still waiting
+    started_s: float = 0.0  # seconds after the request's first attempt started
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -257,6 +259,33 @@ class Attempt:
             "elapsed_s": round(self.elapsed_s, 6),
             "status": self.status,
             "error": self.error,
+            "hedge": self.hedge,
+            "started_s": round(self.started_s, 6),
+        }
+
+
+@dataclass(slots=True)
+class HedgeRecord:
+    """What hedging did for one request: fired (after `after_s`, on `basis`) or not (`skipped`
+    says why), and, once the race is over, the winner and how long the loser had waited."""
+
+    primary: str
+    after_s: float
+    basis: str
+    fired: bool = False
+    skipped: str | None = None
+    winner: str | None = None
+    loser_censored_at_s: float | None = None  # the loser had no first token after this long
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "primary": self.primary,
+            "after_s": round(self.after_s, 6),
+            "basis": self.basis,
+            "fired": self.fired,
+            "skipped": self.skipped,
+            "winner": self.winner,
+            "loser_censored_at_s": self.loser_censored_at_s,
         }
 
 
@@ -278,6 +307,9 @@ class Decision:
     attempts: list[Attempt] = field(default_factory=list)
     winner: str | None = None
     replica: str = ""
+    request_id: str = ""  # the client request's x-request-id (proxy.requestid)
+    kind: str = ""  # best, holding, exploring, failover, ... (metrics.decision_kind)
+    hedge: HedgeRecord | None = None
 
     @property
     def choice(self) -> str | None:
@@ -300,6 +332,8 @@ class Decision:
             candidates = cached
         return {
             "id": self.id,
+            "request_id": self.request_id,
+            "kind": self.kind,
             "model": self.model,
             "timestamp": self.timestamp,
             "replica": self.replica,
@@ -308,6 +342,7 @@ class Decision:
             "candidates": candidates,
             "attempts": [a.to_dict() for a in self.attempts],
             "winner": self.winner,
+            "hedge": self.hedge.to_dict() if self.hedge else None,
         }
 
 

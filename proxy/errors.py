@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from proxy import requestid
+
 
 class ProxyError(Exception):
     status: int = 500  # a class default; an instance may mirror an upstream's status
@@ -26,14 +28,16 @@ class ProxyError(Exception):
         return {}
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
+        error = {
+            "message": self.message,
+            "type": self.type,
+            "param": self.param,
+            "code": self.code,
         }
+        request_id = requestid.current()
+        if request_id is not None:
+            error["request_id"] = request_id  # the response's x-request-id, to quote
+        return {"error": error}
 
 
 class InvalidRequest(ProxyError):

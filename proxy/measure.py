@@ -12,6 +12,8 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -138,33 +140,62 @@ async def read_first_token(
     return b"".join(prelude), watch.splitter
 
 
+@dataclass(slots=True)
+class Usage:
+    """Token counts a stream reported (`stream_options.include_usage`); None: not reported."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    def note(self, chunk: dict[str, Any]) -> None:
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            for name in ("prompt_tokens", "completion_tokens"):
+                value = usage.get(name)
+                if isinstance(value, int) and value >= 0:
+                    setattr(self, name, value)
+
+
 async def measure_stream(
-    upstream: Upstream, path: str, body: bytes, first_token_s: float
+    upstream: Upstream,
+    path: str,
+    body: bytes,
+    first_token_s: float,
+    usage: Usage | None = None,
 ) -> tuple[AttemptClock, Outcome, str | None]:
     """One whole streamed request, measured: (clock, outcome, error message or None).
 
     The clock runs from send to the first output chunk (`read_first_token`); the rest of
     the stream is read to its end so the request completes as a client's would. No first
     token within `first_token_s` is a TIMEOUT (censored by `clock.sample`); a break or an
-    error event after the first token is a STREAM_ERROR with its TTFT kept.
+    error event after the first token is a STREAM_ERROR with its TTFT kept. `usage`, when
+    given, is filled from the stream's usage chunk, if it sends one.
     """
     clock = AttemptClock()
+    tally = usage or Usage()
     async with AsyncExitStack() as stack:
         try:
             async with asyncio.timeout(first_token_s):
                 response = await stack.enter_async_context(upstream.open(path, body, stream=True))
                 chunks = response.chunks()
-                _, splitter = await read_first_token(chunks, clock)
+                prelude, splitter = await read_first_token(chunks, clock)
         except UpstreamFailure as failure:
             return clock, failure.outcome, failure.message
         except TimeoutError:
             return clock, Outcome.TIMEOUT, f"no first token within {clock.elapsed():.1f} s"
+        for payload in iter_data(prelude):
+            chunk = parse_payload(payload)
+            if chunk is not None:
+                tally.note(chunk)
         try:
             async for data in chunks:
                 for payload in iter_data(splitter.feed(data)):
                     chunk = parse_payload(payload)
-                    if chunk is not None and "error" in chunk and not chunk.get("choices"):
+                    if chunk is None:
+                        continue
+                    if "error" in chunk and not chunk.get("choices"):
                         return clock, Outcome.STREAM_ERROR, "error event after the first token"
+                    tally.note(chunk)
         except UpstreamFailure as failure:
             return clock, Outcome.STREAM_ERROR, failure.message
     return clock, Outcome.OK, None

@@ -1,25 +1,28 @@
 """Prometheus collectors, declared once per app on the app's own registry.
 
-Per-request work is two calls (an attempt counter and a TTFT histogram) on label children
-cached here by their label values: prometheus_client's `labels()` validates and locks on every
-call (~5 us per sample, measured by benchmarks/micro.py); a dict lookup does not. The caches
-hold exactly the children the registry holds. Everything derived from the scoreboard, buffer
-and store is read at scrape time by a custom collector, so it costs the request path nothing.
+Per-request work is a few calls (an attempt counter, a TTFT histogram, a decision counter) on
+label children cached here by their label values: prometheus_client's `labels()` validates
+and locks on every call (~5 us per sample, measured by benchmarks/micro.py); a dict lookup
+does not. The caches hold exactly the children the registry holds. Everything derived from
+the scoreboard, buffer and store is read at scrape time by a custom collector, so it costs
+the request path nothing.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from proxy.domain import Sample
+from proxy.domain import Decision, HedgeRecord, Sample
 
 if TYPE_CHECKING:
+    from proxy.domain import Pair
+    from proxy.prober import Prober
     from proxy.scoreboard import Scoreboard
     from proxy.store.base import Store
     from proxy.store.buffer import SampleBuffer
@@ -46,13 +49,29 @@ class Metrics:
             "ttft_router_failovers", "Requests that needed more than one attempt",
             ["model"], registry=self.registry,
         )  # fmt: skip
+        self.hedges = Counter(
+            "ttft_router_hedges", "Hedge decisions: fired, won (the hedge served) or skipped",
+            ["model", "result"], registry=self.registry,
+        )  # fmt: skip
         self.dropped = Counter(
             "ttft_router_buffer_dropped", "Samples/decisions dropped because the buffer was full",
             ["kind"], registry=self.registry,
         )  # fmt: skip
 
+        self.probes = Counter(
+            "ttft_router_probes", "Probes sent, by outcome and by why they were sent",
+            ["model", "provider", "outcome", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.decisions = Counter(
+            "ttft_router_decisions", "Routing decisions by model, chosen provider and reason kind",
+            ["model", "provider", "reason"], registry=self.registry,
+        )  # fmt: skip
+
         self._sample_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._request_children: dict[tuple[str, int], Counter] = {}
+        self._decision_children: dict[tuple[str, str, str], Counter] = {}
+        # OTLP export (proxy.otel), set only when the config enables it.
+        self.export: ExportSink | None = None
 
     def record_sample(self, sample: Sample) -> None:
         key = (sample.model, sample.provider, sample.outcome.value)
@@ -64,6 +83,34 @@ class Metrics:
         children[0].inc()
         if sample.ttft_s is not None:
             children[1].observe(sample.ttft_s)
+            if self.export is not None:
+                self.export.ttft(sample)
+
+    def count_decision(self, decision: Decision) -> None:
+        """One finished request's decision: sets `decision.kind` and counts it by model, the
+        provider that served it (else the first choice, else "none") and that kind."""
+        kind = decision.kind = decision_kind(decision)
+        provider = decision.winner or decision.choice or "none"
+        key = (decision.model, provider, kind)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(*key)
+        child.inc()
+        if self.export is not None:
+            self.export.decision(*key)
+
+    def count_hedge(self, model: str, hedge: HedgeRecord) -> None:
+        """One request's hedge: fired (and won, when the hedge served it) or skipped."""
+        if hedge.fired:
+            self.hedges.labels(model, "fired").inc()
+            if hedge.winner is not None and hedge.winner != hedge.primary:
+                self.hedges.labels(model, "won").inc()
+        elif hedge.skipped is not None:
+            self.hedges.labels(model, "skipped").inc()
+
+    def watch_hedge_budgets(self, left: Callable[[float], dict[str, float]]) -> None:
+        """Expose the hedges each model may still fire in its current window."""
+        self.registry.register(_HedgeBudgetCollector(left))
 
     def count_request(self, model: str, status: int) -> None:
         """One client request that ended with HTTP `status` (499: the client went away)."""
@@ -72,8 +119,79 @@ class Metrics:
             child = self._request_children[model, status] = self.requests.labels(model, str(status))
         child.inc()
 
+    def count_probe(self, pair: Pair, outcome: str, reason: str) -> None:
+        self.probes.labels(pair.model, pair.provider, outcome, reason).inc()
+
     def watch(self, scoreboard: Scoreboard, buffer: SampleBuffer, store: Store) -> None:
         self.registry.register(_StateCollector(scoreboard, buffer, store))
+
+    def watch_prober(self, prober: Prober) -> None:
+        self.registry.register(_ProberCollector(prober))
+
+
+class _ProberCollector(Collector):
+    """The probe budget left in this replica's hour and whether the prober is paused."""
+
+    def __init__(self, prober: Prober) -> None:
+        self._prober = prober
+
+    def collect(self) -> Iterator[Metric]:
+        probes, cost = self._prober.budget_left(time.time())
+        left = GaugeMetricFamily(
+            "ttft_router_probe_budget_left",
+            "Probe budget left in the current hour (probes; estimated USD)", labels=["kind"],
+        )  # fmt: skip
+        left.add_metric(["probes"], float(probes))
+        left.add_metric(["cost_usd"], cost)
+        yield left
+        yield _gauge("ttft_router_prober_paused", "1 while the prober is paused at its budget",
+                     float(self._prober.paused_because is not None))  # fmt: skip
+
+
+class ExportSink(Protocol):
+    """Where the request path's figures also go (proxy.otel's OTLP exporter)."""
+
+    def ttft(self, sample: Sample) -> None: ...
+
+    def decision(self, model: str, provider: str, kind: str) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+# Reason kinds by how routing words its reason (proxy.routing); the first match wins.
+# tests/unit/test_decision_kind.py ranks real cases so a rewording cannot slip past.
+REASON_PREFIXES = (
+    ("exploring", "exploring"),
+    ("holding", "holding"),
+    ("no pair proven", "measuring"),
+    ("weighted", "weighted"),
+    ("every provider is out", "trial"),
+)
+DECISION_KINDS = ("best", "holding", "exploring", "failover", "hedged", "measuring",
+                  "weighted", "trial", "unavailable")  # fmt: skip
+
+
+def decision_kind(decision: Decision) -> str:
+    """best | holding | exploring | failover | hedged | measuring | weighted | trial |
+    unavailable.
+
+    hedged: a hedge fired beside the first choice (the hedge counters say who won);
+    failover: more than one attempt was made otherwise; unavailable: nothing could be tried.
+    Otherwise
+    the kind of the routing reason (the reason is rendered anyway when the decision is
+    logged, so reading it here costs nothing extra).
+    """
+    if not decision.ranked:
+        return "unavailable"
+    if decision.hedge is not None and decision.hedge.fired:
+        return "hedged"
+    if len(decision.attempts) > 1:
+        return "failover"
+    reason = str(decision.reason)
+    for prefix, kind in REASON_PREFIXES:
+        if reason.startswith(prefix):
+            return kind
+    return "best"
 
 
 class _StateCollector(Collector):
@@ -109,6 +227,20 @@ class _StateCollector(Collector):
         age = self._scoreboard.age_s(now)
         yield _gauge("ttft_router_scoreboard_age_seconds", "Seconds since the last refresh",
                      age if age is not None else float("nan"))  # fmt: skip
+
+
+class _HedgeBudgetCollector(Collector):
+    def __init__(self, left: Callable[[float], dict[str, float]]) -> None:
+        self._left = left
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "ttft_router_hedge_budget_left", "Hedges a model may still fire in its window",
+            labels=["model"],
+        )  # fmt: skip
+        for model, left in self._left(time.monotonic()).items():
+            family.add_metric([model], left)
+        yield family
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,67 @@ class Circuit(Frozen):
     cooldown_s: float = Field(30.0, gt=0)
 
 
+class KeepWarm(Frozen):
+    """Keep the model's chosen pair warm in quiet hours (off by default: it costs probes)."""
+
+    enabled: bool = False
+    margin: float = Field(
+        0.5, gt=0, le=1, description="probe after this share of the learned idle-to-cold time"
+    )
+    idle_to_cold_s: float = Field(
+        300.0, gt=0, description="assumed until one is learned from the pair's samples"
+    )
+    min_idle_s: float = Field(
+        60.0, gt=0, description="never probe more often than this (a floor on the spacing)"
+    )
+
+
+class Probe(Frozen):
+    """When the prober measures a model's pairs (docs/probing.md). Times are seconds of a
+    real market; the config's `prober.time_scale` multiplies every one of them."""
+
+    enabled: bool = True
+    interval_s: float = Field(120.0, gt=0, description="gap filling: one probe per interval")
+    jitter: float = Field(0.2, ge=0, le=1, description="share of a slot the probe moves in")
+    enough_passive: int = Field(
+        3, ge=1, description="passive samples within one interval that make probing needless"
+    )
+    burst_spacing_s: float = Field(
+        10.0, gt=0, description="a new or emptied pair: one probe per spacing to min_samples"
+    )
+    stale_after_s: float = Field(
+        600.0, gt=0, description="a pair whose newest sample is older is probed at once"
+    )
+    timeout_s: float = Field(120.0, gt=0, description="first-token timeout of a probe")
+    max_tokens: int = Field(1, ge=1, le=64)
+    prompt: str = Field("Reply with one word: ready.", min_length=1, max_length=2000)
+    keep_warm: KeepWarm = KeepWarm()
+
+
+class Hedge(Frozen):
+    """Hedging: ask the next candidate too when the chosen one has no first token after a
+    delay; the first to produce output wins, the other is closed (docs/policies.md)."""
+
+    enabled: bool = Field(False, description="costs extra upstream requests: off by default")
+    quantile: Literal["median", "p90", "p95", "p99"] = Field(
+        "p90", description="the delay is this quantile of the chosen pair's current TTFT"
+    )
+    delay_s: float | None = Field(None, gt=0, description="a fixed delay instead")
+    min_delay_s: float = Field(0.05, ge=0)
+    max_delay_s: float = Field(10.0, gt=0, description="also the delay of an unmeasured pair")
+    max_hedges: int = Field(1, ge=1, le=5, description="extra attempts per request at most")
+    budget_share: float = Field(
+        0.10, ge=0, le=1, description="hedges <= this share of requests over the window"
+    )
+    budget_window_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> Hedge:
+        if self.min_delay_s > self.max_delay_s:
+            raise ValueError("hedge.min_delay_s must not exceed hedge.max_delay_s")
+        return self
+
+
 class ModelPolicy(Frozen):
     mode: Literal["best", "weighted"] = "best"
     objective: Literal["p50", "p90", "p95", "p99", "tail_mean"] = Field(
@@ -81,7 +143,9 @@ class ModelPolicy(Frozen):
     cv_bands: CvBands = CvBands()
     cold_start: ColdStart = ColdStart()
     circuit: Circuit = Circuit()
+    hedge: Hedge = Hedge()
     exclude: list[str] = Field(default_factory=list, description="providers never used")
+    probe: Probe = Probe()
 
     @model_validator(mode="after")
     def _window_holds_proof(self) -> ModelPolicy:
@@ -176,6 +240,7 @@ class PolicyHolder:
         self.paths = tuple(paths)
         self.current = initial if initial is not None else load_policies(self.paths)
         self.last_error: str | None = None
+        self.last_reload_at: float | None = None  # wall clock of the last reload attempt
         self._mtimes = self._read_mtimes()
 
     def _read_mtimes(self) -> tuple[float, ...]:
@@ -190,6 +255,7 @@ class PolicyHolder:
     def reload(self) -> str | None:
         """Load the files again. Returns None on success, else the error (policy unchanged)."""
         self._mtimes = self._read_mtimes()
+        self.last_reload_at = time.time()
         try:
             self.current = load_policies(self.paths)
         except ConfigError as exc:

@@ -11,6 +11,7 @@ provider text into something another party reads. No I/O.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
@@ -49,13 +50,17 @@ _ADDRESS = re.compile(r"\(?'?\b\d{1,3}(?:\.\d{1,3}){3}\b'?(?:(?::|,\s*)\d{1,5})?
 class Redactor:
     """Removes secrets and internal addresses from text."""
 
-    def __init__(self, secrets: Iterable[str], addresses: Mapping[str, str]) -> None:
+    def __init__(
+        self, secrets: Iterable[str], addresses: Mapping[str, str], *, hide_ips: bool = True
+    ) -> None:
         """`secrets`: literal values never to show; `addresses`: "host:port" or "host" ->
-        the name to show instead (a provider's name)."""
+        the name to show instead (a provider's name); `hide_ips`: replace every other IPv4
+        address too (for text others read; the operator's own log keeps them)."""
         literal = {s for s in secrets if len(s) >= MIN_SECRET_LEN}
         # longest first, so that a secret containing another is removed whole
         self._secrets = sorted(literal, key=len, reverse=True)
         self._addresses = sorted(addresses.items(), key=lambda kv: len(kv[0]), reverse=True)
+        self._hide_ips = hide_ips
 
     def __call__(self, text: str) -> str:
         if not text:
@@ -68,7 +73,7 @@ class Redactor:
                 text = text.replace(address, name)
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
-        return _ADDRESS.sub("<address>", text)
+        return _ADDRESS.sub("<address>", text) if self._hide_ips else text
 
     def provider_text(self, text: str) -> str:
         """A provider's message as others may read it: redacted, then cut to a length."""
@@ -102,7 +107,34 @@ def address_names(urls: Mapping[str, str]) -> dict[str, str]:
 _SECRET_PARAM = re.compile(r"(?i)key|secret|token|password|credential")
 
 
-def from_config(config: Config) -> Redactor:
+class LogRedaction(logging.Filter):
+    """Defence in depth for the process log: every record's text passes a secrets-only
+    Redactor, whatever logged it (a library that logs a request, an exception's text)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self._redact = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = self._redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._redact(record.exc_text)
+        return True
+
+
+def redact_logs(config: Config) -> None:
+    """Put LogRedaction on every handler of the root logger (call after configuring it)."""
+    redaction = LogRedaction(from_config(config, hide_ips=False))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redaction)
+
+
+def from_config(config: Config, *, hide_ips: bool = True) -> Redactor:
     """Every secret the config holds, and every provider's address."""
     secrets: list[str] = []
     urls: dict[str, str] = {}
@@ -123,4 +155,4 @@ def from_config(config: Config) -> Redactor:
         store_url = urlsplit(config.store.url.get_secret_value())
         if store_url.password:
             secrets.append(store_url.password)
-    return Redactor(secrets, address_names(urls))
+    return Redactor(secrets, address_names(urls), hide_ips=hide_ips)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from proxy.domain import SAMPLE_TIME, Pair, Sample, Score
@@ -51,11 +51,20 @@ class Scoreboard:
         self._last_full = 0.0
         self._policy_seen = policies.current
 
+    def window(self, pair: Pair) -> Sequence[Sample]:
+        """The samples last read of `pair`, oldest first (empty when none); read-only."""
+        return self._windows.get(pair, ())
+
     def age_s(self, now: float | None = None) -> float | None:
         """Seconds since the last successful refresh; None before the first one."""
         if self.refreshed_at is None:
             return None
         return (now if now is not None else time.time()) - self.refreshed_at
+
+    def window_samples(self, pair: Pair) -> list[Sample]:
+        """The pair's samples as last read from the store, oldest first (may hold samples
+        older than the policy's window: `stats.window` cuts them as scoring does)."""
+        return self._windows.get(pair, [])
 
     async def refresh(self) -> int:
         """Pull changed windows and rescore them. Returns the number of pairs rescored.

@@ -1,4 +1,4 @@
-"""The admin API (/admin, its own keys): scores, decisions, explain, policy, status.
+"""The admin API (/admin, its own keys): scores, decisions, explain, policy, status, probes.
 
 Read-only views of the scoreboard, decision log and policy, plus policy reload. Explain is
 a dry run of the same `rank()` the request path uses: it sends nothing and changes nothing.
@@ -7,20 +7,24 @@ a dry run of the same `rank()` the request path uses: it sends nothing and chang
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 
-from proxy.api.context import Services, bearer_token, services
+from proxy.api import session
+from proxy.api.auth import bearer_token, require_key
+from proxy.api.context import Services, services
 from proxy.domain import Candidate, Pair, empty_score
 from proxy.errors import (
-    AuthenticationFailed,
     InvalidRequest,
     ModelNotFound,
     NoProviderAvailable,
     PermissionDenied,
+    RateLimited,
 )
-from proxy.stats import cv_band
+from proxy.prober import BudgetExhausted
+from proxy.stats import cv_band, window
 from proxy.store.base import StoreUnavailable
 
 router = APIRouter(prefix="/admin")
@@ -30,11 +34,9 @@ def admin(request: Request) -> Services:
     svc = services(request)
     if not svc.admin_keys:
         raise PermissionDenied("the admin API is disabled: set auth.admin_keys in the config")
-    token = bearer_token(request)
-    if token is None:
-        raise AuthenticationFailed("missing admin key: send 'Authorization: Bearer <key>'")
-    if token not in svc.admin_keys:
-        raise AuthenticationFailed("invalid admin key")
+    if bearer_token(request) is None and session.from_request(request, svc.admin_keys):
+        return svc  # the dashboard's login cookie (proxy.api.session)
+    require_key(svc.admin_keys, request, "admin key")
     return svc
 
 
@@ -111,7 +113,11 @@ async def explain(request: Request, model: str) -> dict[str, Any]:
 @router.get("/policy")
 async def policy(request: Request) -> dict[str, Any]:
     svc = admin(request)
-    return {**svc.policies.current.to_dict(), "last_reload_error": svc.policies.last_error}
+    return {
+        **svc.policies.current.to_dict(),
+        "last_reload_error": svc.policies.last_error,
+        "last_reload_at": svc.policies.last_reload_at,
+    }
 
 
 @router.post("/policy/reload")
@@ -133,6 +139,33 @@ async def status(request: Request) -> dict[str, Any]:
         "scoreboard_last_refresh_cpu_s": svc.scoreboard.last_refresh_cpu_s,
         "policy_last_reload_error": svc.policies.last_error,
     }
+
+
+@router.get("/prober")
+async def prober(request: Request, model: str | None = None) -> dict[str, Any]:
+    svc = admin(request)
+    _known(svc, model)
+    return svc.prober.status(time.time(), model)
+
+
+@router.post("/probe")
+async def probe(request: Request, model: str, provider: str) -> dict[str, Any]:
+    """Probe one pair now (the scheduled probe's request) and return its sample."""
+    svc = admin(request)
+    deployments = _known(svc, model)
+    if provider not in {name for name, _ in deployments}:
+        known = ", ".join(name for name, _ in deployments)
+        raise InvalidRequest(
+            f"provider '{provider}' does not serve model '{model}' (known: {known})",
+            param="provider",
+        )
+    try:
+        sample, error = await svc.prober.probe_now(Pair(model, provider))
+    except BudgetExhausted as exc:
+        budget = svc.prober.budget
+        wait = (budget.resumes_at(time.time()) or time.time()) - time.time()
+        raise RateLimited(f"probe refused: {exc}", retry_after_s=max(wait, 1.0)) from None
+    return {"sample": sample.to_dict(), "error": error}
 
 
 def _store_status(svc: Services) -> dict[str, Any]:
@@ -158,3 +191,74 @@ def _known(svc: Services, model: str | None) -> list[tuple[str, str]]:
         known = ", ".join(svc.deployments)
         raise ModelNotFound(f"model '{model}' is not configured (known: {known})", param="model")
     return deployments
+
+
+@router.get("/samples")
+async def samples(
+    request: Request,
+    model: str,
+    provider: str | None = None,
+    limit: int = Query(500, ge=1, le=5000),
+) -> dict[str, Any]:
+    """The samples each pair's score is computed from now (its routing window), newest
+    `limit`, with the cold-start threshold that splits them (the dashboard's charts)."""
+    svc = admin(request)
+    deployments = _known(svc, model)
+    if provider is not None and provider not in dict(deployments):
+        known = ", ".join(p for p, _ in deployments)
+        raise InvalidRequest(f"'{provider}' does not serve '{model}' (known: {known})",
+                             param="provider")  # fmt: skip
+    params = svc.policies.current.for_model(model).window_params()
+    now = time.time()
+    pairs = []
+    for name, _ in deployments:
+        if provider is not None and name != provider:
+            continue
+        pair = Pair(model, name)
+        recent = window(svc.scoreboard.window_samples(pair), params, now)[-limit:]
+        score = svc.scoreboard.snapshot.get(pair)
+        median = score.median if score is not None else None
+        threshold = max(params.cold_factor * median, params.cold_floor_s) if median else None
+        pairs.append({
+            "model": model, "provider": name, "cold_threshold_s": threshold,
+            "samples": [
+                {"t": s.timestamp, "ttft_s": s.ttft_s, "censored_at_s": s.censored_at_s,
+                 "source": s.source.value, "outcome": s.outcome.value}
+                for s in recent
+            ],
+        })  # fmt: skip
+    return {"model": model, "pairs": pairs}
+
+
+@router.get("/report")
+async def report(
+    request: Request,
+    model: str | None = None,
+    format: Literal["json", "markdown", "csv"] = "json",
+    max_error_rate: float = Query(0.10, ge=0, le=1),
+) -> Response:
+    """The bench report's table (proxy.bench.report) from the live routing windows: the same
+    rows, verdicts and renderings as `ttft-router report`, figures as in /admin/scores."""
+    from proxy.bench.plan import PairSpec, judgement_from_policies
+    from proxy.bench.report import build_live_report, csv_text, live_json, live_markdown
+
+    svc = admin(request)
+    _known(svc, model)
+    models = [m for m in svc.deployments if model is None or m == model]
+    policies = svc.policies.current
+    judgement = judgement_from_policies(
+        policies, models, policies.default.min_samples, max_error_rate
+    )
+    snapshot = svc.scoreboard.snapshot
+    scores = [
+        (PairSpec(m, provider, upstream), snapshot.get(Pair(m, provider)) or
+         empty_score(Pair(m, provider)))
+        for m in models
+        for provider, upstream in svc.deployments[m]
+    ]  # fmt: skip
+    live = build_live_report(scores, judgement, svc.replica, time.time())
+    if format == "markdown":
+        return Response(live_markdown(live), media_type="text/markdown; charset=utf-8")
+    if format == "csv":
+        return Response(csv_text(live), media_type="text/csv; charset=utf-8")
+    return Response(live_json(live), media_type="application/json")

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from proxy.api.auth import KeySet
 from proxy.config import Config
 from proxy.dispatch import Dispatcher
 from proxy.metrics import Metrics
 from proxy.policy import PolicyHolder
+from proxy.prober import Prober
 from proxy.routing import Router
 from proxy.scoreboard import Scoreboard
 from proxy.store.base import Store
@@ -29,18 +31,12 @@ class Services:
     router: Router
     dispatcher: Dispatcher
     metrics: Metrics
+    prober: Prober
     replica: str
-    client_keys: frozenset[str]
-    admin_keys: frozenset[str]
+    client_keys: KeySet
+    admin_keys: KeySet
 
 
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
-
-
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header and header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return request.headers.get("api-key")

@@ -20,11 +20,12 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
-from proxy.api.context import Services, bearer_token, services
+from proxy import requestid
+from proxy.api.auth import require_key
+from proxy.api.context import Services, services
 from proxy.dispatch import Call, Dispatcher, Kind
 from proxy.domain import Decision
 from proxy.errors import (
-    AuthenticationFailed,
     InvalidRequest,
     ModelNotFound,
     PayloadTooLarge,
@@ -101,11 +102,7 @@ async def serve_direct(scope: Scope, receive: Receive, send: Send, kind: Kind) -
 def authenticate(svc: Services, request: Request) -> None:
     if svc.config.auth.allow_unauthenticated and not svc.client_keys:
         return
-    token = bearer_token(request)
-    if token is None:
-        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
-    if token not in svc.client_keys:
-        raise AuthenticationFailed("invalid API key")
+    require_key(svc.client_keys, request, "API key")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -171,6 +168,7 @@ async def _proxy(request: Request, kind: Kind) -> Response:
         excluded=ranking.excluded,
         reason=ranking.explanation,
         replica=svc.replica,
+        request_id=requestid.current() or "",
     )
     stream = bool(body.get("stream")) and kind != "embedding"
     call = Call(kind, model, body, stream, estimate_prompt_tokens(len(raw)), decision, policy)
@@ -241,6 +239,7 @@ class DispatchResponse(Response):
             (b"x-ttft-router-provider", provider.encode()),
             (b"x-ttft-router-decision-id", self._call.decision.id.encode()),
             (b"x-ttft-router-attempts", str(len(self._call.decision.attempts)).encode()),
+            (requestid.HEADER_BYTES, self._call.decision.request_id.encode()),
         ]
 
     async def _send_stream(self, send: Send) -> None:
@@ -265,5 +264,8 @@ class DispatchResponse(Response):
 async def send_error(send: Send, exc: ProxyError) -> None:
     headers = [(b"content-type", b"application/json")]
     headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
+    request_id = requestid.current()
+    if request_id is not None:
+        headers.append((requestid.HEADER_BYTES, request_id.encode()))
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": orjson.dumps(exc.body())})

@@ -96,10 +96,71 @@ def build_report(log: RunLog, judgement: Judgement | None = None) -> Report:
 
 def _row(spec: PairSpec, samples: list[Sample], judgement: Judgement, now: float) -> Row:
     score = compute_score(spec.pair, samples, judgement.window_params(spec.model), now)
+    return row_of(spec, score, len(samples), judgement)
+
+
+def row_of(spec: PairSpec, score: Score, requests: int, judgement: Judgement) -> Row:
+    """A report row from a pair's score: its verdict band and cold-start count."""
     bands = judgement.for_model(spec.model)
     verdict = cv_band(score.cv, bands.cv_tight, bands.cv_variable) if score.is_proven else UNPROVEN
     cold = round((score.cold_share or 0.0) * score.n)
-    return Row(spec, score, len(samples), cold, verdict)
+    return Row(spec, score, requests, cold, verdict)
+
+
+# -- the same table from a running proxy's routing windows (GET /admin/report) ---------------
+
+
+@dataclass(frozen=True, slots=True)
+class LiveReport:
+    """The report's rows for the scores a proxy routes on now: each pair's routing window
+    (the policy's count and age limits), not a bench run."""
+
+    replica: str
+    judgement: Judgement
+    rows: list[Row]
+    generated: float
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(r.spec.model for r in self.rows))
+
+    def best(self, model: str) -> Row | None:
+        return next((r for r in self.rows if r.spec.model == model and r.is_best), None)
+
+
+def build_live_report(
+    scores: Sequence[tuple[PairSpec, Score]], judgement: Judgement, replica: str, now: float
+) -> LiveReport:
+    """Rows from the scoreboard's scores as they are (no figure is recomputed here): the
+    same rows, verdicts and best pair as a bench report of the same samples."""
+    rows = [row_of(spec, score, score.n_attempts, judgement) for spec, score in scores]
+    return LiveReport(replica, judgement, _mark_best(rows, judgement), now)
+
+
+def live_markdown(report: LiveReport) -> str:
+    lines = [
+        "# TTFT report (live routing windows)",
+        "",
+        f"Replica {report.replica}, generated {_utc(report.generated)}, from the samples "
+        "each pair's routing window holds now (passive and probe; the policy's count and "
+        "age limits).",
+        "",
+        *_table_lines(report.rows),
+        "",
+        *_notes(report, report.judgement),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def live_json(report: LiveReport) -> bytes:
+    document = {
+        "replica": report.replica,
+        "generated": report.generated,
+        "judgement": report.judgement.to_dict(),
+        "best": {m: row.spec.provider for m in report.models if (row := report.best(m))},
+        "rows": [row.to_dict() for row in report.rows],
+    }
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
 
 def _mark_best(rows: list[Row], judgement: Judgement) -> list[Row]:
@@ -197,9 +258,7 @@ def markdown(report: Report, pictures: Sequence[Path] = ()) -> str:
         + (f", spread over {p.duration_s:g} s." if p.duration_s else "."),
         f"Prompt: `{m.prompt}`",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join(_md_align(c) for c in COLUMNS) + "|",
-        *("| " + " | ".join(_md_cells(row)) + " |" for row in report.rows),
+        *_table_lines(report.rows),
         "",
         *_notes(report, j),
     ]
@@ -207,6 +266,14 @@ def markdown(report: Report, pictures: Sequence[Path] = ()) -> str:
         lines += ["", "## Pictures", ""]
         lines += [f"![{pic.stem}]({pic.name})" for pic in pictures]
     return "\n".join(lines) + "\n"
+
+
+def _table_lines(rows: Sequence[Row]) -> list[str]:
+    return [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join(_md_align(c) for c in COLUMNS) + "|",
+        *("| " + " | ".join(_md_cells(row)) + " |" for row in rows),
+    ]
 
 
 def _md_align(column: str) -> str:
@@ -219,7 +286,7 @@ def _md_cells(row: Row) -> list[str]:
     return [cells[c] for c in COLUMNS]
 
 
-def _notes(report: Report, j: Judgement) -> list[str]:
+def _notes(report: Report | LiveReport, j: Judgement) -> list[str]:
     bands = {(b.cv_tight, b.cv_variable) for b in (j.for_model(m) for m in report.models)}
     band_text = "; ".join(f"tight below {100 * t:.0f}%, variable below {100 * v:.0f}%, "
                           "cold-start-prone above" for t, v in sorted(bands))  # fmt: skip
@@ -235,7 +302,7 @@ def _notes(report: Report, j: Judgement) -> list[str]:
         f"best: lowest p95 of the model among proven pairs with at most "
         f"{100 * j.max_error_rate:.0f}% errors.",
     ]
-    if report.header.method.requests < METHOD_REQUESTS:
+    if isinstance(report, Report) and report.header.method.requests < METHOD_REQUESTS:
         notes.append(
             f"Warning: {report.header.method.requests} requests per pair is below the "
             f"method's {METHOD_REQUESTS}; p95 and CV are less certain."
@@ -243,9 +310,11 @@ def _notes(report: Report, j: Judgement) -> list[str]:
     return [f"- {n}" for n in notes]
 
 
-def csv_text(report: Report) -> str:
+def csv_text(report: Report | LiveReport) -> str:
     buffer = io.StringIO()
     rows = [row.to_dict() for row in report.rows]
+    if not rows:
+        return ""
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)

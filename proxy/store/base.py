@@ -1,8 +1,10 @@
 """The Store interface every implementation offers, and what it reports about itself.
 
 A store keeps, per pair, a window of samples bounded by count and age, a version that
-changes whenever the window does, and a capped log of decisions. The request path never
-calls a store: samples and decisions reach it through `store.buffer.SampleBuffer`.
+changes whenever the window does, a capped log of decisions, and the probe leases (one per
+pair and probe slot, so that replicas sharing the store send one probe, not one each). The
+request path never calls a store: samples and decisions reach it through
+`store.buffer.SampleBuffer`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ class Store(Protocol):
 
     async def recent_decisions(self, model: str | None, limit: int) -> list[dict[str, Any]]:
         """Newest first. Raises StoreUnavailable."""
+        ...
+
+    async def try_lease(self, pair: Pair, slot: str, holder: str, ttl_s: float) -> str | None:
+        """Take the lease of `pair`'s probe slot `slot` for `holder` for `ttl_s` seconds,
+        unless another holder has it (Redis: SET NX PX). Returns who holds it now (`holder`
+        when taken; None if it expired in between). Raises StoreUnavailable."""
         ...
 
     def health(self) -> StoreHealth: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from proxy.config import MemoryStoreConfig
 from proxy.domain import SAMPLE_TIME, Pair, Sample
 from proxy.store.base import StoreHealth, Window
+
+LEASES_KEPT = 1000  # expired leases are swept when there are more than this
 
 
 class MemoryStore:
@@ -20,6 +23,7 @@ class MemoryStore:
         self._windows: dict[Pair, deque[Sample]] = {}
         self._versions: dict[Pair, int] = {}
         self._decisions: deque[dict[str, Any]] = deque(maxlen=config.max_decisions)
+        self._leases: dict[tuple[Pair, str], tuple[str, float]] = {}  # -> (holder, expiry)
 
     async def start(self) -> None:
         return None
@@ -57,6 +61,16 @@ class MemoryStore:
                 if len(out) >= limit:
                     break
         return out
+
+    async def try_lease(self, pair: Pair, slot: str, holder: str, ttl_s: float) -> str | None:
+        now = time.monotonic()
+        if len(self._leases) > LEASES_KEPT:
+            self._leases = {k: v for k, v in self._leases.items() if v[1] > now}
+        held = self._leases.get((pair, slot))
+        if held is not None and held[1] > now:
+            return held[0]
+        self._leases[pair, slot] = (holder, now + ttl_s)
+        return holder
 
     def health(self) -> StoreHealth:
         return StoreHealth(self.kind, True, "in-memory (this process only)")

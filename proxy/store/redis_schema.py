@@ -4,7 +4,8 @@ Owns key names, how a sample and a pair are packed into bytes, and the scripts t
 one model's keys atomically. Does no I/O (redis_store.py does) and imports no Redis client.
 
 Every key of a model carries the hash tag `{model}`, so on Redis Cluster a model's windows,
-versions, late marks and decisions share one slot and one script may touch them together;
+versions, late marks, decisions and probe leases share one slot and one script may touch
+them together;
 the change index, the epoch and the global decision log share the tag `{_global}`. No
 script touches two slots. docs/redis.md lists every key with its type and TTL.
 """
@@ -42,6 +43,11 @@ def versions_key(prefix: str, model: str) -> str:
 def late_key(prefix: str, model: str) -> str:
     """Hash: provider -> version of the last append that held a late sample."""
     return f"{prefix}:{{{model}}}:late"
+
+
+def lease_key(prefix: str, pair: Pair, slot: str) -> str:
+    """String with a TTL (SET NX PX): the replica holding this pair's probe slot."""
+    return f"{prefix}:{{{pair.model}}}:lease:{pair.provider}:{slot}"
 
 
 def model_decisions_key(prefix: str, model: str) -> str:

@@ -52,6 +52,7 @@ from proxy.store.redis_schema import (
     decisions_key,
     epoch_key,
     late_key,
+    lease_key,
     model_decisions_key,
     pack_pair,
     pack_sample,
@@ -160,6 +161,17 @@ class RedisStore:
             rows = await client.lrange(key, 0, limit - 1)
         self._up()
         return [orjson.loads(row) for row in rows]
+
+    async def try_lease(self, pair: Pair, slot: str, holder: str, ttl_s: float) -> str | None:
+        """SET NX PX and a GET of the holder, in one round trip (no script: one key)."""
+        key = lease_key(self._prefix, pair, slot)
+        ttl_ms = max(1, math.ceil(ttl_s * 1000))
+        async with self._translated("probe lease") as client:
+            _, held = await self._execute(
+                client, [("SET", key, holder, "NX", "PX", ttl_ms), ("GET", key)]
+            )
+        self._up()
+        return None if held is None else bytes(held).decode()
 
     # Writing
 

@@ -185,3 +185,19 @@ def _translate(exc: Exception) -> UpstreamFailure:
         outcome_for_status(status), f"HTTP {status}: {message}", status=status,
         retry_after_s=retry_after,
     )  # fmt: skip
+
+
+def litellm_price(litellm_provider: str | None, model: str) -> tuple[float, float] | None:
+    """USD per token (prompt, completion) of `model` in litellm's bundled price map, or None
+    when the map does not know it. Imports litellm (seconds, the first time): call it off the
+    event loop, and only for a pair that needs it."""
+    cost_map: Any = getattr(_litellm(), "model_cost", {})
+    names = [f"{litellm_provider}/{model}", model] if litellm_provider else [model]
+    for name in names:
+        entry = cost_map.get(name)
+        if isinstance(entry, dict):
+            prompt = entry.get("input_cost_per_token")
+            completion = entry.get("output_cost_per_token")
+            if isinstance(prompt, int | float) and isinstance(completion, int | float):
+                return float(prompt), float(completion)
+    return None

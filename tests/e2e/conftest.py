@@ -18,6 +18,7 @@ from proxy.app import create_app
 from proxy.config import Config
 from proxy.policy import PolicyHolder
 from proxy.simulator import Market, Scenario
+from tests.fakes.scripted import ScriptedProvider
 from tests.helpers import serve_app
 
 CLIENT_KEY = "test-client-key"
@@ -35,9 +36,8 @@ class Proxy:
         return svc
 
     def client(self, **kw: Any) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            base_url=self.url + "/v1", api_key=CLIENT_KEY, max_retries=0, **kw
-        )
+        kw.setdefault("api_key", CLIENT_KEY)
+        return openai.AsyncOpenAI(base_url=self.url + "/v1", max_retries=0, **kw)
 
     def admin(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -74,6 +74,8 @@ def config_for(
         "buffer": {"flush_interval_s": 0.02},
         "scoreboard": {"refresh_s": 0.05},
         "policies": [str(policy_file)] if policy_file else [],
+        # Off unless a test turns it on: other tests count attempts and samples exactly.
+        "prober": {"enabled": False},
         **overrides,
     }
     return Config.model_validate(data)
@@ -92,3 +94,17 @@ def policy_file(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "policy.yaml"
     path.write_text(text)
     return path
+
+
+def scripted_config(tmp_path: Path, policy: str, *providers: ScriptedProvider) -> Config:
+    """Model "m" on scripted providers p0, p1, ... (in that order), with `policy` (YAML)."""
+    return Config.model_validate({
+        "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
+        "providers": {f"p{i}": {"kind": "openai", "base_url": p.base_url, "api_key": "k"}
+                      for i, p in enumerate(providers)},
+        "models": {"m": {"providers": {f"p{i}": "u" for i in range(len(providers))}}},
+        "buffer": {"flush_interval_s": 0.02},
+        "scoreboard": {"refresh_s": 0.05},
+        "prober": {"enabled": False},  # exact request counts
+        "policies": [str(policy_file(tmp_path, policy))],
+    })  # fmt: skip

@@ -74,3 +74,34 @@ async def test_admin_disabled_without_admin_keys() -> None:
             response = await admin.get("/admin/scores")
             assert response.status_code == 403
             assert "admin API is disabled" in response.json()["error"]["message"]
+
+
+async def test_keys_configured_as_sha256_digests() -> None:
+    import hashlib
+
+    def digest(key: str) -> str:
+        return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+    async with Market(scenario({"p": {"m-p": FAST}})) as market:
+        config = config_for(
+            market,
+            {"m": {"p": "m-p"}},
+            auth={
+                "api_keys": [digest("hashed-client"), "plain-client"],
+                "admin_keys": [digest("hashed-admin")],
+            },
+        )
+        async with running_proxy(config) as proxy, httpx.AsyncClient(base_url=proxy.url) as h:
+            for key in ("hashed-client", "plain-client"):
+                ok = await proxy.client(api_key=key).chat.completions.create(model="m", messages=HI)
+                assert ok.choices[0].message.content
+            body = {"model": "m", "messages": HI}
+            for key in (digest("hashed-client"), "hashed-admin", "plain"):
+                r = await h.post(
+                    "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+                )
+                assert r.status_code == 401 and r.json()["error"]["message"] == "invalid API key"
+            admin = {"Authorization": "Bearer hashed-admin"}
+            assert (await h.get("/admin/scores", headers=admin)).status_code == 200
+            client = {"Authorization": "Bearer hashed-client"}
+            assert (await h.get("/admin/scores", headers=client)).status_code == 401

@@ -10,24 +10,11 @@ from pathlib import Path
 import httpx
 import openai
 
-from proxy.config import Config
-from tests.e2e.conftest import ADMIN_KEY, CLIENT_KEY, policy_file, running_proxy
-from tests.fakes.scripted import ScriptedProvider, scripted_provider
+from tests.e2e.conftest import CLIENT_KEY, running_proxy, scripted_config
+from tests.fakes.scripted import scripted_provider
 from tests.helpers import wait_until
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-def _config(tmp_path: Path, policy: str, *providers: ScriptedProvider) -> Config:
-    return Config.model_validate({
-        "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
-        "providers": {f"p{i}": {"kind": "openai", "base_url": p.base_url, "api_key": "k"}
-                      for i, p in enumerate(providers)},
-        "models": {"m": {"providers": {f"p{i}": "u" for i in range(len(providers))}}},
-        "buffer": {"flush_interval_s": 0.02},
-        "scoreboard": {"refresh_s": 0.05},
-        "policies": [str(policy_file(tmp_path, policy))],
-    })  # fmt: skip
 
 
 async def test_a_failing_provider_is_left_out_after_exactly_the_configured_failures(
@@ -37,7 +24,7 @@ async def test_a_failing_provider_is_left_out_after_exactly_the_configured_failu
     async with (
         scripted_provider("500") as bad,
         scripted_provider() as good,
-        running_proxy(_config(tmp_path, policy, bad, good)) as proxy,
+        running_proxy(scripted_config(tmp_path, policy, bad, good)) as proxy,
     ):
         client = proxy.client()
         for _ in range(60):
@@ -57,7 +44,7 @@ async def test_after_a_total_outage_one_trial_request_recovers_the_model(tmp_pat
     async with (
         scripted_provider("500") as a,
         scripted_provider("500") as b,
-        running_proxy(_config(tmp_path, policy, a, b)) as proxy,
+        running_proxy(scripted_config(tmp_path, policy, a, b)) as proxy,
     ):
         client = proxy.client()
         for _ in range(2):  # each request tries both: two failures each

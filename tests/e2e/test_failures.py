@@ -156,7 +156,9 @@ async def _bad_requests_beside_a_stream(market: Market, proxy: Any) -> None:
     for status, response in cases.items():
         assert response.status_code == status
         error = response.json()["error"]
-        assert set(error) == {"message", "type", "param", "code"} and error["message"]
+        # OpenAI's four fields, plus the request id to quote (docs/admin-api.md)
+        assert set(error) == {"message", "type", "param", "code", "request_id"}
+        assert error["message"] and error["request_id"] == response.headers["x-request-id"]
     assert "model 'nope' is not configured (known: m)" in cases[404].json()["error"]["message"]
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "messages"
     assert len((await in_flight).split()) == 12  # the stream in flight arrived whole

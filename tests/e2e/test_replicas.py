@@ -54,6 +54,7 @@ def write_config(tmp_path: Path, market: Market, redis_url: str, replica: str) -
             "socket_timeout_s": 0.2,
         },
         "policies": ["policy.yaml"],
+        "prober": {"enabled": False},  # these tests count every attempt
     }
     path = tmp_path / f"{replica}.yaml"
     path.write_text(yaml.safe_dump(config))

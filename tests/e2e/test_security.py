@@ -33,6 +33,7 @@ def _config(providers: dict[str, dict[str, Any]], models: dict[str, dict[str, st
         "models": {m: {"providers": p} for m, p in models.items()},
         "buffer": {"flush_interval_s": 0.02},
         "scoreboard": {"refresh_s": 0.05},
+        "prober": {"enabled": False},  # exact request counts
     })  # fmt: skip
 
 

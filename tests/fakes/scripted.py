@@ -5,7 +5,8 @@ test may change while it runs. Streams real SSE (a role-only chunk, content chun
 
 Modes: "ok"; "500", "401", "400" (an error whose message quotes every header value it was
 sent, as leaky providers do); "error-before" (an SSE error event before any output, quoting
-the headers); "error-after" (one content chunk, then such an error event).
+the headers); "error-after" (one content chunk, then such an error event). `delay_s`
+delays every answer; a client that leaves during it is counted in `aborted`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ScriptedProvider:
     requests: list[Seen] = field(default_factory=list)
     url: str = ""
     delay_s: float = 0.0  # before answering, whatever the mode
+    aborted: int = 0  # requests whose client closed the connection during the delay
 
     @property
     def base_url(self) -> str:
@@ -50,7 +52,14 @@ class ScriptedProvider:
         self.requests.append(Seen(request.path, dict(request.headers), body))
         mode = self.mode
         if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+            try:
+                await asyncio.sleep(self.delay_s)
+            except asyncio.CancelledError:
+                self.aborted += 1
+                raise
+            if request.transport is None or request.transport.is_closing():
+                self.aborted += 1
+                return web.Response(status=499)
         if mode in ("500", "401", "400"):
             error = {"error": {"message": self.leak(request), "type": "x", "code": None}}
             return web.json_response(error, status=int(mode))
@@ -97,7 +106,7 @@ async def scripted_provider(mode: str = "ok") -> AsyncIterator[ScriptedProvider]
     provider = ScriptedProvider(mode)
     app = web.Application()
     app.router.add_post("/v1/{tail:.*}", provider.handle)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     sock = bound_socket()
     await web.SockSite(runner, sock).start()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import orjson
 
 from proxy.assemble import assemble_chat
-from proxy.dispatch import ModelRewrite
+from proxy.forward import ModelRewrite
 from proxy.upstream.sse import EventSplitter, carries_output, iter_data
 
 

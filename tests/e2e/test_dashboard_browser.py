@@ -1,0 +1,169 @@
+"""The dashboard in a real browser: headless Chromium (Debian's `chromium` package) driven by
+Playwright's Python package, against the proxy serving MISSION.md's simulated market.
+
+Playwright's own browser download does not work on these machines, so the test launches the
+system's binary (`shutil.which("chromium")`). Without it the test skips on a developer's
+machine and fails in CI (CI=true), where .ci/run installs it: it never skips silently there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from proxy.app import create_app
+from proxy.demo import ADMIN_KEY, CLIENT_KEY, MISSION_MODELS, demo_policies, mission_config
+from proxy.domain import Outcome, Sample, Source
+from proxy.simulator import Market, load_scenario
+from tests.e2e.conftest import Proxy
+from tests.helpers import serve_app, wait_until
+
+TIME_SCALE = 0.02  # cold starts of 10-90 s become 0.2-1.8 s
+REQUESTS = 150  # enough for every pair to get samples (unproven pairs are measured first)
+MARKER = "browser-check-1"
+
+
+def chromium_or_skip() -> str:
+    binary = shutil.which("chromium")
+    if binary is not None:
+        return binary
+    why = "Debian's chromium is not installed (apt-get install -y chromium)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{why}: .ci/run installs it; the dashboard's browser test must run in CI")
+    pytest.skip(why)
+
+
+async def send_traffic(proxy: Proxy, count: int, concurrency: int = 8) -> None:
+    client = demo_client(proxy)
+    models = list(MISSION_MODELS)
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with slots:
+            await client.chat.completions.create(
+                model=models[i % len(models)],
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                max_tokens=4,
+            )
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def demo_client(proxy: Proxy, **kw: Any) -> openai.AsyncOpenAI:
+    """A client with the demo config's key (proxy.demo.mission_config)."""
+    return openai.AsyncOpenAI(
+        base_url=proxy.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30, **kw
+    )
+
+
+def probe_like_samples(proxy: Proxy) -> None:
+    """Samples marked `probe`, into the buffer that carries every sample to the store, so
+    that the time chart's probe series has points (this branch has no prober of its own)."""
+    now = time.time()
+    for model, providers in MISSION_MODELS.items():
+        for i, provider in enumerate(providers):
+            for k in range(3):
+                proxy.services.buffer.add_sample(Sample(
+                    model=model, provider=provider, outcome=Outcome.OK,
+                    ttft_s=0.01 + 0.004 * (i + k), timestamp=now - 1 + 0.2 * k,
+                    source=Source.PROBE,
+                ))  # fmt: skip
+
+
+async def test_dashboard_in_chromium(tmp_path: Path) -> None:
+    chromium = chromium_or_skip()
+    from playwright.async_api import ConsoleMessage, async_playwright
+
+    scenario = load_scenario(str(resources.files("proxy") / "scenarios" / "mission.yaml"))
+    async with Market(scenario.with_time_scale(TIME_SCALE)) as market:
+        app = create_app(mission_config(market, 0), demo_policies(TIME_SCALE))
+        async with serve_app(app) as url:
+            proxy = Proxy(url, app)
+            await send_traffic(proxy, REQUESTS)
+            probe_like_samples(proxy)
+            pairs = [(m, p) for m, providers in MISSION_MODELS.items() for p in providers]
+            board = proxy.services.scoreboard
+            await wait_until(lambda: all(board.snapshot.get(p) for p in pairs_of(pairs)), 10)
+
+            problems: list[str] = []
+
+            def on_console(message: ConsoleMessage) -> None:
+                if message.type in ("error", "warning"):
+                    problems.append(f"console {message.type}: {message.text} {message.location}")
+
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=chromium)
+                try:
+                    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+                    page.on("console", on_console)
+                    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+                    await page.goto(url + "/dashboard")
+                    assert await page.title() == "ttft-router: sign in"
+                    await page.fill("#key", ADMIN_KEY)
+                    await page.click("#login")
+                    await page.wait_for_selector(".uplot canvas", timeout=15_000)
+                    assert "key" not in page.url and ADMIN_KEY not in page.url
+
+                    # every pair: a row in its model's table and two drawn charts
+                    for model, provider in pairs:
+                        section = page.locator(f"#model-{model.replace('.', '_')}")
+                        await section.locator(f"tr[data-pair='{provider}']").wait_for()
+                        charts = section.locator(f".pair[data-pair='{provider}'] .uplot canvas")
+                        await wait_until(_count_is(charts, 2), timeout=10)
+                    drawn = await page.evaluate(DRAWN_PIXELS)
+                    assert min(drawn) > 100, drawn  # each canvas has painted pixels
+                    explain = page.locator(".explain .reason-text").first
+                    assert (await explain.text_content() or "").strip()
+                    health = await page.locator("#health").text_content() or ""
+                    assert "memory: reachable" in health and "prober: not available" in health
+                    assert "Policy in force" in (await page.locator("#policy").text_content() or "")
+
+                    # a new decision appears without a reload
+                    await page.evaluate("window.__noReload = true")
+                    client = demo_client(proxy, default_headers={"x-request-id": MARKER})
+                    await client.chat.completions.create(
+                        model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}]
+                    )
+                    row = page.locator(f"#decisions tr[data-request-id='{MARKER}']")
+                    await row.wait_for(timeout=10_000)
+                    assert "kimi-k2.6" in (await row.text_content() or "")
+                    assert await page.evaluate("window.__noReload === true")
+
+                    await page.wait_for_timeout(300)  # let the last redraw settle
+                    shot = tmp_path / "dashboard.png"
+                    await page.screenshot(path=str(shot), full_page=True)
+                    assert shot.stat().st_size > 20_000
+                finally:
+                    await browser.close()
+            assert problems == [], problems
+
+
+def pairs_of(pairs: list[tuple[str, str]]) -> list[Any]:
+    from proxy.domain import Pair
+
+    return [Pair(m, p) for m, p in pairs]
+
+
+def _count_is(locator: Any, n: int) -> Any:
+    async def check() -> bool:
+        return bool(await locator.count() == n)
+
+    return check
+
+
+# For each chart canvas, how many pixels are not transparent.
+DRAWN_PIXELS = """() => [...document.querySelectorAll('.uplot canvas')].map((c) => {
+  const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let painted = 0;
+  for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) painted++;
+  return painted;
+})"""

@@ -1,0 +1,152 @@
+"""Hedging as a client sees it: a primary with no first token after the hedge delay gets a
+second provider beside it; the first to produce output serves one clean answer, the other
+is aborted upstream and recorded as censored; a budget caps hedges under a burst."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy.domain import Outcome, Sample
+from tests.e2e.conftest import Proxy, running_proxy, scripted_config
+from tests.fakes.scripted import ScriptedProvider, scripted_provider
+from tests.helpers import wait_until
+
+HI = [{"role": "user", "content": "hi"}]
+POLICY = """
+defaults:
+  min_samples: 3
+  exploration_share: 0
+  hedge: {enabled: true, delay_s: 0.2, budget_share: %s, budget_window_s: 60}
+"""
+
+
+async def _warm_up(proxy: Proxy, fast: ScriptedProvider, other: ScriptedProvider) -> None:
+    """Give both pairs a history (p0 fast, p1 slower) and wait until the router prefers p0.
+    Seeded through the proxy's own sample buffer: these tests are about the race, not about
+    how warm-up traffic spreads."""
+    now = time.time()
+    for i in range(10):
+        for provider, ttft in (("p0", 0.005), ("p1", 0.05)):
+            sample = Sample("m", provider, Outcome.OK, ttft, now - 10 + i, total_s=ttft)
+            proxy.services.buffer.add_sample(sample)
+
+    async def prefers_fast() -> bool:
+        async with proxy.admin() as admin:
+            view = (await admin.get("/admin/explain", params={"model": "m"})).json()
+        return bool(view["would_choose"] == "p0")
+
+    await wait_until(prefers_fast, timeout=5)
+
+
+async def _decision(proxy: Proxy, decision_id: str) -> dict[str, Any]:
+    async def found() -> dict[str, Any] | None:
+        async with proxy.admin() as admin:
+            rows = (await admin.get("/admin/decisions", params={"model": "m"})).json()
+        return next((d for d in rows["decisions"] if d["id"] == decision_id), None)
+
+    decision: dict[str, Any] = await wait_until(found, timeout=5)
+    return decision
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_slow_primary_is_hedged_and_aborted_upstream(tmp_path: Path, stream: bool) -> None:
+    async with (
+        scripted_provider() as fast,
+        scripted_provider() as backup,
+        running_proxy(scripted_config(tmp_path, POLICY % 1.0, fast, backup)) as proxy,
+    ):
+        backup.delay_s = 0.05
+        await _warm_up(proxy, fast, backup)
+        fast.delay_s = 30.0  # the chosen provider goes slow
+        began = time.perf_counter()
+        create = proxy.client().chat.completions.with_raw_response.create
+        if stream:
+            response = await create(model="m", messages=HI, stream=True)
+            parts = [c.choices[0].delta.content or "" async for c in response.parse() if c.choices]
+            text = "".join(parts)
+        else:
+            response = await create(model="m", messages=HI)
+            text = response.parse().choices[0].message.content or ""
+        took = time.perf_counter() - began
+        assert text == "hello world" and response.headers["x-ttft-router-provider"] == "p1"
+        assert took < 5.0  # the hedge after 0.2 s, not the primary's 30 s
+        await wait_until(lambda: fast.aborted == 1, timeout=5)
+
+        decision = await _decision(proxy, response.headers["x-ttft-router-decision-id"])
+        hedge = decision["hedge"]
+        assert hedge["fired"] and hedge["primary"] == "p0" and hedge["winner"] == "p1"
+        assert hedge["after_s"] == 0.2 and hedge["basis"] == "fixed 0.2 s"
+        assert hedge["loser_censored_at_s"] >= 0.2
+        primary, second = decision["attempts"]
+        assert (primary["provider"], primary["outcome"], primary["hedge"]) == (
+            "p0",
+            "cancelled",
+            False,
+        )
+        assert (second["provider"], second["outcome"], second["hedge"]) == ("p1", "ok", True)
+        assert second["started_s"] >= 0.2 and decision["winner"] == "p1"
+
+        async def censored() -> bool:
+            async with proxy.admin() as admin:
+                pairs = (await admin.get("/admin/scores", params={"model": "m"})).json()["pairs"]
+            return any(p["provider"] == "p0" and p["n_censored"] == 1 for p in pairs)
+
+        await wait_until(censored, timeout=5)
+
+
+async def test_the_budget_caps_hedges_under_a_burst(tmp_path: Path) -> None:
+    async with (
+        scripted_provider() as slow,
+        scripted_provider() as backup,
+        running_proxy(scripted_config(tmp_path, POLICY % 0.2, slow, backup)) as proxy,
+    ):
+        backup.delay_s = 0.05
+        await _warm_up(proxy, slow, backup)
+        slow.delay_s = 0.6
+        client = proxy.client()
+
+        async def one() -> str:
+            r = await client.chat.completions.with_raw_response.create(model="m", messages=HI)
+            return r.headers["x-ttft-router-decision-id"]
+
+        ids = await asyncio.gather(*(one() for _ in range(20)))
+        decisions = [await _decision(proxy, i) for i in ids]
+        fired = [d for d in decisions if d["hedge"]["fired"]]
+        skipped = [d for d in decisions if d["hedge"]["skipped"]]
+        assert 1 <= len(fired) <= 0.2 * 20  # the burst is all the window holds
+        assert len(fired) + len(skipped) == 20
+        assert all("hedge budget spent" in d["hedge"]["skipped"] for d in skipped)
+
+        families = {
+            f.name: f for f in text_string_to_metric_families(
+                (await (proxy.admin()).get("/metrics")).text
+            )
+        }  # fmt: skip
+        hedges = {s.labels["result"]: s.value for s in families["ttft_router_hedges"].samples
+                  if s.name.endswith("_total")}  # fmt: skip
+        assert hedges["fired"] == len(fired) and hedges["skipped"] == len(skipped)
+        assert "ttft_router_hedge_budget_left" in families
+
+
+async def test_hedging_off_by_default_waits_for_the_primary(tmp_path: Path) -> None:
+    policy = "defaults: {min_samples: 3, exploration_share: 0}\n"
+    async with (
+        scripted_provider() as slow,
+        scripted_provider() as backup,
+        running_proxy(scripted_config(tmp_path, policy, slow, backup)) as proxy,
+    ):
+        backup.delay_s = 0.05
+        await _warm_up(proxy, slow, backup)
+        slow.delay_s = 0.4
+        r = await proxy.client().chat.completions.with_raw_response.create(model="m", messages=HI)
+        assert r.headers["x-ttft-router-provider"] == "p0"
+        decision = await _decision(proxy, r.headers["x-ttft-router-decision-id"])
+        assert decision["hedge"] is None and len(decision["attempts"]) == 1
+        assert isinstance(r.parse(), openai.types.chat.ChatCompletion)

@@ -1,0 +1,76 @@
+"""Decision kinds (metrics.decision_kind) from real rankings, so that a rewording of a routing
+reason that the kinds depend on fails here, not silently in the counters."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from proxy.circuit import CircuitState
+from proxy.domain import Attempt, Decision, HedgeRecord, Outcome, Pair, Sample, Score
+from proxy.metrics import DECISION_KINDS, Metrics, decision_kind
+from proxy.policy import ModelPolicy
+from proxy.routing import Ranking, rank
+from proxy.stats import WindowParams, compute_score
+
+NOW = 1_000_000.0
+DEPLOYMENTS = [("a", "model-a"), ("b", "model-b")]
+
+
+def scores(**values: list[float]) -> dict[Pair, Score]:
+    out = {}
+    for provider, times in values.items():
+        samples = [Sample("m", provider, Outcome.OK, t, NOW - 10) for t in times]
+        out[Pair("m", provider)] = compute_score(Pair("m", provider), samples, WindowParams(), NOW)
+    return out
+
+
+def ranking(board: dict[Pair, Score], **kw: Any) -> Ranking:
+    policy = ModelPolicy.model_validate({"exploration_share": 0.0, **kw.pop("policy", {})})
+    return rank(policy, DEPLOYMENTS, board, "m", incumbent=kw.get("incumbent"),
+                rate_limited_until={}, rng=random.Random(3), now=NOW,
+                circuits=kw.get("circuits"))  # fmt: skip
+
+
+def kind(r: Ranking, attempts: int = 1) -> str:
+    decision = Decision("d1", "m", NOW, r.ranked, r.excluded, r.explanation)
+    decision.attempts = [Attempt(c.provider, Outcome.OK) for c in r.ranked[:attempts]]
+    return decision_kind(decision)
+
+
+PROVEN = {"a": [0.3] * 25, "b": [0.5] * 25}
+
+
+def test_each_kind_from_a_real_ranking() -> None:
+    assert kind(ranking(scores(**PROVEN))) == "best"
+    assert kind(ranking(scores(a=[0.5] * 25, b=[0.48] * 25), incumbent="a")) == "holding"
+    assert kind(ranking(scores(a=[0.3] * 3, b=[0.4] * 2))) == "measuring"
+    exploring = ranking(scores(a=[0.3] * 25, b=[0.4] * 2), policy={"exploration_share": 1.0})
+    assert exploring.is_exploration and kind(exploring) == "exploring"
+    weighted = ranking(scores(**PROVEN), policy={"mode": "weighted"})
+    assert kind(weighted) == "weighted"
+    assert kind(ranking(scores(**PROVEN)), attempts=2) == "failover"
+    hedged = ranking(scores(**PROVEN))
+    decision = Decision("d2", "m", NOW, hedged.ranked, hedged.excluded, hedged.explanation)
+    decision.attempts = [Attempt("a", Outcome.CANCELLED), Attempt("b", Outcome.OK, hedge=True)]
+    decision.hedge = HedgeRecord(primary="a", after_s=0.5, basis="p95", fired=True, winner="b")
+    assert decision_kind(decision) == "hedged"
+    out = {Pair("m", p): CircuitState(failures=5, open_until=NOW + 30) for p in ("a", "b")}
+    assert kind(ranking(scores(**PROVEN), circuits=out)) == "trial"
+    excluded = ranking(scores(**PROVEN), policy={"exclude": ["a", "b"]})
+    assert not excluded.ranked and kind(excluded) == "unavailable"
+
+
+def test_count_decision_sets_the_kind_and_labels_the_server() -> None:
+    metrics = Metrics()
+    r = ranking(scores(**PROVEN))
+    decision = Decision("d1", "m", NOW, r.ranked, r.excluded, r.explanation)
+    decision.attempts = [Attempt("a", Outcome.HTTP_5XX), Attempt("b", Outcome.OK)]
+    decision.winner = "b"
+    metrics.count_decision(decision)
+    assert decision.kind == "failover" and decision.to_dict(NOW)["kind"] == "failover"
+    value = metrics.registry.get_sample_value(
+        "ttft_router_decisions_total", {"model": "m", "provider": "b", "reason": "failover"}
+    )
+    assert value == 1.0
+    assert set(DECISION_KINDS) >= {"best", "holding", "exploring", "failover"}

@@ -1,0 +1,149 @@
+"""The probe schedule and budget (pure): reasons, slots, time scaling, idle-to-cold learning."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from proxy.domain import Outcome, Pair, Sample, Source
+from proxy.policy import ModelPolicy, Probe
+from proxy.probe_plan import (
+    Budget,
+    PairView,
+    Reason,
+    Timing,
+    is_bursting,
+    learn_idle_to_cold,
+    plan,
+    slot_due,
+)
+from proxy.stats import compute_score
+
+PAIR = Pair("m", "p")
+NOW = 1_000_000.0
+TIMING = Timing.of(ModelPolicy(), 1.0)
+
+
+def sample(ts: float, ttft_s: float = 0.3, source: Source = Source.PROBE) -> Sample:
+    return Sample("m", "p", Outcome.OK, ttft_s, ts, total_s=ttft_s, source=source)
+
+
+def view(window: Sequence[Sample], **kw: object) -> PairView:
+    policy = ModelPolicy()
+    score = compute_score(PAIR, window, policy.window_params(), NOW) if window else None
+    fields: dict[str, object] = {
+        "score": score, "window": window, "bursting": False, "is_chosen": False,
+        "uncertain": None, "idle_to_cold_s": None, "done": None, **kw,
+    }  # fmt: skip
+    return PairView(**fields)  # type: ignore[arg-type]
+
+
+def test_every_time_setting_scales_with_the_market() -> None:
+    policy = ModelPolicy(probe=Probe(interval_s=100, burst_spacing_s=4, stale_after_s=500))
+    scaled = Timing.of(policy, 0.01)
+    assert (scaled.interval_s, scaled.burst_spacing_s, scaled.stale_after_s) == (1.0, 0.04, 5.0)
+    assert scaled.timeout_s == pytest.approx(1.2)  # 120 s default
+    assert scaled.idle_to_cold_s == pytest.approx(3.0) and scaled.min_idle_s == 0.6
+
+
+def test_slots_are_the_same_on_every_replica_and_inside_their_jitter() -> None:
+    dues = [slot_due(PAIR, "g", 120.0, 0.2, k) for k in range(100, 200)]
+    assert dues == [slot_due(PAIR, "g", 120.0, 0.2, k) for k in range(100, 200)]
+    for k, due in zip(range(100, 200), dues, strict=True):
+        assert k * 120.0 <= due < k * 120.0 + 0.2 * 120.0
+    assert len({round(d % 120.0, 3) for d in dues}) > 50  # spread, not one fixed offset
+
+
+def test_a_new_pair_bursts_until_min_samples_then_fills_gaps() -> None:
+    assert is_bursting(False, None, 20)  # new
+    burst = plan(PAIR, TIMING, view([], bursting=True), NOW)
+    assert burst.reason is Reason.BURST and burst.slot and burst.slot.startswith("b")
+    assert burst.period_s == TIMING.burst_spacing_s
+    window = [sample(NOW - 100 + i) for i in range(20)]
+    score = compute_score(PAIR, window, ModelPolicy().window_params(), NOW)
+    assert not is_bursting(True, score, 20)
+    gap = plan(PAIR, TIMING, view(window), NOW)
+    assert gap.reason is Reason.GAP and gap.slot and gap.slot.startswith("g")
+    assert gap.period_s == TIMING.interval_s
+
+
+def test_enough_recent_passive_samples_mean_no_probe() -> None:
+    passive = [sample(NOW - 10 * i, source=Source.PASSIVE) for i in range(5, 0, -1)]
+    skipped = plan(PAIR, TIMING, view(passive), NOW)
+    assert skipped.reason is Reason.SKIPPED and skipped.due is None
+    assert "5 passive samples" in skipped.detail
+    few = passive[-2:]
+    assert plan(PAIR, TIMING, view(few), NOW).reason is Reason.GAP
+
+
+def test_a_stale_pair_is_probed_at_once_once_per_slot() -> None:
+    old = [sample(NOW - 1000 + i, source=Source.PASSIVE) for i in range(50)]
+    stale = plan(PAIR, TIMING, view(old), NOW)
+    assert stale.reason is Reason.STALE and stale.due == NOW
+    again = plan(PAIR, TIMING, view(old, done=stale.slot), NOW)
+    assert again.due is not None and again.due > NOW and again.slot != stale.slot
+
+
+def test_a_fired_slot_moves_the_plan_to_the_next() -> None:
+    window = [sample(NOW - 100 + i) for i in range(20)]
+    first = plan(PAIR, TIMING, view(window), NOW)
+    after = plan(PAIR, TIMING, view(window, done=first.slot), NOW)
+    assert after.slot != first.slot and after.due is not None and first.due is not None
+    assert after.due > first.due
+
+
+def test_uncertain_pairs_are_probed_at_the_burst_spacing() -> None:
+    window = [sample(NOW - 100 + i) for i in range(20)]
+    wanted = plan(PAIR, TIMING, view(window, uncertain="overlaps the leader"), NOW)
+    assert wanted.reason is Reason.UNCERTAIN and wanted.detail == "overlaps the leader"
+
+
+def test_keep_warm_probes_the_chosen_pair_before_its_learned_idle_to_cold_time() -> None:
+    timing = Timing.of(ModelPolicy.model_validate({"probe": {"keep_warm": {"enabled": True}}}), 1)
+    window = [sample(NOW - 100 + i) for i in range(20)]
+    warm = plan(PAIR, timing, view(window, is_chosen=True, idle_to_cold_s=80.0), NOW)
+    assert warm.reason is Reason.KEEP_WARM and warm.period_s == 60.0  # max(60, 0.5 x 80)
+    assert warm.due == pytest.approx(NOW - 100 + 19 + 0.3 + 60.0)
+    assert plan(PAIR, timing, view(window, idle_to_cold_s=80.0), NOW).reason is Reason.GAP
+    assert plan(PAIR, TIMING, view(window, is_chosen=True), NOW).reason is Reason.GAP  # off
+
+
+def test_idle_to_cold_is_the_shortest_cold_idle_beyond_every_warm_one() -> None:
+    t = 0.0
+    window = []
+    steps = [
+        (0, 0.3),
+        (5, 0.3),
+        (10, 0.3),
+        (0.001, 20.0),
+        (40, 20.0),
+        (30, 0.3),
+        (1, 0.3),
+        (90, 20.0),
+        (2, 0.3),
+        (3, 0.3),
+        (50, 20.0),
+        (1, 0.3),
+        (1, 0.3),
+    ]
+    for idle, ttft in steps:
+        t += idle
+        window.append(sample(t, ttft))
+        t += ttft
+    # warm after 30 s idle; cold after 0.001 s (chance), 40 s, 50 s and 90 s: learned 40
+    assert learn_idle_to_cold(window, 4.0, 2.0) == pytest.approx(40.0)
+    assert learn_idle_to_cold(window[:3], 4.0, 2.0) is None
+
+
+def test_the_budget_caps_probes_and_cost_per_window_and_refunds_unsent_probes() -> None:
+    budget = Budget(max_probes=3, max_cost_usd=1.0, window_s=3600.0)
+    entries = [budget.spend(NOW + i, 0.1) for i in range(3)]
+    assert "probe cap reached: 3 of 3" in (budget.refusal(NOW + 3, 0.1) or "")
+    budget.refund(entries[2])
+    assert budget.refusal(NOW + 3, 0.1) is None
+    budget.settle(entries[1], 0.85)
+    assert "cost cap reached" in (budget.refusal(NOW + 3, 0.1) or "")
+    assert budget.resumes_at(NOW + 3) == NOW + 3600.0
+    assert budget.refusal(NOW + 3602, 0.1) is None  # the hour has moved on
+    assert budget.used(NOW + 3602) == (0, 0.0)
