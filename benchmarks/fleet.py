@@ -152,6 +152,19 @@ class Fleet:
         cores = PROXY_CORES if workers == 1 else PROXY_CORES | LOAD_CORES
         return self.start(name, argv, port, cores)
 
+    def simulator(self, scenario: Path, port: int, *, name: str = "simulator") -> Child:
+        """`python -m proxy.simulator scenario`; ready once `port` (its last provider's,
+        bound last) listens."""
+        argv = [sys.executable, "-m", "proxy.simulator", str(scenario)]
+        return self.start(name, argv, port, LOAD_CORES)
+
+    def serve(self, name: str, config_text: str, port: int) -> Child:
+        """`ttft-router serve` with a config of the caller's (its server.port is `port`)."""
+        config = self.dir / f"{name}.yaml"
+        config.write_text(config_text)
+        argv = [str(BIN / "ttft-router"), "serve", "--config", str(config)]
+        return self.start(name, argv, port, PROXY_CORES)
+
     def litellm(self, executable: str, upstream: Child) -> Child:
         port = free_port()
         config = self.dir / "litellm.yaml"

@@ -30,11 +30,13 @@ class Target:
     model: str = "bench-model"
     api_key: str = "bench-key"
 
-    def request_bytes(self, max_tokens: int) -> tuple[str, int, bytes]:
+    def request_bytes(self, max_tokens: int, model: str | None = None) -> tuple[str, int, bytes]:
+        """(host, port, the whole HTTP request) of one streamed chat completion."""
         url = urlsplit(self.base_url.rstrip("/"))
         host, port = url.hostname or "127.0.0.1", url.port or 80
         body = orjson.dumps({
-            "model": self.model, "stream": True, "max_tokens": max_tokens, "temperature": 0,
+            "model": model or self.model, "stream": True, "max_tokens": max_tokens,
+            "temperature": 0,
             "messages": [{"role": "user", "content": "Count from one to twenty, please."}],
         })  # fmt: skip
         head = (
@@ -92,6 +94,7 @@ class StreamClient(asyncio.Protocol):
         self._tail = b""
         self._status = 0
         self.lost = False
+        self.headers: dict[str, str] = {}  # of the last response, names in lower case
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,6 +112,9 @@ class StreamClient(asyncio.Protocol):
             self.close()
 
     # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
 
@@ -146,14 +152,16 @@ class StreamClient(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(RuntimeError(why))
 
-    def send(self) -> asyncio.Future[tuple[float, float]]:
-        """Start one request; the future gives (ttft_s, total_s) or raises RuntimeError."""
+    def send(self, request: bytes | None = None) -> asyncio.Future[tuple[float, float]]:
+        """Start one request (this connection's own, or `request`); the future gives
+        (ttft_s, total_s) or raises RuntimeError. `headers` then holds the response's."""
         assert self._transport is not None and not self.lost
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
         self._ttft, self._pending, self._tail, self._status = None, b"", b"", 0
+        self.headers = {}
         self._start = time.perf_counter()
-        self._transport.write(self._request)
+        self._transport.write(request or self._request)
         return self._waiter
 
     def close(self) -> None:
