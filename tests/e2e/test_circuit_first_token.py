@@ -10,14 +10,17 @@ from pathlib import Path
 
 import openai
 
-from tests.e2e.conftest import running_proxy
-from tests.e2e.test_circuits import MESSAGES, _config
+from tests.e2e.conftest import running_proxy, scripted_config
+from tests.e2e.test_circuits import MESSAGES
 from tests.fakes.scripted import scripted_provider
 
 
 async def test_a_streaming_trial_closes_the_circuit_at_its_first_token(tmp_path: Path) -> None:
     policy = "defaults:\n  circuit: {consecutive_errors: 1, cooldown_s: 300}\n"
-    async with scripted_provider("500") as p, running_proxy(_config(tmp_path, policy, p)) as proxy:
+    async with (
+        scripted_provider("500") as p,
+        running_proxy(scripted_config(tmp_path, policy, p)) as proxy,
+    ):
         client = proxy.client()
         try:
             await client.chat.completions.create(model="m", messages=MESSAGES)

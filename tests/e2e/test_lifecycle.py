@@ -48,6 +48,7 @@ async def serve_process(
         "providers": providers,
         "models": {m: {"providers": p} for m, p in models.items()},
         "scoreboard": {"refresh_s": 0.05},
+        "prober": {"enabled": False},  # the tests count samples exactly
         **extra,
     }
     path = tmp_path / "config.yaml"
