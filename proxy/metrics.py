@@ -158,15 +158,7 @@ class ExportSink(Protocol):
     def shutdown(self) -> None: ...
 
 
-# Reason kinds by how routing words its reason (proxy.routing); the first match wins.
-# tests/unit/test_decision_kind.py ranks real cases so a rewording cannot slip past.
-REASON_PREFIXES = (
-    ("exploring", "exploring"),
-    ("holding", "holding"),
-    ("no pair of the model measured", "measuring"),
-    ("weighted", "weighted"),
-    ("every provider is out", "trial"),
-)
+# The label values of ttft_router_decisions_total{reason} (Ranking.kind, plus dispatch's own).
 DECISION_KINDS = ("best", "holding", "exploring", "failover", "hedged", "measuring",
                   "weighted", "trial", "unavailable")  # fmt: skip
 
@@ -177,9 +169,8 @@ def decision_kind(decision: Decision) -> str:
 
     hedged: a hedge fired beside the first choice (the hedge counters say who won);
     failover: more than one attempt was made otherwise; unavailable: nothing could be tried.
-    Otherwise
-    the kind of the routing reason (the reason is rendered anyway when the decision is
-    logged, so reading it here costs nothing extra).
+    Otherwise the routing's own kind (`Ranking.kind`, set on the decision when it is made),
+    so the reason text is never rendered for a counter.
     """
     if not decision.ranked:
         return "unavailable"
@@ -187,11 +178,7 @@ def decision_kind(decision: Decision) -> str:
         return "hedged"
     if len(decision.attempts) > 1:
         return "failover"
-    reason = str(decision.reason)
-    for prefix, kind in REASON_PREFIXES:
-        if reason.startswith(prefix):
-            return kind
-    return "best"
+    return decision.kind or "best"
 
 
 class _StateCollector(Collector):

@@ -300,7 +300,7 @@ class Prober:
             if self.coordination_error is None:
                 log.warning("probe leases unavailable, probing on this replica's own schedule "
                             "within its budget: %s", exc)  # fmt: skip
-            self.coordination_error = str(exc)
+            self.coordination_error = self._redact(str(exc))
             return f"{self.replica} (store unavailable)"
         if self.coordination_error is not None:
             log.info("probe leases available again")

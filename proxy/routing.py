@@ -49,6 +49,9 @@ class Ranking:
     explanation: LazyText  # the reason, rendered when first read
     is_exploration: bool = False
     leader: str | None = None  # the measured pair with the best estimate (hysteresis applied)
+    # best | holding | exploring | measuring | weighted | trial | unavailable: what the reason
+    # says, as a word the counters use without rendering the reason
+    kind: str = "best"
 
     @property
     def reason(self) -> str:
@@ -104,6 +107,7 @@ class Field:  # not frozen: built for many requests, cheaper to construct
     advantage: list[float]  # the incumbent's (1 - hysteresis), else 1
     exploit: list[float]  # the order without a draw (`_exploit_key`)
     leader: int
+    held: bool = False  # the leader leads only by the hysteresis (the incumbent is held)
 
     @property
     def lasts(self) -> bool:
@@ -145,9 +149,10 @@ def prepare(
     advantage = [cut if c.provider == incumbent else 1.0 for c in eligible]
     exploit = [_exploit_key(b, f) for b, f in zip(beliefs, advantage, strict=True)]
     leader = min(range(len(eligible)), key=exploit.__getitem__)
+    unscaled = min(range(len(eligible)), key=lambda i: _exploit_key(beliefs[i], 1.0))
     return Field(
         policy, model, incumbent, eligible, excluded, circuits, now, prior, beliefs,
-        advantage, exploit, leader,
+        advantage, exploit, leader, held=unscaled != leader,
     )  # fmt: skip
 
 
@@ -170,7 +175,10 @@ def order(
     if policy.mode == "weighted":
         ordered = _weighted_order(eligible, beliefs, rng)
         return Ranking(
-            ordered, excluded, LazyText(lambda: _weighted_reason(ordered[0], eligible, beliefs))
+            ordered,
+            excluded,
+            LazyText(lambda: _weighted_reason(ordered[0], eligible, beliefs)),
+            kind="weighted",
         )
     share = policy.probed_exploration_share if probed else policy.exploration_share
     if draw and (share >= 1.0 or (share > 0.0 and rng.random() < share)):
@@ -200,6 +208,7 @@ def order(
         ),
         is_exploration=exploring,
         leader=eligible[leader].provider if beliefs[leader].n_eff > 0.0 else None,
+        kind="exploring" if exploring else ("holding" if field.held else "best"),
     )
 
 
@@ -246,6 +255,7 @@ def _warm_up(
             )
         ),
         is_exploration=True,
+        kind="measuring",
     )
 
 
@@ -281,7 +291,10 @@ def _all_excluded(
     ]
     if not trials:
         return Ranking(
-            [], excluded, LazyText(lambda: "no provider available: " + _list_exclusions(excluded))
+            [],
+            excluded,
+            LazyText(lambda: "no provider available: " + _list_exclusions(excluded)),
+            kind="unavailable",
         )
     names = {c.provider for c in trials}
     return Ranking(
@@ -293,6 +306,7 @@ def _all_excluded(
                 f"trial request to {', '.join(c.provider for c in trials)}"
             )
         ),
+        kind="trial",
     )
 
 

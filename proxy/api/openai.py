@@ -168,6 +168,7 @@ async def _proxy(request: Request, kind: Kind) -> Response:
         excluded=ranking.excluded,
         reason=ranking.explanation,
         replica=svc.replica,
+        kind=ranking.kind,
         request_id=requestid.current() or "",
     )
     stream = bool(body.get("stream")) and kind != "embedding"

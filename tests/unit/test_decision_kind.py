@@ -1,5 +1,5 @@
-"""Decision kinds (metrics.decision_kind) from real rankings, so that a rewording of a routing
-reason that the kinds depend on fails here, not silently in the counters."""
+"""Decision kinds (metrics.decision_kind) from real rankings: each routing path names its
+kind (Ranking.kind), and the decision's kind follows it unless a hedge or failover happened."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def ranking(board: dict[Pair, Score], seed: int = 3, **kw: Any) -> Ranking:
 
 
 def kind(r: Ranking, attempts: int = 1) -> str:
-    decision = Decision("d1", "m", NOW, r.ranked, r.excluded, r.explanation)
+    decision = Decision("d1", "m", NOW, r.ranked, r.excluded, r.explanation, kind=r.kind)
     decision.attempts = [Attempt(c.provider, Outcome.OK) for c in r.ranked[:attempts]]
     return decision_kind(decision)
 
