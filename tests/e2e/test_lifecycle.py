@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import subprocess
 import sys
@@ -137,5 +138,8 @@ async def test_litellm_is_imported_at_start_up_not_by_the_first_request(tmp_path
                         if line.startswith("data: {"):
                             first = time.monotonic() - started
                             break
-            # the import alone takes seconds; the first request's first token does not
-            assert first < 1.5, first
+            # the import alone takes seconds (measured by the same process, under the same
+            # machine load); the first request's first token must not pay anything like it
+            imported = re.search(r"litellm imported in ([0-9.]+) s", log.read_text())
+            assert imported is not None
+            assert first < max(1.5, 0.5 * float(imported.group(1))), (first, imported.group(0))
