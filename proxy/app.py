@@ -263,12 +263,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return render(error)
 
 
-def app_from_env() -> FastAPI:
-    """uvicorn factory for `serve --workers N`: the config path comes from the env."""
+def app_from_path(config_path: str) -> FastAPI:
+    """uvicorn factory for `serve --workers N` (bound to the config path by the CLI)."""
     from proxy.config import load_config
     from proxy.server import Listener
 
-    config = load_config(os.environ["TTFT_ROUTER_CONFIG"])
+    config = load_config(config_path)
     redact_logs(config)
     app = create_app(config)
     tune_gc_for_serving()
