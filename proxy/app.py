@@ -145,7 +145,7 @@ def build_services(
         )
         for name, provider in config.providers.items()
     }
-    metrics.watch(scoreboard, buffer, store)
+    metrics.watch(health.StateCollector(scoreboard, buffer, store))
     recorder = Recorder(buffer, router.breakers, metrics, replica)
     dispatcher = Dispatcher(deployments, recorder, router, redact)
     metrics.watch_hedge_budgets(dispatcher.hedge_budgets.left)
@@ -158,7 +158,7 @@ def build_services(
         wanted=_evidence_wanted(config, policies, scoreboard, router),
     )  # fmt: skip
     router.probing = config.prober.enabled
-    metrics.watch_prober(prober)
+    metrics.watch(health.ProberCollector(prober))
     return Services(
         config=config,
         policies=policies,
