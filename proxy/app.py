@@ -14,8 +14,8 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -43,6 +43,9 @@ from proxy.store.memory import MemoryStore
 from proxy.upstream.base import Upstream
 from proxy.upstream.litellm_adapter import LiteLLMUpstream, preload_litellm
 from proxy.upstream.openai_compat import OpenAICompatUpstream, make_session
+
+if TYPE_CHECKING:
+    import aiohttp  # the session's type; aiohttp itself lives in upstream/
 
 log = logging.getLogger("ttft_router.app")
 SHUTDOWN_DRAIN_S = 5.0
