@@ -24,7 +24,7 @@ class MemoryStore:
     kind = "memory"
 
     def __init__(self, config: MemoryStoreConfig) -> None:
-        self._windows = LocalWindows(config.max_window, config.max_age_s)
+        self._windows = LocalWindows(config.max_samples, config.max_age_s)
         self._decisions: deque[dict[str, Any]] = deque(maxlen=config.max_decisions)
         self._leases: dict[tuple[Pair, str], tuple[str, float]] = {}  # -> (holder, expiry)
 

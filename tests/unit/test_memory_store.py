@@ -18,7 +18,7 @@ def sample(pair: Pair, ts: float, ttft_s: float = 0.25) -> Sample:
 
 
 async def test_window_is_trimmed_by_count_and_age_and_versioned() -> None:
-    store = MemoryStore(MemoryStoreConfig(max_window=5, max_age_s=60))
+    store = MemoryStore(MemoryStoreConfig(max_samples=5, max_age_s=60))
     now = time.time()
     too_old = [sample(PAIR, now - 120 + i, ttft_s=9.0) for i in range(3)]
     recent = [sample(PAIR, now - 10 + i, ttft_s=float(i)) for i in range(8)]
@@ -35,7 +35,7 @@ async def test_window_is_trimmed_by_count_and_age_and_versioned() -> None:
 
 
 async def test_a_window_handed_out_is_not_changed_by_later_samples() -> None:
-    store = MemoryStore(MemoryStoreConfig(max_window=2))
+    store = MemoryStore(MemoryStoreConfig(max_samples=2))
     now = time.time()
     await store.append([sample(PAIR, now - 2), sample(PAIR, now - 1)], [])
     first = (await store.changed_windows({}))[PAIR]
