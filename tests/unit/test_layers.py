@@ -168,3 +168,29 @@ def test_the_checker_sees_what_it_is_meant_to() -> None:
     health = {i.module: i for i in imports(PROXY / "api" / "health.py")}
     assert health["proxy.scoreboard"].typing_only
     assert layer_of("bench.cli") == len(LAYERS) - 1 and layer_of("bench.job") == 4
+
+
+def test_only_the_litellm_adapter_writes_the_environment() -> None:
+    """The proxy passes settings as arguments; litellm alone reads one from os.environ
+    (LITELLM_LOCAL_MODEL_COST_MAP), set just before it is imported."""
+    writes = []
+    for module, path in sources():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if _writes_environ(node) and module != "upstream.litellm_adapter":
+                writes.append(f"{module} line {node.lineno}")  # type: ignore[attr-defined]
+    assert writes == []
+
+
+def _writes_environ(node: ast.AST) -> bool:
+    def is_environ(target: ast.AST) -> bool:
+        return isinstance(target, ast.Attribute) and target.attr == "environ"
+
+    if isinstance(node, ast.Assign | ast.AugAssign | ast.Delete):
+        targets = node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]
+        return any(isinstance(t, ast.Subscript) and is_environ(t.value) for t in targets)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        func = node.func
+        if func.attr in ("setdefault", "update", "pop", "clear") and is_environ(func.value):
+            return True
+        return func.attr in ("putenv", "unsetenv")
+    return False
