@@ -91,7 +91,7 @@ def redis_url(url: str | None) -> Iterator[str]:
 
 
 def store_config(url: str, prefix: str, window: int) -> RedisStoreConfig:
-    return RedisStoreConfig(kind="redis", url=url, prefix=prefix, max_window=window,
+    return RedisStoreConfig(kind="redis", url=url, prefix=prefix, max_samples=window,
                             max_age_s=7200.0)  # fmt: skip
 
 

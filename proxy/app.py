@@ -14,8 +14,8 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -43,6 +43,9 @@ from proxy.store.memory import MemoryStore
 from proxy.upstream.base import Upstream
 from proxy.upstream.litellm_adapter import LiteLLMUpstream, preload_litellm
 from proxy.upstream.openai_compat import OpenAICompatUpstream, make_session
+
+if TYPE_CHECKING:
+    import aiohttp  # the session's type; aiohttp itself lives in upstream/
 
 log = logging.getLogger("ttft_router.app")
 SHUTDOWN_DRAIN_S = 5.0
@@ -145,7 +148,7 @@ def build_services(
         )
         for name, provider in config.providers.items()
     }
-    metrics.watch(scoreboard, buffer, store)
+    metrics.watch(health.StateCollector(scoreboard, buffer, store))
     recorder = Recorder(buffer, router.breakers, metrics, replica)
     dispatcher = Dispatcher(deployments, recorder, router, redact)
     metrics.watch_hedge_budgets(dispatcher.hedge_budgets.left)
@@ -158,7 +161,7 @@ def build_services(
         wanted=_evidence_wanted(config, policies, scoreboard, router),
     )  # fmt: skip
     router.probing = config.prober.enabled
-    metrics.watch_prober(prober)
+    metrics.watch(health.ProberCollector(prober))
     return Services(
         config=config,
         policies=policies,
@@ -263,12 +266,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return render(error)
 
 
-def app_from_env() -> FastAPI:
-    """uvicorn factory for `serve --workers N`: the config path comes from the env."""
+def app_from_path(config_path: str) -> FastAPI:
+    """uvicorn factory for `serve --workers N` (bound to the config path by the CLI)."""
     from proxy.config import load_config
     from proxy.server import Listener
 
-    config = load_config(os.environ["TTFT_ROUTER_CONFIG"])
+    config = load_config(config_path)
     redact_logs(config)
     app = create_app(config)
     tune_gc_for_serving()

@@ -172,7 +172,7 @@ class AuthConfig(Frozen):
 
 class MemoryStoreConfig(Frozen):
     kind: Literal["memory"] = "memory"
-    max_window: int = Field(1000, gt=0, description="samples kept per pair (newest)")
+    max_samples: int = Field(1000, gt=0, description="samples kept per pair (newest)")
     max_age_s: float = Field(86400.0, gt=0)
     max_decisions: int = Field(1000, gt=0)
 
@@ -181,7 +181,7 @@ class RedisStoreConfig(Frozen):
     kind: Literal["redis"]
     url: SecretStr = Field(description="redis://[user:password@]host:port/db or rediss://")
     prefix: str = Field("ttft", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
-    max_window: int = Field(1000, gt=0)
+    max_samples: int = Field(1000, gt=0)
     max_age_s: float = Field(86400.0, gt=0)
     max_decisions: int = Field(1000, gt=0, description="decisions kept in the global log")
     max_decisions_per_model: int = Field(100, gt=0, description="decisions kept per model")

@@ -21,7 +21,7 @@ from proxy.domain import Attempt, Candidate, Outcome
 from proxy.measure import AttemptClock
 from proxy.redact import Redactor
 from proxy.upstream.base import UpstreamFailure, UpstreamResponse
-from proxy.upstream.sse import EventSplitter, error_event, iter_data, parse_payload
+from proxy.upstream.sse import EventSplitter, error_event, is_error_event, iter_data, parse_payload
 
 log = logging.getLogger("ttft_router.forward")
 
@@ -140,7 +140,7 @@ async def whole_body(started: Started, kind: str, public_model: str) -> bytes:
         parts.append(started.splitter.feed(data))
     chunks = [c for c in map(parse_payload, iter_data(b"".join(parts))) if c is not None]
     for chunk in chunks:
-        if "error" in chunk and not chunk.get("choices"):
+        if is_error_event(chunk):
             raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
     answer = assemble_chat(chunks) if kind == "chat" else assemble_completion(chunks)
     answer["model"] = public_model

@@ -19,7 +19,13 @@ import orjson
 
 from proxy.domain import Outcome, Sample, Source
 from proxy.upstream.base import Upstream, UpstreamFailure
-from proxy.upstream.sse import EventSplitter, carries_output, iter_data, parse_payload
+from proxy.upstream.sse import (
+    EventSplitter,
+    carries_output,
+    is_error_event,
+    iter_data,
+    parse_payload,
+)
 
 
 class AttemptClock:
@@ -100,7 +106,7 @@ class FirstTokenWatch:
                 chunk = parse_payload(payload)
                 if chunk is None:
                     continue
-                if "error" in chunk and not chunk.get("choices"):
+                if is_error_event(chunk):
                     self.upstream_error = chunk
                     break
                 if carries_output(chunk):
@@ -193,7 +199,7 @@ async def measure_stream(
                     chunk = parse_payload(payload)
                     if chunk is None:
                         continue
-                    if "error" in chunk and not chunk.get("choices"):
+                    if is_error_event(chunk):
                         return clock, Outcome.STREAM_ERROR, "error event after the first token"
                     tally.note(chunk)
         except UpstreamFailure as failure:

@@ -15,17 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from proxy.config import format_validation_error, read_yaml
+from proxy.config import Config, Frozen, format_validation_error, load_config, read_yaml
 from proxy.errors import ConfigError
 from proxy.stats import WindowParams
 
 log = logging.getLogger("ttft_router.policy")
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Window(Frozen):
@@ -314,3 +310,9 @@ class PolicyHolder:
         if self._read_mtimes() == self._mtimes:
             return None
         return self.reload()
+
+
+def load_checked(path: str) -> tuple[Config, PolicyHolder]:
+    """Config and policies, or ConfigError naming file, field and reason."""
+    config = load_config(path)
+    return config, PolicyHolder(config.policy_paths(), providers=config.providers)

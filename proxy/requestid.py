@@ -3,7 +3,7 @@
 A client's own `x-request-id` is kept when it is safe to echo and to log (1 to 128 characters
 of `[A-Za-z0-9._-]`); otherwise, or when it sent none, the proxy makes one. The id lives in a
 context variable for the duration of the request (`app.ProxyApp` sets it), so every log line
-written while the request runs carries it (`cli.JsonFormatter`) without being passed along.
+written while the request runs carries it (`logs.JsonFormatter`) without being passed along.
 """
 
 from __future__ import annotations

@@ -351,18 +351,19 @@ class Server(uvicorn.Server):
         yield
 
 
-def uvicorn_configs(
-    app: ASGIApp | str, server: ServerConfig, host: str, port: int, **extra: Any
-) -> tuple[ProxyUvicornConfig, ProxyUvicornConfig | None]:
-    """The main listener's uvicorn config, and the admin listener's when configured.
-    `app` may be an import string (workers > 1: each worker wraps it in `Listener`)."""
+def _options(server: ServerConfig, **extra: Any) -> dict[str, Any]:
     limits = ConnectionLimits.of(server)
-    common: dict[str, Any] = dict(
+    return dict(
         loop="uvloop", ws="none", server_header=False, log_level="warning", access_log=False,
         timeout_graceful_shutdown=server.shutdown_drain_s, limits=limits, **extra,
     )  # fmt: skip
-    if isinstance(app, str):
-        return ProxyUvicornConfig(app, host=host, port=port, **common), None
+
+
+def uvicorn_configs(
+    app: ASGIApp, server: ServerConfig, host: str, port: int
+) -> tuple[ProxyUvicornConfig, ProxyUvicornConfig | None]:
+    """The main listener's uvicorn config, and the admin listener's when configured."""
+    common = _options(server)
     if server.admin_listen is None:
         return ProxyUvicornConfig(Listener(app), host=host, port=port, **common), None
     admin_host, admin_port = parse_listen(server.admin_listen)
@@ -372,6 +373,20 @@ def uvicorn_configs(
         lifespan="off", **common,
     )  # fmt: skip
     return main, admin
+
+
+def run_workers(
+    factory: Callable[[], ASGIApp], server: ServerConfig, host: str, port: int, workers: int
+) -> None:
+    """`serve --workers N`: uvicorn's supervisor runs N processes, each building its app with
+    `factory` (picklable: it crosses into each worker) wrapped in `Listener`, and serving it
+    through uvicorn's own Server with the guarded protocol and its limits."""
+    from uvicorn.supervisors import Multiprocess
+
+    main = ProxyUvicornConfig(
+        factory, host=host, port=port, **_options(server, factory=True, workers=workers)
+    )
+    Multiprocess(main, sockets=[main.bind_socket()]).run()
 
 
 async def serve(

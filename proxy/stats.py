@@ -115,11 +115,6 @@ def km_quantiles(
     return quantiles_of(*km_masses(times, observed), qs)
 
 
-def empirical_quantiles(times: npt.NDArray[np.float64], qs: Sequence[float]) -> list[float]:
-    """Quantiles of uncensored data; equal to `km_quantiles` with everything observed."""
-    return [float(v) for v in np.quantile(times, qs, method="inverted_cdf")]
-
-
 def compute_score(pair: Pair, samples: Sequence[Sample], params: WindowParams, now: float) -> Score:
     """Score of a pair from its samples (any order, any age: the window is applied here),
     without a Belief (that needs the model's other pairs: `score_model`)."""

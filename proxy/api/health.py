@@ -1,4 +1,5 @@
-"""Liveness, readiness and Prometheus metrics.
+"""Liveness, readiness and Prometheus metrics, with the gauges of this replica's state
+(scores, buffer, store, scoreboard age, probe budget) read at scrape time.
 
 /readyz is 200 while this replica can route: "ready", or "degraded" when the store is
 unreachable and it routes on local data. It is 503 only before the first scoreboard
@@ -8,13 +9,24 @@ refresh, or when the refresh loop has stalled while the store is fine.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from proxy.api.context import services
+from proxy.metrics import gauge
+
+if TYPE_CHECKING:
+    from proxy.prober import Prober
+    from proxy.scoreboard import Scoreboard
+    from proxy.store.base import Store
+    from proxy.store.buffer import SampleBuffer
 
 router = APIRouter()
 
@@ -52,3 +64,57 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     registry = services(request).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class StateCollector(Collector):
+    """Scores, buffer and store health, read when Prometheus scrapes."""
+
+    def __init__(self, scoreboard: Scoreboard, buffer: SampleBuffer, store: Store) -> None:
+        self._scoreboard = scoreboard
+        self._buffer = buffer
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        stats: dict[str, Callable[..., float | None]] = {
+            "median": lambda s: s.median, "p95": lambda s: s.p95, "p99": lambda s: s.p99,
+            "tail_mean": lambda s: s.tail_mean,
+            "cv": lambda s: s.cv, "error_rate": lambda s: s.error_rate,
+            "cold_share": lambda s: s.cold_share, "n": lambda s: float(s.n),
+        }  # fmt: skip
+        score = GaugeMetricFamily(
+            "ttft_router_score", "Current score of each pair (seconds, ratios, counts)",
+            labels=["model", "provider", "stat"],
+        )  # fmt: skip
+        for pair, s in self._scoreboard.snapshot.items():
+            for name, read in stats.items():
+                value = read(s)
+                if value is not None:
+                    score.add_metric([pair.model, pair.provider, name], value)
+        yield score
+        yield gauge("ttft_router_buffer_samples", "Samples waiting to be flushed",
+                     len(self._buffer))  # fmt: skip
+        health = self._store.health()
+        yield gauge("ttft_router_store_up", "1 when the store is reachable", float(health.ok))
+        age = self._scoreboard.age_s(now)
+        yield gauge("ttft_router_scoreboard_age_seconds", "Seconds since the last refresh",
+                     age if age is not None else float("nan"))  # fmt: skip
+
+
+class ProberCollector(Collector):
+    """The probe budget left in this replica's hour and whether the prober is paused."""
+
+    def __init__(self, prober: Prober) -> None:
+        self._prober = prober
+
+    def collect(self) -> Iterator[Metric]:
+        probes, cost = self._prober.budget_left(time.time())
+        left = GaugeMetricFamily(
+            "ttft_router_probe_budget_left",
+            "Probe budget left in the current hour (probes; estimated USD)", labels=["kind"],
+        )  # fmt: skip
+        left.add_metric(["probes"], float(probes))
+        left.add_metric(["cost_usd"], cost)
+        yield left
+        yield gauge("ttft_router_prober_paused", "1 while the prober is paused at its budget",
+                     float(self._prober.paused_because is not None))  # fmt: skip

@@ -120,31 +120,31 @@ def chat_response(env: Envelope, choices: Sequence[Choice], prompt_tokens: int) 
                 "finish_reason": c.finish_reason,
             }
         )
-    return orjson.dumps(
-        {
-            "id": env.id,
-            "object": "chat.completion",
-            "created": env.created,
-            "model": env.model,
-            "system_fingerprint": env.system_fingerprint,
-            "choices": rendered,
-            "usage": usage(prompt_tokens, choices),
-        }
-    )
+    body = _envelope(env, "chat.completion", rendered)
+    return orjson.dumps({**body, "usage": usage(prompt_tokens, choices)})
 
 
-def _chat_chunk(env: Envelope, choices: list[dict[str, Any]]) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
+def _envelope(env: Envelope, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fields every answer and chunk of one response share; `kind` is its "object"."""
+    return {
         "id": env.id,
-        "object": "chat.completion.chunk",
+        "object": kind,
         "created": env.created,
         "model": env.model,
         "system_fingerprint": env.system_fingerprint,
         "choices": choices,
     }
+
+
+def _chunk(env: Envelope, kind: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    chunk = _envelope(env, kind, choices)
     if env.include_usage:
         chunk["usage"] = None
     return chunk
+
+
+def _chat_chunk(env: Envelope, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    return _chunk(env, "chat.completion.chunk", choices)
 
 
 def _chat_choice(
@@ -218,31 +218,12 @@ def completion_response(env: Envelope, choices: Sequence[Choice], prompt_tokens:
         }
         for c in choices
     ]
-    return orjson.dumps(
-        {
-            "id": env.id,
-            "object": "text_completion",
-            "created": env.created,
-            "model": env.model,
-            "system_fingerprint": env.system_fingerprint,
-            "choices": rendered,
-            "usage": usage(prompt_tokens, choices),
-        }
-    )
+    body = _envelope(env, "text_completion", rendered)
+    return orjson.dumps({**body, "usage": usage(prompt_tokens, choices)})
 
 
 def _completion_chunk(env: Envelope, choices: list[dict[str, Any]]) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": env.id,
-        "object": "text_completion",
-        "created": env.created,
-        "model": env.model,
-        "system_fingerprint": env.system_fingerprint,
-        "choices": choices,
-    }
-    if env.include_usage:
-        chunk["usage"] = None
-    return chunk
+    return _chunk(env, "text_completion", choices)
 
 
 def _completion_pieces(c: Choice) -> list[dict[str, Any]]:

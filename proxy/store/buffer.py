@@ -34,8 +34,6 @@ class SampleBuffer:
         self.dropped_decisions = 0
         self.flushed_samples = 0
         self.last_error: str | None = None
-        self.last_flush_ok: float | None = None
-        self._wake = asyncio.Event()
         self._on_drop: Callable[[str], None] | None = None
 
     def on_drop(self, callback: Callable[[str], None]) -> None:
@@ -114,7 +112,6 @@ class SampleBuffer:
             if self.last_error is not None:
                 log.info("store reachable again: buffered samples flushed")
             self.last_error = None
-            self.last_flush_ok = time.time()
             backoff = self._config.flush_interval_s
 
     async def drain(self, timeout_s: float) -> None:

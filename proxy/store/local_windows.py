@@ -19,8 +19,8 @@ from proxy.store.base import Window
 
 
 class LocalWindows:
-    def __init__(self, max_window: int, max_age_s: float) -> None:
-        self._max_window = max_window
+    def __init__(self, max_samples: int, max_age_s: float) -> None:
+        self._max_samples = max_samples
         self._max_age_s = max_age_s
         self._samples: dict[Pair, list[Sample]] = {}
         self._versions: dict[Pair, int] = {}
@@ -67,7 +67,7 @@ class LocalWindows:
 
     def _set(self, pair: Pair, samples: list[Sample]) -> None:
         cutoff = time.time() - self._max_age_s
-        start = max(len(samples) - self._max_window, bisect_left(samples, cutoff, key=SAMPLE_TIME))
+        start = max(len(samples) - self._max_samples, bisect_left(samples, cutoff, key=SAMPLE_TIME))
         self._samples[pair] = samples[max(start, 0) :]
         self._clock += 1
         self._versions[pair] = self._clock

@@ -1,4 +1,9 @@
-"""The embedded default store: per-pair windows and a decision log in this process's memory."""
+"""The embedded default store: per-pair windows and a decision log in this process's memory.
+
+The windows are a `LocalWindows`, the same view the Redis store keeps while Redis is away,
+so both stores age samples by one rule: trimmed by count and by age against the wall clock
+whenever a pair's window changes.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from proxy.config import MemoryStoreConfig
-from proxy.domain import SAMPLE_TIME, Pair, Sample
+from proxy.domain import Pair, Sample
 from proxy.store.base import StoreHealth, Window
+from proxy.store.local_windows import LocalWindows
 
 LEASES_KEPT = 1000  # expired leases are swept when there are more than this
 
@@ -18,10 +24,7 @@ class MemoryStore:
     kind = "memory"
 
     def __init__(self, config: MemoryStoreConfig) -> None:
-        self._max_window = config.max_window
-        self._max_age_s = config.max_age_s
-        self._windows: dict[Pair, deque[Sample]] = {}
-        self._versions: dict[Pair, int] = {}
+        self._windows = LocalWindows(config.max_samples, config.max_age_s)
         self._decisions: deque[dict[str, Any]] = deque(maxlen=config.max_decisions)
         self._leases: dict[tuple[Pair, str], tuple[str, float]] = {}  # -> (holder, expiry)
 
@@ -32,26 +35,11 @@ class MemoryStore:
         return None
 
     async def append(self, samples: Sequence[Sample], decisions: Sequence[dict[str, Any]]) -> None:
-        for sample in samples:
-            pair = sample.pair
-            window = self._windows.get(pair)
-            if window is None:
-                window = self._windows[pair] = deque(maxlen=self._max_window)
-            window.append(sample)
-            self._versions[pair] = self._versions.get(pair, 0) + 1
+        self._windows.add(samples)
         self._decisions.extend(decisions)
 
     async def changed_windows(self, known: Mapping[Pair, int]) -> dict[Pair, Window]:
-        out = {}
-        for pair, version in self._versions.items():
-            if known.get(pair) != version:
-                window = self._windows[pair]
-                if window and window[0].timestamp < window[-1].timestamp - self._max_age_s:
-                    cutoff = window[-1].timestamp - self._max_age_s
-                    while window and window[0].timestamp < cutoff:
-                        window.popleft()
-                out[pair] = Window(version, sorted(window, key=SAMPLE_TIME))
-        return out
+        return self._windows.changed(known)
 
     async def recent_decisions(self, model: str | None, limit: int) -> list[dict[str, Any]]:
         out = []

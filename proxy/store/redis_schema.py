@@ -133,7 +133,7 @@ APPEND_SAMPLES = Script(
     """
 -- Add samples to one pair's window, trim it by age and count, bump the pair's version.
 -- KEYS[1] window   KEYS[2] the model's versions   KEYS[3] the model's late marks
--- ARGV[1] provider   ARGV[2] max_window   ARGV[3] age cutoff (older samples are dropped)
+-- ARGV[1] provider   ARGV[2] max_samples   ARGV[3] age cutoff (older samples are dropped)
 -- ARGV[4] ttl_s      ARGV[5] late_s       ARGV[6] oldest timestamp in this batch
 -- ARGV[7] packed samples, one per line; each starts with its timestamp: "[ts,..."
 -- Returns the pair's new version. The version is bumped first: a script is not rolled back

@@ -89,7 +89,7 @@ class RedisStore:
         self._ttl_s = max(1, math.ceil(config.max_age_s))
         self._replica = replica
         self._client: Redis | None = None
-        self._view = LocalWindows(config.max_window, config.max_age_s)
+        self._view = LocalWindows(config.max_samples, config.max_age_s)
         self._remote: dict[Pair, _Remote] = {}
         self._index_seen: dict[Pair, float] = {}
         self._cursor_ms: float | None = None
@@ -201,7 +201,7 @@ class RedisStore:
         )
         members = b"\n".join(pack_sample(sample) for sample in batch)
         oldest = min(sample.timestamp for sample in batch)
-        return ("EVALSHA", APPEND_SAMPLES.sha, 3, *keys, pair.provider, self._config.max_window,
+        return ("EVALSHA", APPEND_SAMPLES.sha, 3, *keys, pair.provider, self._config.max_samples,
                 cutoff, self._ttl_s, LATE_S, oldest, members)  # fmt: skip
 
     def _decision_commands(self, decisions: Sequence[dict[str, Any]]) -> list[Command]:

@@ -101,6 +101,12 @@ def carries_output(chunk: dict[str, Any]) -> bool:
     return False
 
 
+def is_error_event(chunk: dict[str, Any]) -> bool:
+    """True for a provider's `{"error": ...}` event (one without choices): it failed in the
+    stream, after its HTTP status said 200."""
+    return "error" in chunk and not chunk.get("choices")
+
+
 def error_event(body: dict[str, Any]) -> bytes:
     """An OpenAI-shaped error as one SSE event (what the openai SDK raises on mid-stream)."""
     return b"data: " + orjson.dumps(body) + b"\n\n"

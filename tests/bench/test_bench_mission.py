@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from proxy.cli import bench_async, build_parser, main
+from proxy.bench.cli import bench_async
+from proxy.cli import build_parser, main
 from proxy.simulator import Market
 from tests.bench.conftest import is_png, write_config
 

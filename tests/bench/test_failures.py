@@ -7,7 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from proxy.cli import bench_async, build_parser
+from proxy.bench.cli import bench_async
+from proxy.cli import build_parser
 from proxy.simulator import Market, Scenario
 from tests.helpers import free_port
 

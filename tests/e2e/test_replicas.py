@@ -49,7 +49,7 @@ def write_config(tmp_path: Path, market: Market, redis_url: str, replica: str) -
         "store": {
             "kind": "redis",
             "url": redis_url,
-            "max_window": 5000,
+            "max_samples": 5000,
             "connect_timeout_s": 0.2,
             "socket_timeout_s": 0.2,
         },

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.api import session
-from proxy.cli import JsonFormatter
+from proxy.logs import JsonFormatter
 from proxy.simulator import Market
 from tests.e2e.conftest import (
     ADMIN_KEY,

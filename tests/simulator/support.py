@@ -1,24 +1,11 @@
-"""Helpers for the simulator tests: a deadline wait and small scenarios built in Python."""
+"""Helpers for the simulator tests: small scenarios built in Python (the deadline wait is
+`tests.helpers.wait_until`)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 from proxy.simulator import Scenario
-
-
-async def wait_until(
-    predicate: Callable[[], bool], *, timeout_s: float = 5.0, interval_s: float = 0.005
-) -> None:
-    """Return once ``predicate()`` holds; fail the test after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(interval_s)
 
 
 def scenario_of(

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from proxy.simulator import Fault, ModelBehaviour, ModelEngine, derive_rng, load_scenario
-
-from .support import wait_until
+from tests.helpers import wait_until
 
 MISSION = Path(__file__).resolve().parents[2] / "proxy" / "scenarios" / "mission.yaml"
 

@@ -10,8 +10,7 @@ import openai
 import pytest
 
 from proxy.simulator import Market
-
-from .support import wait_until
+from tests.helpers import wait_until
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 

@@ -17,8 +17,9 @@ import pytest
 from pydantic import ValidationError
 
 from proxy.simulator import Fault, Market, ModelBehaviour, ModelEngine, derive_rng
+from tests.helpers import wait_until
 
-from .support import scenario_of, wait_until
+from .support import scenario_of
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -187,10 +188,10 @@ async def test_fast_for_the_first_requests_then_slow(
 
 async def test_down_for_a_stretch_of_market_time(phased: Market, sdk: openai.AsyncOpenAI) -> None:
     await sdk.chat.completions.create(model="outage", messages=MESSAGES)
-    await wait_until(lambda: model_stats(phased, "outage")["phase"] == "down", timeout_s=5)
+    await wait_until(lambda: model_stats(phased, "outage")["phase"] == "down", timeout=5)
     with pytest.raises(openai.InternalServerError):
         await sdk.chat.completions.create(model="outage", messages=MESSAGES)
-    await wait_until(lambda: model_stats(phased, "outage")["phase"] is None, timeout_s=5)
+    await wait_until(lambda: model_stats(phased, "outage")["phase"] is None, timeout=5)
     assert phased.stats("sim-a")["market_time_s"] >= 60
     await sdk.chat.completions.create(model="outage", messages=MESSAGES)
     stats = model_stats(phased, "outage")
@@ -215,7 +216,7 @@ async def test_stats_over_http_show_phases_and_reset_restarts_them(phased: Marke
             stats = await response.json()
         assert stats["models"]["fast-first"]["phase"] == "honeymoon"
         assert stats["models"]["outage"]["phase"] is None
-        await wait_until(lambda: model_stats(phased, "outage")["phase"] == "down", timeout_s=5)
+        await wait_until(lambda: model_stats(phased, "outage")["phase"] == "down", timeout=5)
         async with http.post(base + "/stats/reset") as response:
             after = await response.json()
     assert after["market_time_s"] < 30

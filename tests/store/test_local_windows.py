@@ -15,7 +15,7 @@ def sample(ts: float, ttft_s: float = 0.1, pair: Pair = PAIR) -> Sample:
 
 
 def test_own_samples_merge_in_order_once_and_get_new_versions() -> None:
-    view = LocalWindows(max_window=10, max_age_s=3600)
+    view = LocalWindows(max_samples=10, max_age_s=3600)
     now = time.time()
     first = [sample(now - 3), sample(now - 1)]
     view.add(first)
@@ -32,7 +32,7 @@ def test_own_samples_merge_in_order_once_and_get_new_versions() -> None:
 
 
 def test_a_remote_tail_replaces_the_view_from_its_bound() -> None:
-    view = LocalWindows(max_window=10, max_age_s=3600)
+    view = LocalWindows(max_samples=10, max_age_s=3600)
     now = time.time()
     view.add([sample(now - 30), sample(now - 5, ttft_s=9.0)])  # the second: own, not in Redis
     handed_out = view.samples(PAIR)
@@ -42,7 +42,7 @@ def test_a_remote_tail_replaces_the_view_from_its_bound() -> None:
 
 
 def test_windows_are_trimmed_by_count_and_age() -> None:
-    view = LocalWindows(max_window=3, max_age_s=60)
+    view = LocalWindows(max_samples=3, max_age_s=60)
     now = time.time()
     view.replace(PAIR, [sample(now - 100)] + [sample(now - 10 + i, ttft_s=i) for i in range(5)])
     assert [s.ttft_s for s in view.samples(PAIR)] == [2, 3, 4]

@@ -37,8 +37,8 @@ def ttfts(samples: list[Sample]) -> list[float | None]:
 async def test_window_is_trimmed_by_count_and_age_and_versioned(
     shared_redis: RedisServer, prefix: str, stores: StoreFactory, admin: Callable[[str], Redis]
 ) -> None:
-    writer = await stores(shared_redis.url, prefix, max_window=5, max_age_s=60)
-    reader = await stores(shared_redis.url, prefix, max_window=5, max_age_s=60)
+    writer = await stores(shared_redis.url, prefix, max_samples=5, max_age_s=60)
+    reader = await stores(shared_redis.url, prefix, max_samples=5, max_age_s=60)
     now = time.time()
     too_old = [sample(PAIR, now - 120 + i, ttft_s=9.0) for i in range(3)]
     recent = [sample(PAIR, now - 10 + i, ttft_s=float(i)) for i in range(8)]
@@ -64,8 +64,8 @@ async def test_window_is_trimmed_by_count_and_age_and_versioned(
 async def test_replicas_follow_each_other_by_tail_and_late_samples_reach_them(
     shared_redis: RedisServer, prefix: str, stores: StoreFactory, admin: Callable[[str], Redis]
 ) -> None:
-    one = await stores(shared_redis.url, prefix, replica="one", max_window=50)
-    two = await stores(shared_redis.url, prefix, replica="two", max_window=50)
+    one = await stores(shared_redis.url, prefix, replica="one", max_samples=50)
+    two = await stores(shared_redis.url, prefix, replica="two", max_samples=50)
     now = time.time()
     await one.append([sample(PAIR, now - 100 + i, replica="one") for i in range(20)], [])
     known = {p: w.version for p, w in (await two.changed_windows({})).items()}
