@@ -129,6 +129,15 @@ class NoProviderAvailable(ProxyError):
         return {"Retry-After": str(max(1, round(self.retry_after_s)))}
 
 
+class StoreUnreachable(ProxyError):
+    """The shared store (the decision log, the sample windows) cannot be read right now."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "store_unavailable"
+    log_level = logging.WARNING
+
+
 class UpstreamFailed(ProxyError):
     """Every candidate failed before its first token, not all with 429."""
 

@@ -18,19 +18,14 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy import requestid
-from proxy.api.auth import require_key
-from proxy.api.context import Services, services
+from proxy.api.context import Services, client, deployments_of
+from proxy.api.errors import render_error, render_unexpected
 from proxy.dispatch import Call, Dispatcher, Kind
 from proxy.domain import Decision
-from proxy.errors import (
-    InvalidRequest,
-    ModelNotFound,
-    PayloadTooLarge,
-    ProxyError,
-)
+from proxy.errors import InvalidRequest, PayloadTooLarge, ProxyError
 from proxy.measure import estimate_prompt_tokens
 
 log = logging.getLogger("ttft_router.api")
@@ -50,25 +45,9 @@ PROMPT_FIELD: dict[Kind, tuple[str, type | tuple[type, ...]]] = {
 }
 
 
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    return await _proxy(request, "chat")
-
-
-@router.post("/v1/completions")
-async def completions(request: Request) -> Response:
-    return await _proxy(request, "completion")
-
-
-@router.post("/v1/embeddings")
-async def embeddings(request: Request) -> Response:
-    return await _proxy(request, "embedding")
-
-
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
-    svc = services(request)
-    authenticate(svc, request)
+    svc = client(request)
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "ttft-router"}
         for name in svc.deployments
@@ -79,30 +58,21 @@ async def list_models(request: Request) -> Response:
 async def serve_direct(scope: Scope, receive: Receive, send: Send, kind: Kind) -> None:
     """One /v1 POST as a plain ASGI call, without FastAPI's middleware, routing and
     dependency machinery in front of it and around every streamed chunk (measured at about
-    a fifth of the proxy's CPU per streamed request; docs/performance.md). Errors leave in
-    the same OpenAI shape, logged once, as through the app's exception handlers."""
+    a fifth of the proxy's CPU per streamed request; docs/performance.md). These paths are
+    not registered with FastAPI: this is their only way in. Errors leave through the same
+    `render_error` as FastAPI's handlers use."""
     request = Request(scope, receive)
+    path = scope["path"]
     try:
-        response = await _proxy(request, kind)
+        response: ASGIApp = await _proxy(request, kind)
     except ProxyError as exc:
-        log.log(exc.log_level, "POST %s -> %s %s: %s", scope["path"], exc.status, exc.code,
-                exc.message)  # fmt: skip
-        await send_error(send, exc)
-        return
+        response = render_error(exc, "POST", path)
     except ClientDisconnect:
-        log.info("client went away while sending its request to POST %s", scope["path"])
+        log.info("client went away while sending its request to POST %s", path)
         return
     except Exception:
-        log.exception("unhandled error on POST %s", scope["path"])
-        await send_error(send, ProxyError("internal error in ttft-router; see its log"))
-        return
+        response = render_unexpected("POST", path)
     await response(scope, receive, send)
-
-
-def authenticate(svc: Services, request: Request) -> None:
-    if svc.config.auth.allow_unauthenticated and not svc.client_keys:
-        return
-    require_key(svc.client_keys, request, "API key")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -147,16 +117,12 @@ def parse_request(raw: bytes, kind: Kind) -> dict[str, Any]:
     return body
 
 
-async def _proxy(request: Request, kind: Kind) -> Response:
-    svc = services(request)
-    authenticate(svc, request)
+async def _proxy(request: Request, kind: Kind) -> DispatchResponse:
+    svc = client(request)
     raw = await read_body(request, svc.config.server.max_body_bytes)
     body = parse_request(raw, kind)
     model = body["model"]
-    deployments = svc.deployments.get(model)
-    if deployments is None:
-        known = ", ".join(svc.deployments)
-        raise ModelNotFound(f"model '{model}' is not configured (known: {known})", param="model")
+    deployments = deployments_of(svc, model)
     policy = svc.policies.current.for_model(model)
     now = time.time()
     ranking = svc.router.route(policy, deployments, svc.scoreboard.snapshot, model, now)
@@ -183,8 +149,9 @@ async def _proxy(request: Request, kind: Kind) -> Response:
 WATCH_AFTER_S = 0.25
 
 
-class DispatchResponse(Response):
-    """Runs dispatch inside the ASGI call, racing it against the client's disconnect."""
+class DispatchResponse:
+    """An ASGI app (not a starlette Response): runs dispatch inside the ASGI call, racing it
+    against the client's disconnect, and sends the answer or the error."""
 
     def __init__(self, dispatcher: Dispatcher, call: Call, svc: Services) -> None:
         self._dispatcher = dispatcher
@@ -192,8 +159,6 @@ class DispatchResponse(Response):
         self._svc = svc
         self._client_gone = False
         self._watcher: asyncio.Task[None] | None = None
-        self.status_code = 200
-        self.background = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -209,8 +174,7 @@ class DispatchResponse(Response):
                 await self._send_whole(send)
         except ProxyError as exc:
             status = exc.status
-            log.log(exc.log_level, "%s %s: %s", exc.status, exc.code, exc.message)
-            await send_error(send, exc)
+            await render_error(exc, "POST", scope["path"])(scope, receive, send)
         except asyncio.CancelledError:
             if not self._client_gone:
                 raise
@@ -260,13 +224,3 @@ class DispatchResponse(Response):
         headers = self._response_headers(started.candidate.provider, b"application/json")
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
-
-
-async def send_error(send: Send, exc: ProxyError) -> None:
-    headers = [(b"content-type", b"application/json")]
-    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
-    request_id = requestid.current()
-    if request_id is not None:
-        headers.append((requestid.HEADER_BYTES, request_id.encode()))
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": orjson.dumps(exc.body())})
