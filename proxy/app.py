@@ -114,12 +114,11 @@ class ProxyApp(FastAPI):
         request_id = requestid.from_headers(scope["headers"])
         token = requestid.REQUEST_ID.set(request_id)
         try:
-            if scope["method"] == "POST":
-                kind = openai.DIRECT_ROUTES.get(scope["path"])
-                if kind is not None:
-                    scope["app"] = self
-                    await openai.serve_direct(scope, receive, send, kind)  # sets the header
-                    return
+            kind = openai.DIRECT_ROUTES.get(scope["path"])
+            if kind is not None:  # any method: serve_direct answers 405 to all but POST
+                scope["app"] = self
+                await openai.serve_direct(scope, receive, send, kind)  # sets the header
+                return
             await super().__call__(scope, receive, requestid.with_header(send, request_id))
         finally:
             requestid.REQUEST_ID.reset(token)

@@ -75,6 +75,20 @@ class NotFound(ProxyError):
     log_level = logging.INFO
 
 
+class MethodNotAllowed(ProxyError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+    log_level = logging.INFO
+
+    def __init__(self, message: str, *, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow}
+
+
 class PayloadTooLarge(ProxyError):
     status = 413
     type = "invalid_request_error"

@@ -1,7 +1,11 @@
-"""The OpenAI surface: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models.
+"""The OpenAI surface: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses,
+/v1/models and /v1/models/{model}.
 
 A request is parsed once (orjson) and only what routing needs is checked: the model, the
 stream flag, the field that carries the prompt. Everything else passes upstream untouched.
+/v1/responses goes through the same routing, dispatch and measurement as chat; only the
+providers whose config says `responses: true` are tried, the others are excluded in the
+decision with that reason.
 The response is a `DispatchResponse`, which runs dispatch inside the ASGI call so that a
 client leaving at any moment (even during a 60 s cold start) cancels the upstream request.
 """
@@ -12,6 +16,7 @@ import asyncio
 import logging
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -23,10 +28,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proxy import requestid
 from proxy.api.context import Services, client, deployments_of
 from proxy.api.errors import render_error, render_unexpected
+from proxy.config import OpenAIProvider
 from proxy.dispatch import Call, Dispatcher, Kind
-from proxy.domain import Decision
-from proxy.errors import InvalidRequest, PayloadTooLarge, ProxyError
+from proxy.domain import Candidate, Decision, LazyText
+from proxy.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, ProxyError
 from proxy.measure import estimate_prompt_tokens
+from proxy.routing import Ranking
 
 log = logging.getLogger("ttft_router.api")
 router = APIRouter()
@@ -36,13 +43,18 @@ DIRECT_ROUTES: dict[str, Kind] = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completion",
     "/v1/embeddings": "embedding",
+    "/v1/responses": "responses",
 }
 
-PROMPT_FIELD: dict[Kind, tuple[str, type | tuple[type, ...]]] = {
-    "chat": ("messages", list),
-    "completion": ("prompt", (str, list)),
-    "embedding": ("input", (str, list)),
+# kind -> (the field carrying the prompt, its types, whether it is required). A Responses
+# request may have no `input` (a stored `prompt` template, `previous_response_id`).
+PROMPT_FIELD: dict[Kind, tuple[str, type | tuple[type, ...], bool]] = {
+    "chat": ("messages", list, True),
+    "completion": ("prompt", (str, list), True),
+    "embedding": ("input", (str, list), True),
+    "responses": ("input", (str, list), False),
 }
+NO_RESPONSES_API = "does not serve the Responses API (its config has responses: false)"
 
 
 @router.get("/v1/models")
@@ -55,6 +67,14 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
+@router.get("/v1/models/{model:path}")
+async def retrieve_model(request: Request, model: str) -> Response:
+    svc = client(request)
+    deployments_of(svc, model)  # 404 model_not_found, OpenAI-shaped
+    entry = {"id": model, "object": "model", "created": 0, "owned_by": "ttft-router"}
+    return Response(orjson.dumps(entry), media_type="application/json")
+
+
 async def serve_direct(scope: Scope, receive: Receive, send: Send, kind: Kind) -> None:
     """One /v1 POST as a plain ASGI call, without FastAPI's middleware, routing and
     dependency machinery in front of it and around every streamed chunk (measured at about
@@ -63,6 +83,10 @@ async def serve_direct(scope: Scope, receive: Receive, send: Send, kind: Kind) -
     `render_error` as FastAPI's handlers use."""
     request = Request(scope, receive)
     path = scope["path"]
+    if scope["method"] != "POST":
+        error = MethodNotAllowed(f"{scope['method']} {path}: use POST", allow="POST")
+        await render_error(error, scope["method"], path)(scope, receive, send)
+        return
     try:
         response: ASGIApp = await _proxy(request, kind)
     except ProxyError as exc:
@@ -108,8 +132,8 @@ def parse_request(raw: bytes, kind: Kind) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a string", param="model")
-    field, types = PROMPT_FIELD[kind]
-    if not isinstance(body.get(field), types):
+    field, types, required = PROMPT_FIELD[kind]
+    if (required or field in body) and not isinstance(body.get(field), types):
         raise InvalidRequest(f"'{field}' is required for this endpoint", param=field)
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
@@ -125,14 +149,23 @@ async def _proxy(request: Request, kind: Kind) -> DispatchResponse:
     deployments = deployments_of(svc, model)
     policy = svc.policies.current.for_model(model)
     now = time.time()
+    if kind == "responses" and not any(serves_responses(svc, p) for p, _ in deployments):
+        raise InvalidRequest(
+            f"model '{model}' has no provider serving the Responses API (providers: "
+            f"{', '.join(p for p, _ in deployments)}; set responses: true on those that do)",
+            param="model",
+        )
     ranking = svc.router.route(policy, deployments, svc.scoreboard.snapshot, model, now)
+    ranked, excluded, reason = ranking.ranked, ranking.excluded, ranking.explanation
+    if kind == "responses":
+        ranked, excluded, reason = _responses_only(svc, ranking)
     decision = Decision(
         id=f"{random.getrandbits(64):016x}",  # no syscall per request (os.urandom)
         model=model,
         timestamp=now,
-        ranked=ranking.ranked,
-        excluded=ranking.excluded,
-        reason=ranking.explanation,
+        ranked=ranked,
+        excluded=excluded,
+        reason=reason,
         replica=svc.replica,
         kind=ranking.kind,
         request_id=requestid.current() or "",
@@ -140,6 +173,31 @@ async def _proxy(request: Request, kind: Kind) -> DispatchResponse:
     stream = bool(body.get("stream")) and kind != "embedding"
     call = Call(kind, model, body, stream, estimate_prompt_tokens(len(raw)), decision, policy)
     return DispatchResponse(svc.dispatcher, call, svc)
+
+
+def serves_responses(svc: Services, provider: str) -> bool:
+    """Whether the provider's config says it serves the Responses API (litellm: never)."""
+    config = svc.config.providers[provider]
+    return isinstance(config, OpenAIProvider) and config.responses
+
+
+def _responses_only(
+    svc: Services, ranking: Ranking
+) -> tuple[list[Candidate], list[Candidate], LazyText]:
+    """The ranking without the candidates that do not serve the Responses API: those move to
+    the excluded ones with that reason (new lists: the ranking's are shared)."""
+    ranked = [c for c in ranking.ranked if serves_responses(svc, c.provider)]
+    if len(ranked) == len(ranking.ranked):
+        return ranking.ranked, ranking.excluded, ranking.explanation
+    skipped = [
+        replace(c, excluded_because=NO_RESPONSES_API)
+        for c in ranking.ranked
+        if not serves_responses(svc, c.provider)
+    ]
+    names = ", ".join(c.provider for c in skipped)
+    reason = LazyText(lambda: f"{ranking.reason}; for /v1/responses, not tried: {names} "
+                              f"({NO_RESPONSES_API})")  # fmt: skip
+    return ranked, ranking.excluded + skipped, reason
 
 
 # A request still running after this long gets a task watching for its client's disconnect
