@@ -16,19 +16,17 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from proxy import requestid
 from proxy.api import admin, dashboard, health, openai
 from proxy.api.auth import KeySet
 from proxy.api.context import Services
+from proxy.api.errors import install_error_handlers
 from proxy.config import Config, LiteLLMProvider, OpenAIProvider, RedisStoreConfig
 from proxy.dispatch import Deployment, Dispatcher
-from proxy.errors import ConfigError, InvalidRequest, NotFound, ProxyError
+from proxy.errors import ConfigError
 from proxy.metrics import ExportSink, Metrics
 from proxy.policy import PolicyHolder
 from proxy.prober import Prober
@@ -99,13 +97,15 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp
 
 
 class ProxyApp(FastAPI):
-    """FastAPI, except that the streaming /v1 POST routes skip its stack.
+    """FastAPI, except that the /v1 POST routes skip its stack.
 
     FastAPI 0.165's middleware, router matching, dependency solving, telemetry check and
     the send wrappers around every streamed chunk cost about a fifth of the CPU of a
-    streamed request (py-spy, docs/performance.md); for an exact POST path the request goes
-    straight to the same handler. Everything else (admin, health, /v1/models, other methods
-    and paths on /v1, lifespan) is FastAPI as usual; the routes stay registered with it too.
+    streamed request (py-spy, docs/performance.md), so an exact /v1 POST path
+    (`openai.DIRECT_ROUTES`) is served straight from ASGI by `openai.serve_direct` and is
+    not registered with FastAPI at all. Everything else (admin, health, /v1/models, other
+    methods and paths on /v1, lifespan) is FastAPI as usual. Errors leave both ways through
+    one renderer (`api.errors.render_error`).
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -117,12 +117,11 @@ class ProxyApp(FastAPI):
         request_id = requestid.from_headers(scope["headers"])
         token = requestid.REQUEST_ID.set(request_id)
         try:
-            if scope["method"] == "POST":
-                kind = openai.DIRECT_ROUTES.get(scope["path"])
-                if kind is not None:
-                    scope["app"] = self
-                    await openai.serve_direct(scope, receive, send, kind)  # sets the header
-                    return
+            kind = openai.DIRECT_ROUTES.get(scope["path"])
+            if kind is not None:  # any method: serve_direct answers 405 to all but POST
+                scope["app"] = self
+                await openai.serve_direct(scope, receive, send, kind)  # sets the header
+                return
             await super().__call__(scope, receive, requestid.with_header(send, request_id))
         finally:
             requestid.REQUEST_ID.reset(token)
@@ -228,42 +227,6 @@ def build_upstream(
     if isinstance(provider, LiteLLMProvider):
         return LiteLLMUpstream(name, provider)
     return OpenAICompatUpstream(name, provider, session)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves in OpenAI's shape, with one log line at its level."""
-
-    def render(exc: ProxyError) -> Response:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
-
-    @app.exception_handler(ProxyError)
-    async def proxy_error(request: Request, exc: ProxyError) -> Response:
-        log.log(exc.log_level, "%s %s -> %s %s: %s", request.method, request.url.path,
-                exc.status, exc.code, exc.message)  # fmt: skip
-        return render(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        error = InvalidRequest(f"{where}: {first.get('msg', 'invalid request')}",
-                               param=where or None)  # fmt: skip
-        return await proxy_error(request, error)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
-            error: ProxyError = NotFound(f"no route {request.method} {request.url.path}")
-        else:
-            error = InvalidRequest(f"{request.method} {request.url.path}: {exc.detail}")
-            error.status = exc.status_code
-        return await proxy_error(request, error)
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        error = ProxyError("internal error in ttft-router; see its log")
-        return render(error)
 
 
 def app_from_path(config_path: str) -> FastAPI:

@@ -42,6 +42,21 @@ def assemble_completion(chunks: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return {**top, "object": "text_completion", "choices": rendered, "usage": usage}
 
 
+# The Responses API events that end a stream with the whole response object in them.
+RESPONSE_ENDS = frozenset(("response.completed", "response.incomplete"))
+
+
+def assemble_response(events: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """A Responses API stream's answer: the `response` object of its last
+    `response.completed` (or `response.incomplete`) event, which holds the whole output and
+    the usage; None when the stream has no such event."""
+    answer = None
+    for event in events:
+        if event.get("type") in RESPONSE_ENDS and isinstance(event.get("response"), dict):
+            answer = event["response"]
+    return answer
+
+
 def _fold(
     chunks: Iterable[dict[str, Any]], add: Callable[[int, dict[str, Any]], None]
 ) -> tuple[dict[str, Any], Any]:

@@ -54,6 +54,11 @@ class OpenAIProvider(Frozen):
     stream_for_non_stream: bool = Field(
         True, description="serve stream=false clients from an upstream stream (yields a TTFT)"
     )
+    responses: bool = Field(
+        False,
+        description="the provider serves the Responses API (POST /responses); off: "
+        "/v1/responses requests skip it (most OpenAI-compatible providers serve only chat)",
+    )
 
     @property
     def url(self) -> str:

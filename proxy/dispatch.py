@@ -40,15 +40,21 @@ from proxy.redact import Redactor
 from proxy.routing import Router
 from proxy.timers import Deadline
 from proxy.upstream.base import Upstream, UpstreamFailure
+from proxy.upstream.sse import CHAT, RESPONSES, StreamGrammar
 
 log = logging.getLogger("ttft_router.dispatch")
 
-Kind = Literal["chat", "completion", "embedding"]
+Kind = Literal["chat", "completion", "embedding", "responses"]
 PATHS: dict[Kind, str] = {
     "chat": "/chat/completions",
     "completion": "/completions",
     "embedding": "/embeddings",
+    "responses": "/responses",
 }
+# How each endpoint's stream says "output" and "error" (the first-token detector).
+GRAMMARS: dict[Kind, StreamGrammar] = {
+    "chat": CHAT, "completion": CHAT, "embedding": CHAT, "responses": RESPONSES,
+}  # fmt: skip
 CLIENT_FAULT = frozenset({400, 413, 422})
 
 
@@ -263,7 +269,9 @@ class Dispatcher:
                     started = Started(candidate, clock, guard, body, None, None, attempt, False)
                 else:
                     chunks = response.chunks()
-                    prelude, splitter = await read_first_token(chunks, clock)
+                    prelude, splitter = await read_first_token(
+                        chunks, clock, GRAMMARS[call.kind]
+                    )
                     started = Started(
                         candidate, clock, guard, prelude, chunks, splitter, attempt, True
                     )
@@ -324,7 +332,7 @@ class Dispatcher:
         """The client's stream (proxy.forward.relay); closes the upstream and records."""
         outcome = Outcome.OK
         try:
-            outcome = await relay(started, call.model, self._redact, emit)
+            outcome = await relay(started, call.model, self._redact, emit, GRAMMARS[call.kind])
         finally:
             await started.guard.close()
             self._done(call, started, outcome)
@@ -391,7 +399,10 @@ def _upstream_body(call: Call, upstream_model: str, upstream_stream: bool) -> by
     body = call.body
     body["model"] = upstream_model
     if upstream_stream and not call.stream:
-        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        if call.kind == "responses":  # its stream ends with the whole response, usage in it
+            body = {**body, "stream": True}
+        else:
+            body = {**body, "stream": True, "stream_options": {"include_usage": True}}
     return orjson.dumps(body)
 
 

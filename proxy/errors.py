@@ -75,6 +75,20 @@ class NotFound(ProxyError):
     log_level = logging.INFO
 
 
+class MethodNotAllowed(ProxyError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+    log_level = logging.INFO
+
+    def __init__(self, message: str, *, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow}
+
+
 class PayloadTooLarge(ProxyError):
     status = 413
     type = "invalid_request_error"
@@ -127,6 +141,15 @@ class NoProviderAvailable(ProxyError):
         if self.retry_after_s is None:
             return {}
         return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+
+
+class StoreUnreachable(ProxyError):
+    """The shared store (the decision log, the sample windows) cannot be read right now."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "store_unavailable"
+    log_level = logging.WARNING
 
 
 class UpstreamFailed(ProxyError):

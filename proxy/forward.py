@@ -16,12 +16,20 @@ from typing import Any
 import orjson
 
 from proxy import requestid
-from proxy.assemble import assemble_chat, assemble_completion
+from proxy.assemble import assemble_chat, assemble_completion, assemble_response
 from proxy.domain import Attempt, Candidate, Outcome
 from proxy.measure import AttemptClock
 from proxy.redact import Redactor
 from proxy.upstream.base import UpstreamFailure, UpstreamResponse
-from proxy.upstream.sse import EventSplitter, error_event, is_error_event, iter_data, parse_payload
+from proxy.upstream.sse import (
+    CHAT,
+    RESPONSES,
+    EventSplitter,
+    StreamGrammar,
+    is_error_event,
+    iter_data,
+    parse_payload,
+)
 
 log = logging.getLogger("ttft_router.forward")
 
@@ -95,6 +103,7 @@ async def relay(
     public_model: str,
     redact: Redactor,
     emit: Callable[[bytes], Awaitable[None]],
+    grammar: StreamGrammar = CHAT,
 ) -> Outcome:
     """`emit` the prelude, then the rest, whole events at a time. A break after the first
     token ends the client's stream with one OpenAI-shaped error event; returns the outcome
@@ -102,13 +111,14 @@ async def relay(
     generator: one per request, and asyncio registers every async generator in a WeakSet."""
     rewrite = ModelRewrite(started.candidate.upstream_model, public_model)
     try:
-        await emit(rewrite(_screen(redact, started.prelude)))
+        screen = grammar.may_hold_error
+        await emit(rewrite(_screen(redact, started.prelude, screen)))
         chunks, splitter = started.chunks, started.splitter
         assert chunks is not None and splitter is not None
         async for data in chunks:
             events = splitter.feed(data)
             if events:
-                await emit(rewrite(_screen(redact, events)))
+                await emit(rewrite(_screen(redact, events, screen)))
         if splitter.pending.strip():
             await emit(rewrite(redact.bytes(splitter.pending) + b"\n\n"))
     except UpstreamFailure as raw:
@@ -118,15 +128,15 @@ async def relay(
         log.warning(
             "stream broke after first token: %s on %s: %s", public_model, provider, failure.message
         )
-        await emit(error_event(_stream_error_body(provider, failure)))
+        await emit(grammar.error_event(_stream_error_body(provider, failure)))
         return Outcome.STREAM_ERROR
     return Outcome.OK
 
 
-def _screen(redact: Redactor, events: bytes) -> bytes:
-    """Forwarded events, with a provider's error event redacted (its text is foreign;
-    `"error"` with bare quotes is a JSON key or value, never escaped content)."""
-    return redact.bytes(events) if b'"error"' in events else events
+def _screen(redact: Redactor, events: bytes, may_hold_error: Callable[[bytes], bool]) -> bytes:
+    """Forwarded events, with a provider's error event redacted (its text is foreign; which
+    events may be errors is the stream grammar's cheap check)."""
+    return redact.bytes(events) if may_hold_error(events) else events
 
 
 async def whole_body(started: Started, kind: str, public_model: str) -> bytes:
@@ -139,10 +149,22 @@ async def whole_body(started: Started, kind: str, public_model: str) -> bytes:
     async for data in started.chunks:
         parts.append(started.splitter.feed(data))
     chunks = [c for c in map(parse_payload, iter_data(b"".join(parts))) if c is not None]
+    if kind == "responses":
+        return _whole_response(chunks, public_model)
     for chunk in chunks:
         if is_error_event(chunk):
             raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
     answer = assemble_chat(chunks) if kind == "chat" else assemble_completion(chunks)
+    answer["model"] = public_model
+    return orjson.dumps(answer)
+
+
+def _whole_response(events: list[dict[str, Any]], public_model: str) -> bytes:
+    if any(RESPONSES.is_error(event) for event in events):
+        raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
+    answer = assemble_response(events)
+    if answer is None:
+        raise UpstreamFailure(Outcome.STREAM_ERROR, "the stream ended without its response")
     answer["model"] = public_model
     return orjson.dumps(answer)
 

@@ -1,7 +1,8 @@
 """One attempt -> one Sample: the TTFT clock and censoring, and nothing else.
 
 The clock starts when the upstream request is sent and stops at the first streamed chunk
-that carries output (upstream.sse.carries_output), not at headers or the role-only chunk.
+that carries output (the endpoint's `upstream.sse.StreamGrammar`: a chat delta, a Responses
+API `*.delta` event), not at headers, the role-only chunk or `response.created`.
 Time to first byte is kept beside it. An attempt cut off before its first token (timeout,
 client gone, hedge loser) is censored at the time it was cut off.
 """
@@ -20,8 +21,9 @@ import orjson
 from proxy.domain import Outcome, Sample, Source
 from proxy.upstream.base import Upstream, UpstreamFailure
 from proxy.upstream.sse import (
+    CHAT,
     EventSplitter,
-    carries_output,
+    StreamGrammar,
     is_error_event,
     iter_data,
     parse_payload,
@@ -84,16 +86,17 @@ class AttemptClock:
 
 
 class FirstTokenWatch:
-    """Feeds raw stream bytes until the first output-carrying event.
+    """Feeds raw stream bytes until the first output-carrying event (by `grammar`).
 
     `feed()` returns the whole events completed so far (to forward), and sets
     `seen_output` once one of them carries output, stopping the clock.
     """
 
-    __slots__ = ("clock", "seen_output", "splitter", "upstream_error")
+    __slots__ = ("clock", "grammar", "seen_output", "splitter", "upstream_error")
 
-    def __init__(self, clock: AttemptClock) -> None:
+    def __init__(self, clock: AttemptClock, grammar: StreamGrammar = CHAT) -> None:
         self.clock = clock
+        self.grammar = grammar
         self.splitter = EventSplitter()
         self.seen_output = False
         self.upstream_error: dict[str, object] | None = None
@@ -102,14 +105,15 @@ class FirstTokenWatch:
         self.clock.first_byte()
         events = self.splitter.feed(data)
         if events and not self.seen_output:
+            grammar = self.grammar
             for payload in iter_data(events):
                 chunk = parse_payload(payload)
                 if chunk is None:
                     continue
-                if is_error_event(chunk):
+                if grammar.is_error(chunk):
                     self.upstream_error = chunk
                     break
-                if carries_output(chunk):
+                if grammar.carries_output(chunk):
                     self.seen_output = True
                     self.clock.first_token()
                     break
@@ -117,7 +121,7 @@ class FirstTokenWatch:
 
 
 async def read_first_token(
-    chunks: AsyncIterator[bytes], clock: AttemptClock
+    chunks: AsyncIterator[bytes], clock: AttemptClock, grammar: StreamGrammar = CHAT
 ) -> tuple[bytes, EventSplitter]:
     """Read a stream until its first output-carrying event; stops `clock` there.
 
@@ -126,7 +130,7 @@ async def read_first_token(
     with no output at all (an empty answer) stops the clock at its end. An error event
     before any output raises UpstreamFailure(HTTP_5XX); the caller owns the deadline.
     """
-    watch = FirstTokenWatch(clock)
+    watch = FirstTokenWatch(clock, grammar)
     prelude: list[bytes] = []
     async for data in chunks:
         events = watch.feed(data)

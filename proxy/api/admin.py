@@ -13,32 +13,14 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from proxy.api import session
-from proxy.api.auth import bearer_token, require_key
-from proxy.api.context import Services, services
+from proxy.api.context import Services, admin, deployments_of
 from proxy.domain import Candidate, Pair, empty_score
-from proxy.errors import (
-    InvalidRequest,
-    ModelNotFound,
-    NoProviderAvailable,
-    PermissionDenied,
-    RateLimited,
-)
+from proxy.errors import InvalidRequest, RateLimited, StoreUnreachable
 from proxy.prober import BudgetExhausted
 from proxy.stats import cv_band, window
 from proxy.store.base import StoreUnavailable
 
 router = APIRouter(prefix="/admin")
-
-
-def admin(request: Request) -> Services:
-    svc = services(request)
-    if not svc.admin_keys:
-        raise PermissionDenied("the admin API is disabled: set auth.admin_keys in the config")
-    if bearer_token(request) is None and session.from_request(request, svc.admin_keys):
-        return svc  # the dashboard's login cookie (proxy.api.session)
-    require_key(svc.admin_keys, request, "admin key")
-    return svc
 
 
 @router.get("/scores")
@@ -76,7 +58,7 @@ async def decisions(
     try:
         rows = await svc.store.recent_decisions(model, limit)
     except StoreUnavailable as exc:
-        raise NoProviderAvailable(f"the decision log is unreachable: {exc}") from exc
+        raise StoreUnreachable(f"the decision log is unreachable: {exc}") from exc
     return {"decisions": rows, "count": len(rows)}
 
 
@@ -190,13 +172,7 @@ def _store_status(svc: Services) -> dict[str, Any]:
 
 
 def _known(svc: Services, model: str | None) -> list[tuple[str, str]]:
-    if model is None:
-        return []
-    deployments = svc.deployments.get(model)
-    if deployments is None:
-        known = ", ".join(svc.deployments)
-        raise ModelNotFound(f"model '{model}' is not configured (known: {known})", param="model")
-    return deployments
+    return [] if model is None else deployments_of(svc, model)
 
 
 @router.get("/samples")

@@ -1,4 +1,6 @@
-"""The objects every surface reads, built once by `app.py` and passed in via app.state."""
+"""The objects every surface reads, built once by `app.py` and passed in via app.state, and
+the checks every surface shares: who may call it (`client`, `admin`) and which models exist
+(`deployments_of`), each written once."""
 
 from __future__ import annotations
 
@@ -7,9 +9,11 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from proxy.api.auth import KeySet
+from proxy.api import session
+from proxy.api.auth import KeySet, bearer_token, require_key
 from proxy.config import Config
 from proxy.dispatch import Dispatcher
+from proxy.errors import ModelNotFound, PermissionDenied
 from proxy.metrics import Metrics
 from proxy.policy import PolicyHolder
 from proxy.prober import Prober
@@ -40,3 +44,33 @@ class Services:
 def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
+
+
+def client(request: Request) -> Services:
+    """The services, for a client of /v1. Raises AuthenticationFailed without a client key
+    (none is needed when the config has none and allows unauthenticated use)."""
+    svc = services(request)
+    if not (svc.config.auth.allow_unauthenticated and not svc.client_keys):
+        require_key(svc.client_keys, request, "API key")
+    return svc
+
+
+def admin(request: Request) -> Services:
+    """The services, for an admin (an admin key, or the dashboard's login cookie). Raises
+    PermissionDenied when no admin key is configured, AuthenticationFailed without one."""
+    svc = services(request)
+    if not svc.admin_keys:
+        raise PermissionDenied("the admin API is disabled: set auth.admin_keys in the config")
+    if bearer_token(request) is None and session.from_request(request, svc.admin_keys):
+        return svc  # the dashboard's login cookie (proxy.api.session)
+    require_key(svc.admin_keys, request, "admin key")
+    return svc
+
+
+def deployments_of(svc: Services, model: str) -> list[tuple[str, str]]:
+    """The model's (provider, provider's model id) pairs. Raises ModelNotFound (404)."""
+    deployments = svc.deployments.get(model)
+    if deployments is None:
+        known = ", ".join(svc.deployments)
+        raise ModelNotFound(f"model '{model}' is not configured (known: {known})", param="model")
+    return deployments

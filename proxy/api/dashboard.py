@@ -18,8 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from proxy.api import session
-from proxy.api.admin import admin
-from proxy.api.context import services
+from proxy.api.context import admin, services
 from proxy.errors import NotFound
 
 log = logging.getLogger("ttft_router.dashboard")

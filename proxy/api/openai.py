@@ -1,7 +1,11 @@
-"""The OpenAI surface: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models.
+"""The OpenAI surface: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses,
+/v1/models and /v1/models/{model}.
 
 A request is parsed once (orjson) and only what routing needs is checked: the model, the
 stream flag, the field that carries the prompt. Everything else passes upstream untouched.
+/v1/responses goes through the same routing, dispatch and measurement as chat; only the
+providers whose config says `responses: true` are tried, the others are excluded in the
+decision with that reason.
 The response is a `DispatchResponse`, which runs dispatch inside the ASGI call so that a
 client leaving at any moment (even during a 60 s cold start) cancels the upstream request.
 """
@@ -12,26 +16,24 @@ import asyncio
 import logging
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy import requestid
-from proxy.api.auth import require_key
-from proxy.api.context import Services, services
+from proxy.api.context import Services, client, deployments_of
+from proxy.api.errors import render_error, render_unexpected
+from proxy.config import OpenAIProvider
 from proxy.dispatch import Call, Dispatcher, Kind
-from proxy.domain import Decision
-from proxy.errors import (
-    InvalidRequest,
-    ModelNotFound,
-    PayloadTooLarge,
-    ProxyError,
-)
+from proxy.domain import Candidate, Decision, LazyText
+from proxy.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, ProxyError
 from proxy.measure import estimate_prompt_tokens
+from proxy.routing import Ranking
 
 log = logging.getLogger("ttft_router.api")
 router = APIRouter()
@@ -41,34 +43,23 @@ DIRECT_ROUTES: dict[str, Kind] = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "completion",
     "/v1/embeddings": "embedding",
+    "/v1/responses": "responses",
 }
 
-PROMPT_FIELD: dict[Kind, tuple[str, type | tuple[type, ...]]] = {
-    "chat": ("messages", list),
-    "completion": ("prompt", (str, list)),
-    "embedding": ("input", (str, list)),
+# kind -> (the field carrying the prompt, its types, whether it is required). A Responses
+# request may have no `input` (a stored `prompt` template, `previous_response_id`).
+PROMPT_FIELD: dict[Kind, tuple[str, type | tuple[type, ...], bool]] = {
+    "chat": ("messages", list, True),
+    "completion": ("prompt", (str, list), True),
+    "embedding": ("input", (str, list), True),
+    "responses": ("input", (str, list), False),
 }
-
-
-@router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
-    return await _proxy(request, "chat")
-
-
-@router.post("/v1/completions")
-async def completions(request: Request) -> Response:
-    return await _proxy(request, "completion")
-
-
-@router.post("/v1/embeddings")
-async def embeddings(request: Request) -> Response:
-    return await _proxy(request, "embedding")
+NO_RESPONSES_API = "does not serve the Responses API (its config has responses: false)"
 
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
-    svc = services(request)
-    authenticate(svc, request)
+    svc = client(request)
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "ttft-router"}
         for name in svc.deployments
@@ -76,33 +67,36 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
+@router.get("/v1/models/{model:path}")
+async def retrieve_model(request: Request, model: str) -> Response:
+    svc = client(request)
+    deployments_of(svc, model)  # 404 model_not_found, OpenAI-shaped
+    entry = {"id": model, "object": "model", "created": 0, "owned_by": "ttft-router"}
+    return Response(orjson.dumps(entry), media_type="application/json")
+
+
 async def serve_direct(scope: Scope, receive: Receive, send: Send, kind: Kind) -> None:
     """One /v1 POST as a plain ASGI call, without FastAPI's middleware, routing and
     dependency machinery in front of it and around every streamed chunk (measured at about
-    a fifth of the proxy's CPU per streamed request; docs/performance.md). Errors leave in
-    the same OpenAI shape, logged once, as through the app's exception handlers."""
+    a fifth of the proxy's CPU per streamed request; docs/performance.md). These paths are
+    not registered with FastAPI: this is their only way in. Errors leave through the same
+    `render_error` as FastAPI's handlers use."""
     request = Request(scope, receive)
-    try:
-        response = await _proxy(request, kind)
-    except ProxyError as exc:
-        log.log(exc.log_level, "POST %s -> %s %s: %s", scope["path"], exc.status, exc.code,
-                exc.message)  # fmt: skip
-        await send_error(send, exc)
+    path = scope["path"]
+    if scope["method"] != "POST":
+        error = MethodNotAllowed(f"{scope['method']} {path}: use POST", allow="POST")
+        await render_error(error, scope["method"], path)(scope, receive, send)
         return
+    try:
+        response: ASGIApp = await _proxy(request, kind)
+    except ProxyError as exc:
+        response = render_error(exc, "POST", path)
     except ClientDisconnect:
-        log.info("client went away while sending its request to POST %s", scope["path"])
+        log.info("client went away while sending its request to POST %s", path)
         return
     except Exception:
-        log.exception("unhandled error on POST %s", scope["path"])
-        await send_error(send, ProxyError("internal error in ttft-router; see its log"))
-        return
+        response = render_unexpected("POST", path)
     await response(scope, receive, send)
-
-
-def authenticate(svc: Services, request: Request) -> None:
-    if svc.config.auth.allow_unauthenticated and not svc.client_keys:
-        return
-    require_key(svc.client_keys, request, "API key")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -138,8 +132,8 @@ def parse_request(raw: bytes, kind: Kind) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a string", param="model")
-    field, types = PROMPT_FIELD[kind]
-    if not isinstance(body.get(field), types):
+    field, types, required = PROMPT_FIELD[kind]
+    if (required or field in body) and not isinstance(body.get(field), types):
         raise InvalidRequest(f"'{field}' is required for this endpoint", param=field)
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
@@ -147,26 +141,31 @@ def parse_request(raw: bytes, kind: Kind) -> dict[str, Any]:
     return body
 
 
-async def _proxy(request: Request, kind: Kind) -> Response:
-    svc = services(request)
-    authenticate(svc, request)
+async def _proxy(request: Request, kind: Kind) -> DispatchResponse:
+    svc = client(request)
     raw = await read_body(request, svc.config.server.max_body_bytes)
     body = parse_request(raw, kind)
     model = body["model"]
-    deployments = svc.deployments.get(model)
-    if deployments is None:
-        known = ", ".join(svc.deployments)
-        raise ModelNotFound(f"model '{model}' is not configured (known: {known})", param="model")
+    deployments = deployments_of(svc, model)
     policy = svc.policies.current.for_model(model)
     now = time.time()
+    if kind == "responses" and not any(serves_responses(svc, p) for p, _ in deployments):
+        raise InvalidRequest(
+            f"model '{model}' has no provider serving the Responses API (providers: "
+            f"{', '.join(p for p, _ in deployments)}; set responses: true on those that do)",
+            param="model",
+        )
     ranking = svc.router.route(policy, deployments, svc.scoreboard.snapshot, model, now)
+    ranked, excluded, reason = ranking.ranked, ranking.excluded, ranking.explanation
+    if kind == "responses":
+        ranked, excluded, reason = _responses_only(svc, ranking)
     decision = Decision(
         id=f"{random.getrandbits(64):016x}",  # no syscall per request (os.urandom)
         model=model,
         timestamp=now,
-        ranked=ranking.ranked,
-        excluded=ranking.excluded,
-        reason=ranking.explanation,
+        ranked=ranked,
+        excluded=excluded,
+        reason=reason,
         replica=svc.replica,
         kind=ranking.kind,
         request_id=requestid.current() or "",
@@ -176,6 +175,31 @@ async def _proxy(request: Request, kind: Kind) -> Response:
     return DispatchResponse(svc.dispatcher, call, svc)
 
 
+def serves_responses(svc: Services, provider: str) -> bool:
+    """Whether the provider's config says it serves the Responses API (litellm: never)."""
+    config = svc.config.providers[provider]
+    return isinstance(config, OpenAIProvider) and config.responses
+
+
+def _responses_only(
+    svc: Services, ranking: Ranking
+) -> tuple[list[Candidate], list[Candidate], LazyText]:
+    """The ranking without the candidates that do not serve the Responses API: those move to
+    the excluded ones with that reason (new lists: the ranking's are shared)."""
+    ranked = [c for c in ranking.ranked if serves_responses(svc, c.provider)]
+    if len(ranked) == len(ranking.ranked):
+        return ranking.ranked, ranking.excluded, ranking.explanation
+    skipped = [
+        replace(c, excluded_because=NO_RESPONSES_API)
+        for c in ranking.ranked
+        if not serves_responses(svc, c.provider)
+    ]
+    names = ", ".join(c.provider for c in skipped)
+    reason = LazyText(lambda: f"{ranking.reason}; for /v1/responses, not tried: {names} "
+                              f"({NO_RESPONSES_API})")  # fmt: skip
+    return ranked, ranking.excluded + skipped, reason
+
+
 # A request still running after this long gets a task watching for its client's disconnect
 # (which then cancels it, and with it the upstream request). Shorter ones never pay for a
 # task (~10 us, cachegrind: ~5% of a short streamed request); a client leaving in the first
@@ -183,8 +207,9 @@ async def _proxy(request: Request, kind: Kind) -> Response:
 WATCH_AFTER_S = 0.25
 
 
-class DispatchResponse(Response):
-    """Runs dispatch inside the ASGI call, racing it against the client's disconnect."""
+class DispatchResponse:
+    """An ASGI app (not a starlette Response): runs dispatch inside the ASGI call, racing it
+    against the client's disconnect, and sends the answer or the error."""
 
     def __init__(self, dispatcher: Dispatcher, call: Call, svc: Services) -> None:
         self._dispatcher = dispatcher
@@ -192,8 +217,6 @@ class DispatchResponse(Response):
         self._svc = svc
         self._client_gone = False
         self._watcher: asyncio.Task[None] | None = None
-        self.status_code = 200
-        self.background = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -209,8 +232,7 @@ class DispatchResponse(Response):
                 await self._send_whole(send)
         except ProxyError as exc:
             status = exc.status
-            log.log(exc.log_level, "%s %s: %s", exc.status, exc.code, exc.message)
-            await send_error(send, exc)
+            await render_error(exc, "POST", scope["path"])(scope, receive, send)
         except asyncio.CancelledError:
             if not self._client_gone:
                 raise
@@ -260,13 +282,3 @@ class DispatchResponse(Response):
         headers = self._response_headers(started.candidate.provider, b"application/json")
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
-
-
-async def send_error(send: Send, exc: ProxyError) -> None:
-    headers = [(b"content-type", b"application/json")]
-    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers().items()]
-    request_id = requestid.current()
-    if request_id is not None:
-        headers.append((requestid.HEADER_BYTES, request_id.encode()))
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": orjson.dumps(exc.body())})

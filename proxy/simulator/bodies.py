@@ -129,6 +129,40 @@ class CompletionBody(_Generation):
         return Ask(max_tokens=self.max_tokens, stop=self._stops(), top_logprobs=self.logprobs)
 
 
+class ResponsesBody(_Lenient):
+    """``POST /v1/responses``: text input or input items, optionally a forced function tool."""
+
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]] | None = None
+    instructions: str | None = None
+    stream: bool = False
+    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+    def prompt(self) -> str:
+        """The instructions and the text of every input item, one per line."""
+        items = [self.input] if isinstance(self.input, str) else self.input or []
+        texts = [item if isinstance(item, str) else _message_text(item) for item in items]
+        return "\n".join([self.instructions or "", *texts]).strip()
+
+    def ask(self) -> Ask:
+        """What the output must look like."""
+        return Ask(max_tokens=self.max_output_tokens, tool=self._forced_tool())
+
+    def _forced_tool(self) -> dict[str, Any] | None:
+        functions = [t for t in self.tools or () if t.get("type") == "function" and t.get("name")]
+        if not functions:
+            return None
+        if self.tool_choice == "required":
+            return functions[0]
+        if isinstance(self.tool_choice, dict) and self.tool_choice.get("type") == "function":
+            named = [t for t in functions if t["name"] == self.tool_choice.get("name")]
+            return named[0] if named else {"name": self.tool_choice.get("name")}
+        return None
+
+
 class EmbeddingBody(_Lenient):
     """``POST /v1/embeddings``."""
 

@@ -96,11 +96,17 @@ class Market:
         """The key clients of ``provider`` must send as ``Authorization: Bearer <key>``."""
         return self.scenario.providers[provider].api_key
 
-    def provider_configs(self) -> dict[str, dict[str, str]]:
-        """The config.yaml `providers` entries (kind openai) that reach this market."""
+    def provider_configs(self) -> dict[str, dict[str, str | bool]]:
+        """The config.yaml `providers` entries (kind openai) that reach this market, each
+        with `responses` as its scenario says."""
         return {
-            name: {"kind": "openai", "base_url": self.base_url(name), "api_key": self.api_key(name)}
-            for name in self.providers
+            name: {
+                "kind": "openai",
+                "base_url": self.base_url(name),
+                "api_key": self.api_key(name),
+                "responses": provider.responses,
+            }
+            for name, provider in self.scenario.providers.items()
         }
 
     def stats(self, provider: str) -> ProviderStats:

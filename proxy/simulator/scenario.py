@@ -163,11 +163,16 @@ class ModelBehaviour(Behaviour):
 
 
 class ProviderScenario(_Frozen):
-    """One simulated provider: its key, its port (0 = any free port) and its own model ids."""
+    """One simulated provider: its key, its port (0 = any free port), its own model ids and
+    whether it serves the Responses API besides chat, completions and embeddings."""
 
     api_key: str = Field(min_length=1)
     port: int = Field(default=0, ge=0, le=65535)
     models: dict[ModelId, ModelBehaviour] = Field(min_length=1)
+    responses: bool = Field(
+        default=True,
+        description="serve the Responses API (POST /v1/responses); off: it answers 404",
+    )
 
 
 class Scenario(_Frozen):

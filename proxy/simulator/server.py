@@ -1,10 +1,11 @@
 """One simulated provider as an aiohttp application speaking the OpenAI protocol.
 
 Owns the routes (``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
-``/v1/models``, ``/stats``, ``/stats/reset``), authentication by the provider's key, and
-OpenAI-shaped errors for bad keys, unknown models, malformed bodies and unknown routes.
-A handler parses the body, builds the answer (``output`` says what, ``wire`` how) and hands
-it to ``delivery``, which owns timing and faults.
+``/v1/responses`` unless the scenario turns it off (then it is a 404, as at a provider
+without the Responses API), ``/v1/models``, ``/stats``, ``/stats/reset``), authentication
+by the provider's key, and OpenAI-shaped errors for bad keys, unknown models, malformed
+bodies and unknown routes. A handler parses the body, builds the answer (``output`` says
+what, ``wire`` how) and hands it to ``delivery``, which owns timing and faults.
 
 Run the application with ``handler_cancellation=True`` (``Market`` and ``__main__`` do; so
 does aiohttp's ``TestServer``): that is how a client that leaves while nothing is being
@@ -24,7 +25,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from proxy.simulator import wire
-from proxy.simulator.bodies import ChatBody, CompletionBody, EmbeddingBody
+from proxy.simulator.bodies import ChatBody, CompletionBody, EmbeddingBody, ResponsesBody
 from proxy.simulator.delivery import Answer, Reject, deliver
 from proxy.simulator.engine import ModelEngine
 from proxy.simulator.output import count_words, embed, generate
@@ -47,6 +48,8 @@ def build_provider_app(
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)
+    if provider_scenario.responses:
+        app.router.add_post("/v1/responses", responses)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/stats", get_stats)
     app.router.add_post("/stats/reset", reset_stats)
@@ -97,6 +100,21 @@ async def completions(request: web.Request) -> web.StreamResponse:
     env = _envelope(provider, "cmpl", body.model, body.include_usage)
     frames = wire.completion_frames(env, choices, prompt_tokens)
     single = wire.completion_response(env, choices, prompt_tokens)
+    return await deliver(
+        request, engine, Answer(single, frames, len(frames.steps)), is_stream=body.stream
+    )
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    """The Responses API: one output item (a message, or the forced function call)."""
+    provider = _authorize(request)
+    body = await _parse(request, ResponsesBody)
+    engine = _engine(provider, body.model)
+    prompt = body.prompt()
+    choice = generate(prompt, 0, body.ask())
+    env = _envelope(provider, "resp", body.model, False)
+    frames = wire.responses_frames(env, choice, count_words(prompt))
+    single = wire.responses_response(env, choice, count_words(prompt))
     return await deliver(
         request, engine, Answer(single, frames, len(frames.steps)), is_stream=body.stream
     )

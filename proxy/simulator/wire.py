@@ -1,4 +1,5 @@
-"""OpenAI wire shapes: chat and legacy completion bodies, stream chunks, SSE frames, errors.
+"""OpenAI wire shapes: chat, legacy completion and Responses API bodies, stream chunks and
+events, SSE frames, errors.
 
 Owns how a list of ``output.Choice`` becomes either one JSON response or the frames of a
 stream, so that assembling the stream gives back the response. Knows nothing of timing or
@@ -255,3 +256,116 @@ def completion_frames(env: Envelope, choices: Sequence[Choice], prompt_tokens: i
     if env.include_usage:
         tail += sse({**_completion_chunk(env, []), "usage": usage(prompt_tokens, choices)})
     return Frames(head, steps, tail + DONE_FRAME)
+
+
+# --- the Responses API ------------------------------------------------------------------
+
+
+def typed_sse(event: dict[str, Any]) -> bytes:
+    """One Responses API event: its type on the ``event:`` line, the JSON on ``data:``."""
+    return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+def _response_usage(prompt_tokens: int, choice: Choice) -> dict[str, Any]:
+    output = choice.completion_tokens
+    return {
+        "input_tokens": prompt_tokens,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt_tokens + output,
+    }
+
+
+def _response_object(
+    env: Envelope, status: str, output: list[dict[str, Any]], usage_: dict[str, Any] | None
+) -> dict[str, Any]:
+    incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
+    return {
+        "id": env.id, "object": "response", "created_at": env.created, "status": status,
+        "background": False, "error": None, "incomplete_details": incomplete,
+        "instructions": None, "max_output_tokens": None, "model": env.model, "output": output,
+        "parallel_tool_calls": True, "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None}, "store": False, "temperature": 1.0,
+        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+        "top_p": 1.0, "truncation": "disabled", "usage": usage_, "user": None, "metadata": {},
+    }  # fmt: skip
+
+
+def _output_item(env: Envelope, choice: Choice, done: bool) -> dict[str, Any]:
+    status = "completed" if done else "in_progress"
+    call = choice.tool_call
+    if call is not None:
+        return {
+            "id": f"fc_{env.id}", "type": "function_call", "status": status,
+            "call_id": call.id, "name": call.name, "arguments": call.arguments if done else "",
+        }  # fmt: skip
+    content = [_output_text(choice.text)] if done else []
+    return {
+        "id": f"msg_{env.id}", "type": "message", "status": status, "role": "assistant",
+        "content": content,
+    }  # fmt: skip
+
+
+def _output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _final_status(choice: Choice) -> str:
+    return "incomplete" if choice.finish_reason == "length" else "completed"
+
+
+def responses_response(env: Envelope, choice: Choice, prompt_tokens: int) -> bytes:
+    """A whole ``response`` object (stream=false)."""
+    output = [_output_item(env, choice, done=True)]
+    usage_ = _response_usage(prompt_tokens, choice)
+    return orjson.dumps(_response_object(env, _final_status(choice), output, usage_))
+
+
+def responses_frames(env: Envelope, choice: Choice, prompt_tokens: int) -> Frames:
+    """A Responses API event stream: ``response.created``, ``response.in_progress`` and the
+    item/part announcements at once (no output yet), one ``*.delta`` event per token (or
+    argument piece), then the ``*.done`` events and ``response.completed`` (or
+    ``response.incomplete`` at max_output_tokens) with the whole response and its usage."""
+    item = _output_item(env, choice, done=False)
+    where = {"item_id": item["id"], "output_index": 0}
+    head: list[dict[str, Any]] = [
+        {"type": "response.created", "response": _response_object(env, "in_progress", [], None)},
+        {"type": "response.in_progress",
+         "response": _response_object(env, "in_progress", [], None)},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+    ]  # fmt: skip
+    tail: list[dict[str, Any]] = []
+    if choice.tool_call is not None:
+        steps = [
+            {"type": "response.function_call_arguments.delta", **where, "delta": piece}
+            for piece in choice.tool_call.argument_pieces
+        ]
+        tail.append({"type": "response.function_call_arguments.done", **where,
+                     "arguments": choice.tool_call.arguments})  # fmt: skip
+    else:
+        part = {**where, "content_index": 0}
+        head.append({"type": "response.content_part.added", **part, "part": _output_text("")})
+        steps = [
+            {"type": "response.output_text.delta", **part, "delta": token, "logprobs": []}
+            for token in choice.tokens
+        ]
+        tail += [
+            {"type": "response.output_text.done", **part, "text": choice.text, "logprobs": []},
+            {"type": "response.content_part.done", **part, "part": _output_text(choice.text)},
+        ]
+    done_item = _output_item(env, choice, done=True)
+    status = _final_status(choice)
+    final = _response_object(env, status, [done_item], _response_usage(prompt_tokens, choice))
+    tail += [
+        {"type": "response.output_item.done", "output_index": 0, "item": done_item},
+        {"type": f"response.{status}", "response": final},
+    ]
+    events = [*head, *steps, *tail]
+    for number, event in enumerate(events):
+        event["sequence_number"] = number
+    return Frames(
+        b"".join(map(typed_sse, head)),
+        tuple(map(typed_sse, steps)),
+        b"".join(map(typed_sse, tail)),
+    )

@@ -1,11 +1,17 @@
 """Server-sent events as OpenAI streams them: framing, and "does this chunk carry output?".
 
 Pure and allocation-light: the hot path calls `EventSplitter.feed` on every network read and
-`carries_output` only until the first token has been seen.
+`carries_output` only until the first token has been seen. Two stream grammars share the
+framing: chat and text completions (`CHAT`: `choices[].delta`, an `error` key, `[DONE]`) and
+the Responses API (`RESPONSES`: typed events, output in `*.delta` events, errors as `error`
+and `response.failed` events, no `[DONE]`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -110,3 +116,65 @@ def is_error_event(chunk: dict[str, Any]) -> bool:
 def error_event(body: dict[str, Any]) -> bytes:
     """An OpenAI-shaped error as one SSE event (what the openai SDK raises on mid-stream)."""
     return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def is_chat_error(chunk: dict[str, Any]) -> bool:
+    """A chat/completion stream's error event: an `error` key and no choices."""
+    return "error" in chunk and not chunk.get("choices")
+
+
+def _may_hold_chat_error(events: bytes) -> bool:
+    return b'"error"' in events  # a JSON key or value with bare quotes, never escaped content
+
+
+# -- the Responses API ----------------------------------------------------------------------
+
+RESPONSE_ERRORS = frozenset(("error", "response.failed"))
+_RESPONSE_ERROR_BYTES = re.compile(rb'"type":\s*"(?:error|response\.failed)"')
+
+
+def response_carries_output(event: dict[str, Any]) -> bool:
+    """True for a Responses API event that carries generated output: any `*.delta` event
+    with a non-empty delta (output text, refusal, reasoning and reasoning summary text,
+    function-call / custom tool / MCP arguments, audio, code). `response.created`,
+    `response.in_progress`, `response.output_item.added` and the like are not output."""
+    kind = event.get("type")
+    return isinstance(kind, str) and kind.endswith(".delta") and bool(event.get("delta"))
+
+
+def is_response_error(event: dict[str, Any]) -> bool:
+    """A Responses API `error` or `response.failed` event."""
+    return event.get("type") in RESPONSE_ERRORS
+
+
+def response_error_event(body: dict[str, Any]) -> bytes:
+    """An OpenAI-shaped error as a Responses API `error` event. It carries the error object
+    too, which is what the openai SDK raises on mid-stream."""
+    error = body["error"]
+    payload = {
+        "type": "error", "code": error.get("code"), "message": error.get("message"),
+        "param": error.get("param"), "error": error,
+    }  # fmt: skip
+    return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+def _may_hold_response_error(events: bytes) -> bool:
+    # Not `"error"`: every response.created/completed event has `"error":null`, and the
+    # completed one the whole output text, which must not be rewritten.
+    return _RESPONSE_ERROR_BYTES.search(events) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGrammar:
+    """How one endpoint's stream says "output", "error", and how an error is sent on it."""
+
+    carries_output: Callable[[dict[str, Any]], bool]
+    is_error: Callable[[dict[str, Any]], bool]
+    may_hold_error: Callable[[bytes], bool]  # a cheap check of raw events (to redact)
+    error_event: Callable[[dict[str, Any]], bytes]
+
+
+CHAT = StreamGrammar(carries_output, is_chat_error, _may_hold_chat_error, error_event)
+RESPONSES = StreamGrammar(
+    response_carries_output, is_response_error, _may_hold_response_error, response_error_event
+)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import orjson
 
-from proxy.assemble import assemble_chat
+from proxy.assemble import assemble_chat, assemble_response
 from proxy.forward import ModelRewrite
-from proxy.upstream.sse import EventSplitter, carries_output, iter_data
+from proxy.upstream.sse import RESPONSES, EventSplitter, carries_output, iter_data
 
 
 def test_splitter_returns_whole_events_across_reads() -> None:
@@ -68,3 +68,42 @@ def test_assemble_chat_merges_choices_tool_calls_logprobs_usage() -> None:
     assert second["finish_reason"] == "tool_calls"
     assert out["usage"] == {"prompt_tokens": 3, "completion_tokens": 2}
     assert out["object"] == "chat.completion" and out["id"] == "c1"
+
+
+def test_responses_output_is_a_non_empty_delta_event() -> None:
+    not_output = [
+        {"type": "response.created", "response": {"output": []}},
+        {"type": "response.in_progress"},
+        {"type": "response.output_item.added", "item": {"type": "function_call"}},
+        {"type": "response.content_part.added", "part": {"text": ""}},
+        {"type": "response.output_text.delta", "delta": ""},
+        {"type": "response.completed", "response": {"output_text": "x"}},
+    ]
+    assert not any(RESPONSES.carries_output(e) for e in not_output)
+    for kind in ("output_text", "reasoning_text", "reasoning_summary_text",
+                 "function_call_arguments", "refusal"):  # fmt: skip
+        assert RESPONSES.carries_output({"type": f"response.{kind}.delta", "delta": "x"})
+    assert RESPONSES.is_error({"type": "error", "message": "m"})
+    assert RESPONSES.is_error({"type": "response.failed", "response": {"error": {}}})
+    assert not RESPONSES.is_error({"type": "response.created", "response": {"error": None}})
+    # redaction looks at error events only: a completed response's text stays as it was
+    assert RESPONSES.may_hold_error(b'data: {"type": "error","message":"x"}\n\n')
+    assert not RESPONSES.may_hold_error(b'data: {"type":"response.completed","error":null}\n\n')
+
+
+def test_responses_error_event_is_what_the_sdk_raises_on() -> None:
+    error = {"message": "broke", "type": "api_error", "param": None, "code": "x"}
+    event = RESPONSES.error_event({"error": error})
+    assert event.startswith(b"event: error\ndata: ")
+    payload = orjson.loads(iter_data(event)[0])
+    assert payload["type"] == "error" and payload["message"] == "broke"
+    assert payload["error"] == error
+
+
+def test_assemble_response_takes_the_final_response() -> None:
+    final = {"id": "r", "status": "completed", "output": [], "usage": {"total_tokens": 2}}
+    events = [{"type": "response.created", "response": {"id": "r", "status": "in_progress"}},
+              {"type": "response.output_text.delta", "delta": "x"},
+              {"type": "response.completed", "response": final}]  # fmt: skip
+    assert assemble_response(events) == final
+    assert assemble_response(events[:2]) is None
