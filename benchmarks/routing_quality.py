@@ -93,7 +93,7 @@ HEDGER = "ttft-router+hedging"
 TARGET_HEDGE_RATIO, TARGET_HEDGE_EXTRA = 0.6, 0.10
 # The hedge section of +hedging, over the shipped policy's (times in market seconds: scaled
 # like every other `*_s` field). The settings docs/policies.md recommends.
-HEDGE: dict[str, Any] = {"enabled": True}
+HEDGE: dict[str, Any] = {"enabled": True, "budget_share": 0.08}
 ROUTERS = (ROUTER, PROBER, HEDGER)
 
 

@@ -574,7 +574,8 @@ def evidence_wanted(
     """The model's pairs whose measurement could change the routing, most wanted first:
     never measured; aged (its samples weigh less than half their count after ageing); or
     with less evidence than `min_samples` yet best in some posterior draws although not the
-    leader. A pair with that much fresh evidence is left to the prober's own schedule, and
+    leader; or whose tail is censored (hedge losers) and few probes saw past it. A pair with
+    that much fresh evidence is left to the prober's own schedule, and
     so is a model with a single provider (there is nothing to decide)."""
     excluded = set(policy.exclude)
     pairs = [p for p, _ in deployments if p not in excluded]
@@ -606,8 +607,21 @@ def evidence_wanted(
                 f"best in {shares[i]:.0%} of draws ({_range(b)})"
             )
             out.append((2, -shares[i], Wanted(p, why, shares[i])))
+        elif score is not None and _censored_tail(score, policy.min_samples):
+            why = (
+                f"censored tail: {score.n_censored} of n={n} cut off before a first token "
+                f"(hedged away or cancelled), {score.n_probe} probes to see beyond them"
+            )
+            out.append((3, -shares[i], Wanted(p, why, shares[i])))
     out.sort(key=lambda row: (row[0], row[1]))
     return [w for _, _, w in out]
+
+
+def _censored_tail(score: Score, min_samples: int) -> bool:
+    """At least 5% of the pair's latency observations are censored (a hedge loser is cut
+    off at the hedge delay), so its tail is a lower bound until uncensored probes measure
+    it: wanted until the window holds `min_samples` probes."""
+    return score.n_censored >= max(1.0, 0.05 * score.n) and score.n_probe < min_samples
 
 
 @dataclass(frozen=True, slots=True)
