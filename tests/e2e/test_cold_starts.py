@@ -49,9 +49,10 @@ async def test_reported_cold_share_matches_the_cold_starts_served(
 
 
 async def test_idle_cold_starts_are_counted_and_their_scale_down_learned(tmp_path: Path) -> None:
-    """A provider that scales to zero after 120 market s idle (1.2 s here): every request
-    after a 2 s pause is a cold start (a loaded machine may stall a warm gap past 0.5 s). The share the proxy reports matches the simulator's
-    count, and the pair's cold model learns a scale-down time between the idles."""
+    """A provider that scales to zero after 120 market s idle (1.2 s here; a loaded machine
+    may stall a warm gap past 0.5 s): every request after a 2 s pause is a cold start. The
+    share the proxy reports matches the simulator's count, and the pair's cold model learns
+    a scale-down time between the idles."""
     scale = 0.01
     behaviour = {
         "warm_ttft": {"median_s": 0.5, "sigma": 0.2},
