@@ -97,7 +97,7 @@ class Dispatcher:
         """Try candidates until one yields a first token. Raises ProxyError."""
         decision = call.decision
         if not decision.ranked:
-            self.finish(call, None)
+            self._finish(call, None)
             raise _unavailable(decision, self._router, time.time())
         if not call.deadline:
             call.began = time.perf_counter()
@@ -110,7 +110,7 @@ class Dispatcher:
                 return await self._race(call, untried)
             return await self._in_turn(call, untried)
         except BaseException:
-            self.finish(call, None)
+            self._finish(call, None)
             raise
 
     async def _in_turn(self, call: Call, untried: list[Candidate]) -> Started:
@@ -362,7 +362,7 @@ class Dispatcher:
 
     def _done(self, call: Call, started: Started, outcome: Outcome) -> None:
         self._ended(call, started, outcome)
-        self.finish(call, started.candidate.provider)
+        self._finish(call, started.candidate.provider)
 
     def _ended(self, call: Call, started: Started, outcome: Outcome) -> None:
         attempt = started.attempt
@@ -382,7 +382,7 @@ class Dispatcher:
         pair = Pair(call.model, candidate.provider)
         self._recorder.attempt_ended(pair, outcome, call.policy.circuit, sample)
 
-    def finish(self, call: Call, winner: str | None) -> None:
+    def _finish(self, call: Call, winner: str | None) -> None:
         """The request is over: log its decision (exactly once)."""
         if call.finished:
             return

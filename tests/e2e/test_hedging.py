@@ -207,6 +207,15 @@ async def test_a_probably_cold_primary_is_hedged_at_once(tmp_path: Path) -> None
         assert hedge["basis"].startswith("p0 idle ") and "likely cold" in hedge["basis"]
         assert hedge["winner"] == "p1" and hedge["winner_ttft_s"] < 2.0
         assert hedge["saved_s"] == pytest.approx(12.0 - hedge["winner_ttft_s"], abs=0.01)
+        assert decision["kind"] == "hedged"
         primary, second = decision["attempts"]
         assert (primary["provider"], primary["outcome"]) == ("p0", "cancelled")
         assert second["hedge"] and second["started_s"] < 0.5
+        families = {
+            f.name: f for f in text_string_to_metric_families(
+                (await (proxy.admin()).get("/metrics")).text
+            )
+        }  # fmt: skip
+        assert families["ttft_router_cold_hedges"].samples[0].value == 1
+        saved = families["ttft_router_hedge_saved_seconds"].samples[0].value
+        assert saved == pytest.approx(hedge["saved_s"], abs=1e-6)
