@@ -11,6 +11,8 @@ same seed (the simulator, `python -m proxy.simulator`, in a subprocess) and rese
     round-robin         the client rotates over the providers (the same one-provider entries)
     ttft-router         the public model names, the shipped policies/default.yaml, prober off
     ttft-router+probe   the same with the policy's `probe:` section on (when this tree has it)
+    ttft-router+hedging +probe with the policy's `hedge:` section on (HEDGE below: the
+                        settings docs/policies.md recommends), when the prober is on
 
 The fixed strategies of one model share a market run: each pair gets only its own strategy's
 requests, so its draws (one random stream per pair) and phases are those of a run alone. The
@@ -85,6 +87,14 @@ SHIFT_WINDOW = 10  # requests in the sliding window of the shift measure
 BOOTSTRAP_REPS = 1000
 TARGET_EVERY_SEED, TARGET_MEDIAN, TARGET_SHIFT_S, TARGET_PROBE_SHARE = 1.1, 1.05, 30.0, 0.10
 FIXED, RR, ROUTER, PROBER = "fixed", "round-robin", "ttft-router", "ttft-router+probe"
+HEDGER = "ttft-router+hedging"
+# Issue 12's targets: with hedging, p95 <= 0.6x the oracle's, with at most 10% more upstream
+# requests per client request than the same router without hedging (+probe).
+TARGET_HEDGE_RATIO, TARGET_HEDGE_EXTRA = 0.6, 0.10
+# The hedge section of +hedging, over the shipped policy's (times in market seconds: scaled
+# like every other `*_s` field). The settings docs/policies.md recommends.
+HEDGE: dict[str, Any] = {"enabled": True, "budget_share": 0.08}
+ROUTERS = (ROUTER, PROBER, HEDGER)
 
 
 # --- scenarios ---------------------------------------------------------------------------
@@ -195,6 +205,7 @@ def plans(loaded: Loaded, times: dict[str, list[float]]) -> dict[str, list[Plann
     rr: list[Planned] = []
     routed: list[Planned] = []
     probed: list[Planned] = []
+    hedged: list[Planned] = []
     for model, traffic in loaded.spec.models.items():
         providers = list(traffic.providers)
         for k, at in enumerate(times[model]):
@@ -203,12 +214,14 @@ def plans(loaded: Loaded, times: dict[str, list[float]]) -> dict[str, list[Plann
             rr.append(Planned(at, model, alias(model, providers[k % len(providers)]), RR))
             routed.append(Planned(at, model, model, ROUTER))
             probed.append(Planned(at, model, model, PROBER))
-    return {FIXED: fixed, RR: rr, ROUTER: routed, PROBER: probed}
+            hedged.append(Planned(at, model, model, HEDGER))
+    return {FIXED: fixed, RR: rr, ROUTER: routed, PROBER: probed, HEDGER: hedged}
 
 
-def scaled_policy(time_scale: float, *, probe: bool | None) -> dict[str, Any]:
+def scaled_policy(time_scale: float, *, probe: bool | None, hedge: bool = False) -> dict[str, Any]:
     """The shipped default policy with every `*_s` field scaled (the `probe` section is
-    scaled by the config's `prober.time_scale` instead); `probe.enabled` set when present."""
+    scaled by the config's `prober.time_scale` instead); `probe.enabled` set when present;
+    with `hedge`, the `hedge` section updated with HEDGE (before scaling)."""
 
     def scale(node: Any, key: str = "") -> Any:
         if isinstance(node, dict):
@@ -217,7 +230,10 @@ def scaled_policy(time_scale: float, *, probe: bool | None) -> dict[str, Any]:
             return node * time_scale
         return node
 
-    policy = scale(load_policies([DEFAULT_POLICY]).default.model_dump(mode="json"))
+    shipped = load_policies([DEFAULT_POLICY]).default.model_dump(mode="json")
+    if hedge:
+        shipped["hedge"] = {**shipped["hedge"], **HEDGE}
+    policy = scale(shipped)
     if probe is not None and "probe" in policy:
         policy["probe"] = {**policy["probe"], "enabled": probe}
     return {"defaults": policy, "models": {}}
@@ -287,7 +303,7 @@ def free_ports(count: int) -> list[int]:
 
 
 def prepare(fleet: Fleet, loaded: Loaded, seed: int, name: str, plan: list[Planned],
-            probe: bool | None) -> Prepared:  # fmt: skip
+            probe: bool | None, hedge: bool = False) -> Prepared:  # fmt: skip
     """Start this run's simulator (fresh, the seed's) and its proxy."""
     ports = dict(zip(loaded.market["providers"], free_ports(len(loaded.market["providers"])),
                      strict=True))  # fmt: skip
@@ -299,7 +315,8 @@ def prepare(fleet: Fleet, loaded: Loaded, seed: int, name: str, plan: list[Plann
     sim = fleet.simulator(market_file, ports[list(ports)[-1]], name=f"{tag}-simulator")
     urls = {p: f"http://127.0.0.1:{port}/v1" for p, port in ports.items()}
     policy_file = fleet.dir / f"{tag}-policy.yaml"
-    policy_file.write_text(yaml.safe_dump(scaled_policy(loaded.spec.time_scale, probe=probe)))
+    policy = scaled_policy(loaded.spec.time_scale, probe=probe, hedge=hedge)
+    policy_file.write_text(yaml.safe_dump(policy))
     port = free_port()
     config = router_config(loaded, urls, port, policy_file, aliases=name in (FIXED, RR),
                            probe=probe)  # fmt: skip
@@ -512,9 +529,15 @@ def analyse(loaded: Loaded, seed: int, runs: dict[str, RunResult]) -> dict[str, 
         fixed = {k: v for k, v in strategies.items() if k.startswith(FIXED + ":")}
         oracle = min(fixed, key=lambda k: fixed[k]["p95"])
         ratios = {k: strategies[k]["p95"] / fixed[oracle]["p95"]
-                  for k in (ROUTER, PROBER, RR) if k in strategies}  # fmt: skip
+                  for k in (*ROUTERS, RR) if k in strategies}  # fmt: skip
         out[model] = {"strategies": strategies, "oracle": oracle.split(":", 1)[1],
                       "oracle_p95": fixed[oracle]["p95"], "ratio_p95": ratios}  # fmt: skip
+        if HEDGER in strategies and PROBER in strategies:
+            out[model]["hedge_extra_upstream"] = (
+                strategies[HEDGER]["upstream_per_request"]
+                / strategies[PROBER]["upstream_per_request"]
+                - 1.0
+            )
     return out
 
 
@@ -525,17 +548,25 @@ async def run_seed(loaded: Loaded, seed: int, args: argparse.Namespace,
                    prober: bool) -> dict[str, Any]:  # fmt: skip
     times = arrivals(loaded, seed, args.requests)
     all_plans = plans(loaded, times)
-    names = [FIXED, RR, ROUTER] + ([PROBER] if prober else [])
+    names = [FIXED, RR, ROUTER] + ([PROBER, HEDGER] if prober else [])
     span_s = max(t[-1] for t in times.values()) * loaded.spec.time_scale
     deadline_s = span_s + REQUEST_TIMEOUT_MARKET_S * loaded.spec.time_scale + 20.0
-    probe_flag = {FIXED: False, RR: False, ROUTER: False, PROBER: True}
+    probe_flag = {FIXED: False, RR: False, ROUTER: False, PROBER: True, HEDGER: True}
     fleet = Fleet(pin=False)
     runs: dict[str, RunResult] = {}
     try:
         groups = [[n] for n in names] if args.serial else [names]
         for group in groups:
             prepared = [
-                prepare(fleet, loaded, seed, n, all_plans[n], probe_flag[n] if prober else None)
+                prepare(
+                    fleet,
+                    loaded,
+                    seed,
+                    n,
+                    all_plans[n],
+                    probe_flag[n] if prober else None,
+                    hedge=n == HEDGER,
+                )
                 for n in group
             ]
             results = await asyncio.gather(*(drive(p, loaded, deadline_s) for p in prepared))
@@ -607,7 +638,7 @@ def scenario_tables(loaded: Loaded, seeds: list[dict[str, Any]]) -> list[str]:
     lines.append("")
     for model, traffic in spec.models.items():
         providers = list(traffic.providers)
-        names = [f"{FIXED}:{p}" for p in providers] + [RR, ROUTER, PROBER]
+        names = [f"{FIXED}:{p}" for p in providers] + [RR, *ROUTERS]
         names = [n for n in names if n in seeds[0]["models"][model]["strategies"]]
         lines += [f"**{model}** (market seconds; per seed, then the median over seeds)", ""]
         head = (
@@ -648,12 +679,12 @@ def scenario_tables(loaded: Loaded, seeds: list[dict[str, Any]]) -> list[str]:
             "| seed | oracle | oracle p95 | "
             + " | ".join(
                 f"{k} p95/oracle"
-                for k in (ROUTER, PROBER, RR)
+                for k in (*ROUTERS, RR)
                 if k in seeds[0]["models"][model]["ratio_p95"]
             )
             + " |"
         ]
-        ks = [k for k in (ROUTER, PROBER, RR) if k in seeds[0]["models"][model]["ratio_p95"]]
+        ks = [k for k in (*ROUTERS, RR) if k in seeds[0]["models"][model]["ratio_p95"]]
         lines.append("|" + "---|" * (3 + len(ks)))
         for s in seeds:
             m = s["models"][model]
@@ -692,6 +723,43 @@ def verdicts(loaded: Loaded, seeds: list[dict[str, Any]], strategy: str) -> dict
     return out
 
 
+def hedge_verdicts(loaded: Loaded, seeds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Issue 12's targets for +hedging on this scenario: p95 / the oracle's and the extra
+    upstream requests per client request over +probe, per seed (verdicts on the median)."""
+    out: dict[str, Any] = {}
+    for model in loaded.spec.models:
+        if HEDGER not in seeds[0]["models"][model]["ratio_p95"]:
+            continue
+        ratios = [s["models"][model]["ratio_p95"][HEDGER] for s in seeds]
+        extra = [s["models"][model]["hedge_extra_upstream"] for s in seeds]
+        vs_probe = [s["models"][model]["ratio_p95"][HEDGER] / s["models"][model]["ratio_p95"][
+            PROBER] for s in seeds]  # fmt: skip
+        out[model] = {
+            "ratios": ratios, "median_ratio": float(np.median(ratios)),
+            "ratio_ok": float(np.median(ratios)) <= TARGET_HEDGE_RATIO,
+            "extra_upstream": extra, "median_extra": float(np.median(extra)),
+            "extra_ok": float(np.median(extra)) <= TARGET_HEDGE_EXTRA,
+            "p95_vs_probe": vs_probe,
+        }  # fmt: skip
+    return out
+
+
+def hedge_table(results: dict[str, Any]) -> list[str]:
+    lines = ["| scenario | model | +hedging p95/oracle per seed | median (<=0.6x) | "
+             "p95 vs +probe per seed | extra upstream/req vs +probe per seed | median (<=10%) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, res in results.items():
+        for model, v in res["targets"].get(HEDGER, {}).items():
+            lines.append(
+                f"| {name} | {model} | " + ", ".join(f"{r:.2f}" for r in v["ratios"])
+                + f" | {v['median_ratio']:.2f}x ({yes(v['ratio_ok'])}) | "
+                + ", ".join(f"{r:.2f}" for r in v["p95_vs_probe"]) + " | "
+                + ", ".join(f"{e * 100:+.1f}%" for e in v["extra_upstream"])
+                + f" | {v['median_extra'] * 100:+.1f}% ({yes(v['extra_ok'])}) |"
+            )  # fmt: skip
+    return lines
+
+
 def yes(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
@@ -728,6 +796,9 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
              "## Targets (issue 11)", ""]  # fmt: skip
     strategies = [ROUTER] + ([PROBER] if meta["prober_on"] else [])
     lines += targets_table(results, strategies)
+    if meta["prober_on"]:
+        lines += ["", "## Hedging targets (issue 12)", ""]
+        lines += hedge_table(results)
     lines += ["", "## Per scenario", ""]
     for res in results.values():
         lines += res["tables"]
@@ -797,6 +868,7 @@ async def main_async(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str
             print(f"{loaded.name} seed {seed} ({time.monotonic() - t:.0f} s): {ratios}{added}",
                   flush=True)  # fmt: skip
         targets = {s: verdicts(loaded, per_seed, s) for s in (ROUTER, PROBER)}
+        targets[HEDGER] = hedge_verdicts(loaded, per_seed)
         results[loaded.name] = {
             "description": loaded.spec.description,
             "time_scale": loaded.spec.time_scale,

@@ -32,7 +32,7 @@ from proxy.errors import (
     UpstreamTimeout,
 )
 from proxy.forward import ResponseGuard, Started, relay, whole_body
-from proxy.hedge import HedgeBudget, HedgeBudgets, hedge_delay
+from proxy.hedge import HedgeBudget, HedgeBudgets, expected_saving, hedge_delay
 from proxy.measure import AttemptClock, read_first_token
 from proxy.policy import ModelPolicy
 from proxy.recorder import Recorder
@@ -103,7 +103,7 @@ class Dispatcher:
         """Try candidates until one yields a first token. Raises ProxyError."""
         decision = call.decision
         if not decision.ranked:
-            self.finish(call, None)
+            self._finish(call, None)
             raise _unavailable(decision, self._router, time.time())
         if not call.deadline:
             call.began = time.perf_counter()
@@ -116,7 +116,7 @@ class Dispatcher:
                 return await self._race(call, untried)
             return await self._in_turn(call, untried)
         except BaseException:
-            self.finish(call, None)
+            self._finish(call, None)
             raise
 
     async def _in_turn(self, call: Call, untried: list[Candidate]) -> Started:
@@ -138,8 +138,13 @@ class Dispatcher:
         policy = call.policy.hedge
         budget = self.hedge_budgets.for_model(call.model, policy)
         budget.note_request(time.monotonic())
-        delay = hedge_delay(policy, queue[0].score)
-        record = call.decision.hedge = HedgeRecord(queue[0].provider, delay.seconds, delay.basis)
+        primary = queue[0]
+        busy = self._router.breakers.pending.get(Pair(call.model, primary.provider), 0) > 0
+        delay = hedge_delay(policy, primary.score, time.time(), busy)
+        record = call.decision.hedge = HedgeRecord(
+            primary.provider, delay.seconds, delay.basis, delay.kind
+        )
+        every_s = max(delay.seconds, policy.min_delay_s)  # a further hedge: never at once
         racing: dict[asyncio.Task[Started], Candidate] = {}
         failures: list[UpstreamFailure] = []
         hedges_left = policy.max_hedges if len(queue) > 1 else 0
@@ -162,16 +167,19 @@ class Dispatcher:
                 )  # fmt: skip
                 if not done:  # the hedge delay passed with no first token
                     hedges_left = self._hedge(call, budget, record, hedges_left, launch)
-                    hedge_at = time.perf_counter() + delay.seconds
+                    hedge_at = time.perf_counter() + every_s
                     continue
                 winner = await self._settle(call, done, racing, failures)
                 if winner is not None:
                     if record.fired:
                         record.winner = winner.candidate.provider
+                        record.winner_ttft_s = round(
+                            winner.attempt.started_s + (winner.clock.ttft_s or 0.0), 6
+                        )
                     return winner
                 if not racing and queue and call.deadline > time.perf_counter():
                     launch(False)  # plain failover: nothing is left in the race
-                    hedge_at = time.perf_counter() + delay.seconds
+                    hedge_at = time.perf_counter() + every_s
         finally:
             await self._close_losers(call, racing)
         raise _all_failed(call, failures)
@@ -236,6 +244,7 @@ class Dispatcher:
         if record is not None and record.fired:
             waited = [a.elapsed_s for a in call.decision.attempts if a.outcome is Outcome.CANCELLED]
             record.loser_censored_at_s = round(max(waited), 6) if waited else None
+            _saving(call.decision, record)
 
     async def _drop(self, call: Call, started: Started) -> None:
         """An attempt that reached its first token but lost: its sample is real, it is closed."""
@@ -361,7 +370,7 @@ class Dispatcher:
 
     def _done(self, call: Call, started: Started, outcome: Outcome) -> None:
         self._ended(call, started, outcome)
-        self.finish(call, started.candidate.provider)
+        self._finish(call, started.candidate.provider)
 
     def _ended(self, call: Call, started: Started, outcome: Outcome) -> None:
         attempt = started.attempt
@@ -381,13 +390,27 @@ class Dispatcher:
         pair = Pair(call.model, candidate.provider)
         self._recorder.attempt_ended(pair, outcome, call.policy.circuit, sample)
 
-    def finish(self, call: Call, winner: str | None) -> None:
+    def _finish(self, call: Call, winner: str | None) -> None:
         """The request is over: log its decision (exactly once)."""
         if call.finished:
             return
         call.finished = True
         call.decision.winner = winner
         self._recorder.decision(call.decision)
+
+
+def _saving(decision: Decision, record: HedgeRecord) -> None:
+    """The hedge's estimated saving (proxy.hedge.expected_saving) when a hedge won."""
+    if record.winner in (None, record.primary) or record.winner_ttft_s is None:
+        return
+    primary = next((c for c in decision.ranked if c.provider == record.primary), None)
+    waited = next(
+        (a.elapsed_s for a in decision.attempts if a.provider == record.primary and not a.hedge),
+        None,
+    )
+    if primary is not None and waited is not None:
+        saved = expected_saving(primary.score, record.kind, waited, record.winner_ttft_s)
+        record.saved_s = round(saved, 6)
 
 
 def _raise_if_client_fault(failure: UpstreamFailure) -> None:

@@ -178,6 +178,45 @@ class Belief:
 
 
 @dataclass(frozen=True, slots=True)
+class ColdModel:
+    """How a pair's idle time predicts a cold-start-like sample (proxy.coldness).
+
+    `idle_to_cold_s`: the learned scale-down time (None: not learned yet). `after_idle`: the
+    chance of a cold start after an idle of at least that long; `by_chance`: after a shorter
+    one (or after any, when nothing is learned). `cold_ttft_s`: the median TTFT of its
+    cold-start-like samples (None: none seen). `last_active_ts`: when it last finished a
+    request (wall clock), None when unknown."""
+
+    idle_to_cold_s: float | None
+    after_idle: float
+    by_chance: float
+    cold_ttft_s: float | None
+    last_active_ts: float | None
+    n_gaps: int = 0
+
+    def idle_s(self, now: float) -> float | None:
+        return None if self.last_active_ts is None else max(0.0, now - self.last_active_ts)
+
+    def chance(self, now: float, busy: bool = False) -> float:
+        """The chance that the pair is cold at `now` (`busy`: a request is in flight on it)."""
+        idle = None if busy else self.idle_s(now)
+        if idle is not None and self.idle_to_cold_s is not None and idle >= self.idle_to_cold_s:
+            return self.after_idle
+        return self.by_chance
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "idle_to_cold_s": self.idle_to_cold_s,
+            "after_idle": round(self.after_idle, 4),
+            "by_chance": round(self.by_chance, 4),
+            "cold_ttft_s": self.cold_ttft_s,
+            "idle_s": self.idle_s(now),
+            "chance_now": round(self.chance(now), 4),
+            "n_gaps": self.n_gaps,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Score:
     """Statistics of one pair's recent window. Latency figures are seconds, None when n == 0.
 
@@ -210,6 +249,7 @@ class Score:
     n_probe: int
     is_proven: bool
     belief: Belief | None = None  # set by the scoreboard (stats.score_model), else None
+    cold: ColdModel | None = None  # set by the scoreboard (proxy.coldness), else None
 
     @property
     def pair(self) -> Pair:
@@ -244,6 +284,7 @@ class Score:
             "age_s": self.age_s(now),
             "is_proven": self.is_proven,
             "belief": self.belief.to_dict() if self.belief is not None else None,
+            "cold": self.cold.to_dict(now) if self.cold is not None else None,
         }
 
 
@@ -302,25 +343,37 @@ class Attempt:
 @dataclass(slots=True)
 class HedgeRecord:
     """What hedging did for one request: fired (after `after_s`, on `basis`) or not (`skipped`
-    says why), and, once the race is over, the winner and how long the loser had waited."""
+    says why), and, once the race is over, the winner and how long the loser had waited.
+
+    `kind`: "late" (no first token after the delay) or "cold" (the primary was probably
+    cold: hedged at once). `winner_ttft_s`: the client's TTFT (from the request's first
+    attempt). `saved_s`: when the hedge won, the primary's expected TTFT given it had none
+    after `loser_censored_at_s` (its cold-start TTFT when it was cold-likely, else its tail
+    mean), minus `winner_ttft_s`: an estimate, never below 0."""
 
     primary: str
     after_s: float
     basis: str
+    kind: str = "late"
     fired: bool = False
     skipped: str | None = None
     winner: str | None = None
     loser_censored_at_s: float | None = None  # the loser had no first token after this long
+    winner_ttft_s: float | None = None
+    saved_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "primary": self.primary,
             "after_s": round(self.after_s, 6),
             "basis": self.basis,
+            "kind": self.kind,
             "fired": self.fired,
             "skipped": self.skipped,
             "winner": self.winner,
             "loser_censored_at_s": self.loser_censored_at_s,
+            "winner_ttft_s": self.winner_ttft_s,
+            "saved_s": self.saved_s,
         }
 
 

@@ -2,7 +2,8 @@
 
 Pure and small, so it is unit-tested apart from dispatch (which runs the race). A hedge
 fires when the chosen pair has produced no first token after `hedge_delay` (a quantile of
-its current TTFT distribution, or a fixed delay, clamped to a range). `HedgeBudget` keeps
+its current TTFT distribution, or a fixed delay, clamped to a range), and at once when the
+pair is probably cold right now (its ColdModel, proxy.coldness). `HedgeBudget` keeps
 the extra upstream requests within a share of the client requests over a sliding window,
 per model, so hedging never doubles load (DESIGN.md: "The Tail at Scale").
 """
@@ -12,22 +13,30 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from proxy.coldness import describe
 from proxy.domain import Score
 from proxy.policy import Hedge
 
 
 @dataclass(frozen=True, slots=True)
 class HedgeDelay:
-    """Seconds to wait for the primary's first token, and why that many (for the decision)."""
+    """Seconds to wait for the primary's first token, and why that many (for the decision).
+    `kind`: "late" (a delay) or "cold" (the pair is probably cold: at once)."""
 
     seconds: float
     basis: str
+    kind: str = "late"
 
 
-def hedge_delay(policy: Hedge, primary: Score) -> HedgeDelay:
-    """The delay after which `primary` is hedged: `policy.delay_s` when set, else the
-    pair's `policy.quantile` (its window's, Kaplan-Meier) clamped to [min, max]; a pair with
-    no figure yet waits `max_delay_s`."""
+def hedge_delay(policy: Hedge, primary: Score, now: float = 0.0, busy: bool = False) -> HedgeDelay:
+    """The delay after which `primary` is hedged: none when the pair is at least
+    `policy.cold_chance` likely cold at `now` (wall clock; `busy`: it has a request in
+    flight, so it is not idle); else `policy.delay_s` when set, else the pair's
+    `policy.quantile` (its window's, Kaplan-Meier) clamped to [min, max]; a pair with no
+    figure yet waits `max_delay_s`."""
+    cold = primary.cold
+    if cold is not None and cold.chance(now, busy) >= policy.cold_chance:
+        return HedgeDelay(0.0, describe(primary.provider, cold, now, busy), "cold")
     if policy.delay_s is not None:
         return HedgeDelay(policy.delay_s, f"fixed {policy.delay_s:g} s")
     figure = getattr(primary, policy.quantile)
@@ -38,6 +47,16 @@ def hedge_delay(policy: Hedge, primary: Score) -> HedgeDelay:
     if clamped != figure:
         basis += f", clamped to {clamped:.3g} s"
     return HedgeDelay(clamped, basis)
+
+
+def expected_saving(primary: Score, kind: str, waited_s: float, delivered_s: float) -> float:
+    """What a winning hedge saved, estimated: the primary's expected TTFT given it had none
+    after `waited_s` (its cold-start TTFT when hedged as cold, else its tail mean, at least
+    `waited_s`), minus the client's TTFT `delivered_s`; never below 0."""
+    expected = primary.tail_mean
+    if kind == "cold" and primary.cold is not None and primary.cold.cold_ttft_s is not None:
+        expected = primary.cold.cold_ttft_s
+    return max(0.0, max(expected or 0.0, waited_s) - delivered_s)
 
 
 class SlidingCount:

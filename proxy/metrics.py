@@ -50,6 +50,14 @@ class Metrics:
             "ttft_router_hedges", "Hedge decisions: fired, won (the hedge served) or skipped",
             ["model", "result"], registry=self.registry,
         )  # fmt: skip
+        self.cold_hedges = Counter(
+            "ttft_router_cold_hedges", "Hedges fired at once: the chosen pair was probably cold",
+            ["model"], registry=self.registry,
+        )  # fmt: skip
+        self.hedge_saved = Counter(
+            "ttft_router_hedge_saved_seconds", "TTFT winning hedges saved (an estimate)",
+            ["model"], registry=self.registry,
+        )  # fmt: skip
         self.dropped = Counter(
             "ttft_router_buffer_dropped", "Samples/decisions dropped because the buffer was full",
             ["kind"], registry=self.registry,
@@ -100,8 +108,12 @@ class Metrics:
         """One request's hedge: fired (and won, when the hedge served it) or skipped."""
         if hedge.fired:
             self.hedges.labels(model, "fired").inc()
+            if hedge.kind == "cold":
+                self.cold_hedges.labels(model).inc()
             if hedge.winner is not None and hedge.winner != hedge.primary:
                 self.hedges.labels(model, "won").inc()
+                if hedge.saved_s:
+                    self.hedge_saved.labels(model).inc(hedge.saved_s)
         elif hedge.skipped is not None:
             self.hedges.labels(model, "skipped").inc()
 

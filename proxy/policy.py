@@ -121,6 +121,9 @@ class Hedge(Frozen):
     min_delay_s: float = Field(0.05, ge=0)
     max_delay_s: float = Field(10.0, gt=0, description="also the delay of an unmeasured pair")
     max_hedges: int = Field(1, ge=1, le=5, description="extra attempts per request at most")
+    cold_chance: float = Field(
+        0.5, gt=0, le=1, description="hedge at once when the chosen pair is this likely cold"
+    )
     budget_share: float = Field(
         0.10, ge=0, le=1, description="hedges <= this share of requests over the window"
     )
@@ -135,9 +138,10 @@ class Hedge(Frozen):
 
 class ModelPolicy(Frozen):
     mode: Literal["best", "weighted"] = "best"
-    objective: Literal["p50", "p90", "p95", "p99", "tail_mean"] = Field(
+    objective: Literal["p50", "p90", "p95", "p99", "tail_mean", "expected"] = Field(
         "tail_mean",
-        description="TTFT statistic to minimise; tail_mean is the mean of the slowest 5%",
+        description="TTFT statistic to minimise; tail_mean is the mean of the slowest 5%; "
+        "expected: P(cold now) x cold-start TTFT + (1 - P(cold now)) x median",
     )
     min_samples: int = Field(20, ge=1)
     window: Window = Window()

@@ -221,11 +221,25 @@ def learn_idle_to_cold(
     it was still warm. Shorter cold idles are chance (or noise), not a scale-down. None when
     nothing is learned yet. An upper bound of the provider's scale-down time: keep-warm
     probes at a margin of it."""
+    return idle_to_cold(idle_gaps(window, cold_factor, cold_floor_s))
+
+
+def idle_to_cold(idles: Sequence[tuple[float, bool]]) -> float | None:
+    """`learn_idle_to_cold` from the gaps `idle_gaps` found."""
+    warm = max((idle for idle, cold in idles if not cold), default=0.0)
+    return min((idle for idle, cold in idles if cold and idle > warm), default=None)
+
+
+def idle_gaps(
+    window: Sequence[Sample], cold_factor: float, cold_floor_s: float
+) -> list[tuple[float, bool]]:
+    """(idle time before a first token, was it cold-start-like) for every sample of the
+    window that followed an idle gap; empty with fewer than 3 first tokens."""
     ttfts = [s.ttft_s for s in window if s.ttft_s is not None]
     if len(ttfts) < 3:
-        return None
+        return []
     threshold = max(cold_factor * statistics.median(ttfts), cold_floor_s)
-    idles: list[tuple[float, bool]] = []  # (idle before a sample, was it cold)
+    idles: list[tuple[float, bool]] = []
     busy_until: float | None = None
     for sample in window:
         if busy_until is not None and sample.ttft_s is not None:
@@ -234,8 +248,7 @@ def learn_idle_to_cold(
                 idles.append((idle, sample.ttft_s > threshold))
         end = _end(sample)
         busy_until = end if busy_until is None else max(busy_until, end)
-    warm = max((idle for idle, cold in idles if not cold), default=0.0)
-    return min((idle for idle, cold in idles if cold and idle > warm), default=None)
+    return idles
 
 
 class Budget:

@@ -26,7 +26,8 @@ from dataclasses import dataclass, replace
 from math import sqrt
 
 from proxy.circuit import Breakers, CircuitState, trial_order
-from proxy.domain import Belief, Candidate, LazyText, Pair, Score, empty_score
+from proxy.coldness import describe
+from proxy.domain import Belief, Candidate, ColdModel, LazyText, Pair, Score, empty_score
 from proxy.policy import ModelPolicy
 
 # Policy objective -> the Score attribute that is its point estimate.
@@ -36,6 +37,7 @@ OBJECTIVES = {
     "p95": "p95",
     "p99": "p99",
     "tail_mean": "tail_mean",
+    "expected": "median",  # its warm part: `expect` adds the chance of a cold start now
 }
 
 
@@ -108,12 +110,15 @@ class Field:  # not frozen: built for many requests, cheaper to construct
     exploit: list[float]  # the order without a draw (`_exploit_key`)
     leader: int
     held: bool = False  # the leader leads only by the hysteresis (the incumbent is held)
+    timed: bool = False  # the beliefs hold a chance of being cold at `now` (`expect`)
 
     @property
     def lasts(self) -> bool:
         """True when this field holds at any later time for the same inputs: nothing is
         excluded but by policy (a rate limit or an open circuit ends with time), and an
         eligible pair stays eligible until a rate limit or a circuit changes."""
+        if self.timed:
+            return False
         return all(c.excluded_because == EXCLUDED_BY_POLICY for c in self.excluded)
 
 
@@ -146,13 +151,37 @@ def prepare(
         )
     cut = 1.0 - policy.hysteresis
     beliefs = [c.score.belief or prior for c in eligible]
+    timed = False
+    if policy.objective == "expected":
+        beliefs = [expect(b, c.score.cold, now) for b, c in zip(beliefs, eligible, strict=True)]
+        timed = any(c.score.cold is not None for c in eligible)
     advantage = [cut if c.provider == incumbent else 1.0 for c in eligible]
     exploit = [_exploit_key(b, f) for b, f in zip(beliefs, advantage, strict=True)]
     leader = min(range(len(eligible)), key=exploit.__getitem__)
     unscaled = min(range(len(eligible)), key=lambda i: _exploit_key(beliefs[i], 1.0))
     return Field(
         policy, model, incumbent, eligible, excluded, circuits, now, prior, beliefs,
-        advantage, exploit, leader, held=unscaled != leader,
+        advantage, exploit, leader, held=unscaled != leader, timed=timed,
+    )  # fmt: skip
+
+
+def expect(belief: Belief, cold: ColdModel | None, now: float) -> Belief:
+    """The `expected` objective: P(cold at `now`) x cold-start TTFT + (1 - P) x the belief's
+    median, draw by draw (the belief is the posterior of the median: stats)."""
+    if cold is None or cold.cold_ttft_s is None:
+        return belief
+    p = cold.chance(now)
+    if p <= 0.0:
+        return belief
+    part = p * cold.cold_ttft_s
+
+    def mix(x: float) -> float:
+        return part + (1.0 - p) * x
+
+    return replace(
+        belief, estimate=mix(belief.estimate), low=mix(belief.low), high=mix(belief.high),
+        lowest=mix(belief.lowest), highest=mix(belief.highest),
+        draws=tuple(part + (1.0 - p) * d for d in belief.draws),
     )  # fmt: skip
 
 
@@ -197,13 +226,13 @@ def order(
     ordered = [eligible[i] for i in sorted(range(len(eligible)), key=values.__getitem__)]
     first = ordered[0]
     exploring = first is not eligible[leader]
-    incumbent = field.incumbent
+    incumbent, now = field.incumbent, field.now
     return Ranking(
         ordered,
         excluded,
         LazyText(
             lambda: _reason(
-                first, eligible, beliefs, advantage, leader, incumbent, policy, exploring
+                first, eligible, beliefs, advantage, leader, incumbent, policy, exploring, now
             )
         ),
         is_exploration=exploring,
@@ -344,6 +373,7 @@ def _reason(
     incumbent: str | None,
     policy: ModelPolicy,
     exploring: bool,
+    now: float = 0.0,
 ) -> str:
     shares = win_shares(beliefs, advantage)
     label = LABELS.get(policy.objective, policy.objective)
@@ -351,6 +381,10 @@ def _reason(
     figures = "; ".join(
         _figures(eligible[i], beliefs[i], shares[i], policy.min_samples) for i in rows[:4]
     )
+    if policy.objective == "expected":
+        colds = [describe(c.provider, c.score.cold, now) for c in eligible if c.score.cold]
+        if colds:
+            figures += " (" + "; ".join(colds) + ")"
     lead = eligible[leader]
     unscaled = min(range(len(eligible)), key=lambda i: _exploit_key(beliefs[i], 1.0))
     if exploring:
@@ -393,7 +427,11 @@ def _weighted_reason(chosen: Candidate, eligible: list[Candidate], beliefs: list
     return f"weighted draw: {chosen.provider} had a {share:.0%} share ({_range(b)})"
 
 
-LABELS = {"tail_mean": "tail mean (slowest 5%)", "p50": "median"}
+LABELS = {
+    "tail_mean": "tail mean (slowest 5%)",
+    "p50": "median",
+    "expected": "expected TTFT (cold chance now)",
+}
 
 
 def _range(b: Belief) -> str:
@@ -536,7 +574,8 @@ def evidence_wanted(
     """The model's pairs whose measurement could change the routing, most wanted first:
     never measured; aged (its samples weigh less than half their count after ageing); or
     with less evidence than `min_samples` yet best in some posterior draws although not the
-    leader. A pair with that much fresh evidence is left to the prober's own schedule, and
+    leader; or whose tail is censored (hedge losers) and few probes saw past it. A pair with
+    that much fresh evidence is left to the prober's own schedule, and
     so is a model with a single provider (there is nothing to decide)."""
     excluded = set(policy.exclude)
     pairs = [p for p, _ in deployments if p not in excluded]
@@ -568,8 +607,21 @@ def evidence_wanted(
                 f"best in {shares[i]:.0%} of draws ({_range(b)})"
             )
             out.append((2, -shares[i], Wanted(p, why, shares[i])))
+        elif score is not None and _censored_tail(score, policy.min_samples):
+            why = (
+                f"censored tail: {score.n_censored} of n={n} cut off before a first token "
+                f"(hedged away or cancelled), {score.n_probe} probes to see beyond them"
+            )
+            out.append((3, -shares[i], Wanted(p, why, shares[i])))
     out.sort(key=lambda row: (row[0], row[1]))
     return [w for _, _, w in out]
+
+
+def _censored_tail(score: Score, min_samples: int) -> bool:
+    """At least 5% of the pair's latency observations are censored (a hedge loser is cut
+    off at the hedge delay), so its tail is a lower bound until uncensored probes measure
+    it: wanted until the window holds `min_samples` probes."""
+    return score.n_censored >= max(1.0, 0.05 * score.n) and score.n_probe < min_samples
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,12 +17,15 @@ import logging
 import random
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from types import MappingProxyType
 
+from proxy import stats
+from proxy.coldness import cold_model
 from proxy.domain import Pair, Sample, Score
 from proxy.loops import pause
 from proxy.policy import PolicyHolder
-from proxy.stats import score_model
+from proxy.stats import WindowParams, score_model
 from proxy.store.base import Store, StoreUnavailable
 
 log = logging.getLogger("ttft_router.scoreboard")
@@ -102,7 +105,8 @@ class Scoreboard:
                 batch_cpu = time.process_time()
                 params = self._policies.current.for_model(model).window_params()
                 seed = self._seeds.getrandbits(64)
-                board.update(score_model(by_model[model], params, now, seed))
+                scored = score_model(by_model[model], params, now, seed)
+                board.update(with_cold_models(scored, by_model[model], params, now))
                 done += len(by_model[model])
                 cpu += time.process_time() - batch_cpu
             self.snapshot = MappingProxyType(board)
@@ -124,3 +128,16 @@ class Scoreboard:
                 self.last_error = str(exc)
             self._policies.reload_if_changed()  # logs itself; keeps the last good policy
             await pause(stop, self.refresh_s)
+
+
+def with_cold_models(
+    scores: dict[Pair, Score], windows: Mapping[Pair, Sequence[Sample]], params: WindowParams,
+    now: float,
+) -> dict[Pair, Score]:  # fmt: skip
+    """`scores` with each pair's ColdModel (proxy.coldness) from its window."""
+    for pair, score in scores.items():
+        recent = stats.window(windows.get(pair, ()), params, now)
+        cold = cold_model(recent, params.cold_factor, params.cold_floor_s)
+        if cold is not None:
+            scores[pair] = replace(score, cold=cold)
+    return scores

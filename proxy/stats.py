@@ -55,7 +55,7 @@ class WindowParams:
     min_samples: int = 20
     cold_factor: float = 4.0
     cold_floor_s: float = 2.0
-    objective: str = "tail_mean"  # tail_mean or a key of OBJECTIVE_QUANTILE
+    objective: str = "tail_mean"  # tail_mean, expected or a key of OBJECTIVE_QUANTILE
     draws: int = 64
     prior_weight: float = 0.5
     half_life_s: float = 120.0
@@ -332,7 +332,9 @@ def _belief(
         before = np.concatenate((np.ones((k, 1)), survival[:, :-1]), axis=1)
         mass = before - survival
         mass[:, -1] += survival[:, -1]
-    q = OBJECTIVE_QUANTILE.get(params.objective)
+    # `expected`: a posterior of the median (its warm part); routing adds the chance of a
+    # cold start right now (proxy.routing.expect).
+    q = OBJECTIVE_QUANTILE.get(params.objective, 0.5 if params.objective == "expected" else None)
     if q is None:
         values = _tail_means(t, mass)
     else:

@@ -1,9 +1,12 @@
 """Cold starts as the router counts them: the cold-start share reported for a pair matches
-the simulator's own count of cold starts it served."""
+the simulator's own count of cold starts it served, whether they come by chance or after
+idling (then the pair's cold model learns the scale-down time)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,3 +46,41 @@ async def test_reported_cold_share_matches_the_cold_starts_served(
 
             score = await wait_until(scored, timeout=5)
     assert round(score["cold_share"] * score["n"]) == served
+
+
+async def test_idle_cold_starts_are_counted_and_their_scale_down_learned(tmp_path: Path) -> None:
+    """A provider that scales to zero after 120 market s idle (1.2 s here; a loaded machine
+    may stall a warm gap past 0.5 s): every request after a 2 s pause is a cold start. The
+    share the proxy reports matches the simulator's count, and the pair's cold model learns
+    a scale-down time between the idles."""
+    scale = 0.01
+    behaviour = {
+        "warm_ttft": {"median_s": 0.5, "sigma": 0.2},
+        "cold_start": {"median_s": 30.0, "sigma": 0.1},
+        "scale_to_zero_after_s": 120,
+        "tokens_per_s": 2000,
+    }
+    market_scenario = scenario({"p": {"m-p": behaviour}}, time_scale=scale, seed=4)
+    policy = policy_file(tmp_path, f"defaults: {{cold_start: {{floor_s: {5.0 * scale}}}}}\n")
+    async with Market(market_scenario) as market:
+        config = config_for(market, {"m": {"p": "m-p"}}, policy_file=policy)
+        async with running_proxy(config) as proxy:
+            client = proxy.client()
+            for i in range(18):
+                if i % 6 == 5:
+                    await asyncio.sleep(2.0)  # idle past the scale-down: the next is cold
+                await client.chat.completions.create(model="m", messages=HI, max_tokens=2)
+            served = market.stats("p")["cold_starts"]
+
+            async def scored() -> dict[str, Any] | None:
+                async with proxy.admin() as admin:
+                    pairs = (await admin.get("/admin/scores")).json()["pairs"]
+                return pairs[0] if pairs and pairs[0]["n"] == 18 else None
+
+            score = await wait_until(scored, timeout=5)
+    assert served == 3  # the pauses before requests 5, 11 and 17
+    assert round(score["cold_share"] * score["n"]) == served
+    cold = score["cold"]
+    assert cold["idle_to_cold_s"] is not None and 0.3 < cold["idle_to_cold_s"] <= 2.1
+    assert cold["after_idle"] == pytest.approx(4 / 5, abs=1e-3)  # three cold idles seen
+    assert cold["by_chance"] == 0.0

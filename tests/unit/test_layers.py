@@ -18,7 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("requestid",),
     ("domain", "errors", "loops", "timers", "metrics", "logs"),
     ("config", "policy", "stats", "circuit", "hedge", "routing", "redact", "assemble",
-     "upstream.sse", "probe_plan"),
+     "upstream.sse", "probe_plan", "coldness"),
     ("upstream", "measure", "store"),
     ("forward", "recorder", "dispatch", "scoreboard", "prober", "otel", "bench"),
     ("api",),
