@@ -34,6 +34,7 @@ from proxy.errors import (
 from proxy.forward import ResponseGuard, Started, relay, whole_body
 from proxy.hedge import HedgeBudget, HedgeBudgets, hedge_delay
 from proxy.measure import AttemptClock, read_first_token
+from proxy.metering import Meter
 from proxy.policy import ModelPolicy
 from proxy.recorder import Recorder
 from proxy.redact import Redactor
@@ -66,6 +67,8 @@ class Call:
     deadline: float = 0.0  # perf_counter() time by which a first token must have come
     began: float = 0.0  # perf_counter() time the first attempt started
     finished: bool = False
+    meter: Meter | None = None  # a priced model: ask for usage, cost the answer (metering)
+    bind: Callable[[str], None] | None = None  # told the winner (an affinity key's binding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,10 +326,12 @@ class Dispatcher:
     ) -> None:
         """The client's stream (proxy.forward.relay); closes the upstream and records."""
         outcome = Outcome.OK
+        tap = call.meter.tap if call.meter is not None else None
         try:
-            outcome = await relay(started, call.model, self._redact, emit)
+            outcome = await relay(started, call.model, self._redact, emit, tap)
         finally:
             await started.guard.close()
+            _cost(call, started)
             self._done(call, started, outcome)
 
     async def complete(self, call: Call) -> tuple[Started, bytes]:
@@ -335,7 +340,8 @@ class Dispatcher:
         while True:
             started = await self.start(call)
             try:
-                body = await whole_body(started, call.kind, call.model)
+                tap = call.meter.tap if call.meter is not None else None
+                body = await whole_body(started, call.kind, call.model, tap)
             except UpstreamFailure as raw:
                 await started.guard.close()
                 failure = raw.redacted(self._redact)
@@ -346,6 +352,7 @@ class Dispatcher:
                 self._done(call, started, Outcome.OK)
                 raise
             await started.guard.close()
+            _cost(call, started)
             self._done(call, started, Outcome.OK)
             return started, body
 
@@ -379,7 +386,15 @@ class Dispatcher:
             return
         call.finished = True
         call.decision.winner = winner
+        if call.bind is not None and winner is not None:
+            call.bind(winner)
         self._recorder.decision(call.decision)
+
+
+def _cost(call: Call, started: Started) -> None:
+    """The answer's cost from the usage it reported (metering), into the decision."""
+    if call.meter is not None:
+        call.decision.cost_usd = call.meter.cost_usd(started.candidate.provider)
 
 
 def _raise_if_client_fault(failure: UpstreamFailure) -> None:
@@ -392,6 +407,11 @@ def _upstream_body(call: Call, upstream_model: str, upstream_stream: bool) -> by
     body["model"] = upstream_model
     if upstream_stream and not call.stream:
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    elif call.stream and call.meter is not None and call.meter.tap.strip:
+        # metered on the client's behalf: its usage chunk is dropped again (metering)
+        options = body.get("stream_options")
+        options = {**options, "include_usage": True} if isinstance(options, dict) else None
+        body = {**body, "stream_options": options or {"include_usage": True}}
     return orjson.dumps(body)
 
 

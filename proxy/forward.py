@@ -19,6 +19,7 @@ from proxy import requestid
 from proxy.assemble import assemble_chat, assemble_completion
 from proxy.domain import Attempt, Candidate, Outcome
 from proxy.measure import AttemptClock
+from proxy.metering import UsageTap
 from proxy.redact import Redactor
 from proxy.upstream.base import UpstreamFailure, UpstreamResponse
 from proxy.upstream.sse import EventSplitter, error_event, iter_data, parse_payload
@@ -95,6 +96,7 @@ async def relay(
     public_model: str,
     redact: Redactor,
     emit: Callable[[bytes], Awaitable[None]],
+    tap: Callable[[bytes], bytes] | None = None,
 ) -> Outcome:
     """`emit` the prelude, then the rest, whole events at a time. A break after the first
     token ends the client's stream with one OpenAI-shaped error event; returns the outcome
@@ -102,11 +104,14 @@ async def relay(
     generator: one per request, and asyncio registers every async generator in a WeakSet."""
     rewrite = ModelRewrite(started.candidate.upstream_model, public_model)
     try:
-        await emit(rewrite(_screen(redact, started.prelude)))
+        prelude = started.prelude if tap is None else tap(started.prelude)
+        await emit(rewrite(_screen(redact, prelude)))
         chunks, splitter = started.chunks, started.splitter
         assert chunks is not None and splitter is not None
         async for data in chunks:
             events = splitter.feed(data)
+            if events and tap is not None:  # metering: notes usage, may drop its chunk
+                events = tap(events)
             if events:
                 await emit(rewrite(_screen(redact, events)))
         if splitter.pending.strip():
@@ -129,10 +134,17 @@ def _screen(redact: Redactor, events: bytes) -> bytes:
     return redact.bytes(events) if b'"error"' in events else events
 
 
-async def whole_body(started: Started, kind: str, public_model: str) -> bytes:
+async def whole_body(
+    started: Started, kind: str, public_model: str, tap: UsageTap | None = None
+) -> bytes:
     """The client's JSON answer: the upstream body renamed, or assembled from its stream.
-    Raises UpstreamFailure when the stream carries an error event."""
+    Raises UpstreamFailure when the stream carries an error event. `tap` (metering) is
+    given the answer's usage."""
     if not started.upstream_stream:
+        if tap is not None:
+            parsed = parse_payload(started.prelude)
+            if parsed is not None:
+                tap.note_body(parsed)
         return ModelRewrite(started.candidate.upstream_model, public_model)(started.prelude)
     assert started.chunks is not None and started.splitter is not None
     parts = [started.prelude]
@@ -144,6 +156,8 @@ async def whole_body(started: Started, kind: str, public_model: str) -> bytes:
             raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
     answer = assemble_chat(chunks) if kind == "chat" else assemble_completion(chunks)
     answer["model"] = public_model
+    if tap is not None:
+        tap.note_body(answer)
     return orjson.dumps(answer)
 
 

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from proxy.affinity import AffinityTable
 from proxy.api.auth import KeySet
 from proxy.config import Config
 from proxy.dispatch import Dispatcher
 from proxy.metrics import Metrics
 from proxy.policy import PolicyHolder
+from proxy.pricing import Pricing
 from proxy.prober import Prober
 from proxy.routing import Router
 from proxy.scoreboard import Scoreboard
@@ -35,6 +37,8 @@ class Services:
     replica: str
     client_keys: KeySet
     admin_keys: KeySet
+    pricing: Pricing
+    affinity: AffinityTable
 
 
 def services(request: Request) -> Services:

@@ -23,6 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 from proxy import requestid
 from proxy.api.auth import require_key
 from proxy.api.context import Services, services
+from proxy.api.steer import route_request
 from proxy.dispatch import Call, Dispatcher, Kind
 from proxy.domain import Decision
 from proxy.errors import (
@@ -159,20 +160,23 @@ async def _proxy(request: Request, kind: Kind) -> Response:
         raise ModelNotFound(f"model '{model}' is not configured (known: {known})", param="model")
     policy = svc.policies.current.for_model(model)
     now = time.time()
-    ranking = svc.router.route(policy, deployments, svc.scoreboard.snapshot, model, now)
+    # routing, shaped by the request's controls and the policy (removes body["provider"])
+    route = route_request(svc, policy, model, deployments, body, request.scope["headers"], now)
     decision = Decision(
         id=f"{random.getrandbits(64):016x}",  # no syscall per request (os.urandom)
         model=model,
         timestamp=now,
-        ranked=ranking.ranked,
-        excluded=ranking.excluded,
-        reason=ranking.explanation,
+        ranked=route.ranked,
+        excluded=route.excluded,
+        reason=route.explanation,
         replica=svc.replica,
-        kind=ranking.kind,
+        kind=route.kind,
         request_id=requestid.current() or "",
+        controls=route.shaped_by,
     )
     stream = bool(body.get("stream")) and kind != "embedding"
     call = Call(kind, model, body, stream, estimate_prompt_tokens(len(raw)), decision, policy)
+    call.meter, call.bind = route.meter, route.bind
     return DispatchResponse(svc.dispatcher, call, svc)
 
 
@@ -258,6 +262,9 @@ class DispatchResponse(Response):
     async def _send_whole(self, send: Send) -> None:
         started, payload = await self._dispatcher.complete(self._call)
         headers = self._response_headers(started.candidate.provider, b"application/json")
+        cost = self._call.decision.cost_usd
+        if cost is not None:  # known before the body: usage x price (docs/cost.md)
+            headers.append((b"x-ttft-router-cost-usd", f"{cost:.10f}".encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})
 
