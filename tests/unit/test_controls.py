@@ -5,14 +5,15 @@ order the candidates routing ranked."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.controls import Controls, parse, steer, steers
 from proxy.domain import Pair
-from proxy.errors import InvalidRequest
-from proxy.policy import ModelPolicy
+from proxy.errors import ConfigError, InvalidRequest
+from proxy.policy import ModelPolicy, load_policies
 from proxy.pricing import PairPrice
 from proxy.routing import Ranking, rank
 from tests.unit.test_routing import NOW, board
@@ -236,3 +237,11 @@ def test_policy_knobs_are_validated() -> None:
         policy(order=["a", "a"])
     with pytest.raises(ValueError, match="client_controls"):
         policy(client_controls=["teleport"])
+
+
+def test_unknown_providers_in_steering_fields_are_errors(tmp_path: Path) -> None:
+    for field, value in (("allow", "[a, zz]"), ("pin", "zz"), ("order", "[zz]")):
+        path = tmp_path / f"{field}.yaml"
+        path.write_text(f"models:\n  m:\n    {field}: {value}\n")
+        with pytest.raises(ConfigError, match=f"models.m.{field}: unknown provider 'zz'"):
+            load_policies([path], providers=PROVIDERS)
