@@ -78,7 +78,14 @@ def parse(
     for name, value in headers:
         if name.startswith(b"x-ttft-router-"):
             key = _from_header(name, value, found, given) or key
-    if key is None and policy.affinity.enabled and policy.affinity.from_user:
+    if (
+        key is None
+        and policy.affinity.enabled
+        and policy.affinity.from_user
+        and (
+            "affinity" in policy.client_controls  # else `user` is just OpenAI's field
+        )
+    ):
         user = body.get("user")
         if isinstance(user, str) and user:
             key, given["affinity"] = user[:MAX_KEY_LENGTH], "body user"
@@ -209,9 +216,10 @@ def _check(controls: Controls, policy: ModelPolicy, providers: Sequence[str]) ->
     for name in controls.given:
         if name not in policy.client_controls:
             allowed = ", ".join(policy.client_controls) or "none"
+            where = str(AFFINITY_HEADER, "ascii") if name == "affinity" else f"provider.{name}"
             raise InvalidRequest(
-                f"request control provider.{name} is not allowed for this model by its policy "
-                f"(allowed: {allowed})", param=f"provider.{name}",
+                f"request control {where} is not allowed for this model by its policy "
+                f"(allowed: {allowed})", param=where,
             )  # fmt: skip
     if controls.given.get("affinity") == "header" and not policy.affinity.enabled:
         raise InvalidRequest("x-ttft-router-affinity: affinity is off for this model (policy "

@@ -144,6 +144,12 @@ def test_affinity_key_from_header_or_user_when_enabled() -> None:
     assert user is not None and user.affinity_key == "u-7"
     no_user = policy(affinity={"enabled": True, "from_user": False})
     assert parsed(pol=no_user, user="u-7") is None
+    # not a client control here: `user` is only OpenAI's field, the header a 400
+    closed = policy(affinity={"enabled": True}, client_controls=["sort"])
+    assert parsed(pol=closed, user="u-7") is None
+    error = rejected("x-ttft-router-affinity is not allowed", headers={
+        "x-ttft-router-affinity": "k"}, pol=closed)  # fmt: skip
+    assert error.param == "x-ttft-router-affinity"
 
 
 # -- steering --------------------------------------------------------------------------
