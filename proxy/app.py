@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from proxy import requestid
+from proxy.affinity import AffinityTable
 from proxy.api import admin, dashboard, health, openai
 from proxy.api.auth import KeySet
 from proxy.api.context import Services
@@ -29,6 +30,7 @@ from proxy.dispatch import Deployment, Dispatcher
 from proxy.errors import ConfigError
 from proxy.metrics import ExportSink, Metrics
 from proxy.policy import PolicyHolder
+from proxy.pricing import Pricing
 from proxy.prober import Prober
 from proxy.recorder import Recorder
 from proxy.redact import from_config as redact_from_config
@@ -58,6 +60,8 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp
             preload_litellm()  # ~3.5 s, once, before serving: no request (or sample) pays it
         session = make_session()
         svc = build_services(config, holder, session)
+        if svc.pricing.needs_litellm:  # litellm's price map, read once (imports it)
+            await asyncio.to_thread(svc.pricing.resolve)
         app.state.services = svc
         await svc.store.start()
         stop = asyncio.Event()
@@ -149,6 +153,7 @@ def build_services(
     }
     metrics.watch(health.StateCollector(scoreboard, buffer, store))
     recorder = Recorder(buffer, router.breakers, metrics, replica)
+    pricing = Pricing(config)  # proxy.pricing: probes, controls, the cost of each request
     dispatcher = Dispatcher(deployments, recorder, router, redact)
     metrics.watch_hedge_budgets(dispatcher.hedge_budgets.left)
     if config.telemetry.otlp.enabled:
@@ -157,7 +162,7 @@ def build_services(
         config, policies, scoreboard, buffer, store,
         upstreams={name: d.upstream for name, d in deployments.items()},
         router=router, metrics=metrics, replica=replica, redact=redact,
-        wanted=_evidence_wanted(config, policies, scoreboard, router),
+        wanted=_evidence_wanted(config, policies, scoreboard, router), pricing=pricing,
     )  # fmt: skip
     router.probing = config.prober.enabled
     metrics.watch(health.ProberCollector(prober))
@@ -175,6 +180,8 @@ def build_services(
         replica=replica,
         client_keys=KeySet(k.get_secret_value() for k in config.auth.api_keys),
         admin_keys=KeySet(k.get_secret_value() for k in config.auth.admin_keys),
+        pricing=pricing,
+        affinity=AffinityTable(),
     )
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AliasChoices,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -43,6 +44,18 @@ class Timeouts(Frozen):
         return self
 
 
+class Price(Frozen):
+    """USD per 1M tokens (proxy.pricing). The names of `prober.prices`' first release,
+    `prompt_per_1m_usd` / `completion_per_1m_usd`, are still read."""
+
+    prompt_per_million: float = Field(
+        ge=0, validation_alias=AliasChoices("prompt_per_million", "prompt_per_1m_usd")
+    )
+    completion_per_million: float = Field(
+        ge=0, validation_alias=AliasChoices("completion_per_million", "completion_per_1m_usd")
+    )
+
+
 class OpenAIProvider(Frozen):
     """Any OpenAI-compatible endpoint, spoken to over the shared aiohttp pool."""
 
@@ -59,6 +72,7 @@ class OpenAIProvider(Frozen):
         description="the provider serves the Responses API (POST /responses); off: "
         "/v1/responses requests skip it (most OpenAI-compatible providers serve only chat)",
     )
+    price: Price | None = Field(None, description="for every model of this provider (pricing)")
 
     @property
     def url(self) -> str:
@@ -84,6 +98,7 @@ class LiteLLMProvider(Frozen):
         description="send request fields that are not OpenAI parameters as litellm's "
         "extra_body (merged into the provider's JSON body); off: they are dropped",
     )
+    price: Price | None = Field(None, description="instead of litellm's price map (pricing)")
 
 
 Provider = Annotated[OpenAIProvider | LiteLLMProvider, Field(discriminator="kind")]
@@ -212,13 +227,6 @@ class ScoreboardConfig(Frozen):
     stale_after_s: float = Field(10.0, gt=0, description="/readyz fails past this age")
 
 
-class Price(Frozen):
-    """USD per 1M tokens."""
-
-    prompt_per_1m_usd: float = Field(ge=0)
-    completion_per_1m_usd: float = Field(ge=0)
-
-
 class ProberConfig(Frozen):
     """The prober of this replica (docs/probing.md); the schedule itself is policy."""
 
@@ -239,7 +247,7 @@ class ProberConfig(Frozen):
         "(imports litellm); litellm-kind pairs are always looked up",
     )
     unknown_price: Price = Field(
-        Price(prompt_per_1m_usd=10.0, completion_per_1m_usd=30.0),
+        Price(prompt_per_million=10.0, completion_per_million=30.0),
         description="assumed for a pair whose price is known nowhere (kept high: safe)",
     )
 

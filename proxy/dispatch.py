@@ -34,6 +34,7 @@ from proxy.errors import (
 from proxy.forward import ResponseGuard, Started, relay, whole_body
 from proxy.hedge import HedgeBudget, HedgeBudgets, expected_saving, hedge_delay
 from proxy.measure import AttemptClock, read_first_token
+from proxy.metering import Meter
 from proxy.policy import ModelPolicy
 from proxy.recorder import Recorder
 from proxy.redact import Redactor
@@ -72,6 +73,8 @@ class Call:
     deadline: float = 0.0  # perf_counter() time by which a first token must have come
     began: float = 0.0  # perf_counter() time the first attempt started
     finished: bool = False
+    meter: Meter | None = None  # a priced model: ask for usage, cost the answer (metering)
+    bind: Callable[[str], None] | None = None  # told the winner (an affinity key's binding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,9 +281,7 @@ class Dispatcher:
                     started = Started(candidate, clock, guard, body, None, None, attempt, False)
                 else:
                     chunks = response.chunks()
-                    prelude, splitter = await read_first_token(
-                        chunks, clock, GRAMMARS[call.kind]
-                    )
+                    prelude, splitter = await read_first_token(chunks, clock, GRAMMARS[call.kind])
                     started = Started(
                         candidate, clock, guard, prelude, chunks, splitter, attempt, True
                     )
@@ -340,10 +341,13 @@ class Dispatcher:
     ) -> None:
         """The client's stream (proxy.forward.relay); closes the upstream and records."""
         outcome = Outcome.OK
+        # metering reads chat usage chunks; a Responses stream's usage is not metered yet
+        tap = call.meter.tap if call.meter is not None and call.kind != "responses" else None
         try:
-            outcome = await relay(started, call.model, self._redact, emit, GRAMMARS[call.kind])
+            outcome = await relay(started, call.model, self._redact, emit, GRAMMARS[call.kind], tap)
         finally:
             await started.guard.close()
+            _cost(call, started)
             self._done(call, started, outcome)
 
     async def complete(self, call: Call) -> tuple[Started, bytes]:
@@ -352,7 +356,8 @@ class Dispatcher:
         while True:
             started = await self.start(call)
             try:
-                body = await whole_body(started, call.kind, call.model)
+                tap = call.meter.tap if call.meter is not None else None
+                body = await whole_body(started, call.kind, call.model, tap)
             except UpstreamFailure as raw:
                 await started.guard.close()
                 failure = raw.redacted(self._redact)
@@ -363,6 +368,7 @@ class Dispatcher:
                 self._done(call, started, Outcome.OK)
                 raise
             await started.guard.close()
+            _cost(call, started)
             self._done(call, started, Outcome.OK)
             return started, body
 
@@ -396,6 +402,8 @@ class Dispatcher:
             return
         call.finished = True
         call.decision.winner = winner
+        if call.bind is not None and winner is not None:
+            call.bind(winner)
         self._recorder.decision(call.decision)
 
 
@@ -413,6 +421,12 @@ def _saving(decision: Decision, record: HedgeRecord) -> None:
         record.saved_s = round(saved, 6)
 
 
+def _cost(call: Call, started: Started) -> None:
+    """The answer's cost from the usage it reported (metering), into the decision."""
+    if call.meter is not None:
+        call.decision.cost_usd = call.meter.cost_usd(started.candidate.provider)
+
+
 def _raise_if_client_fault(failure: UpstreamFailure) -> None:
     if failure.status in CLIENT_FAULT:
         raise UpstreamRejected(_upstream_message(failure), status=failure.status) from None
@@ -426,6 +440,13 @@ def _upstream_body(call: Call, upstream_model: str, upstream_stream: bool) -> by
             body = {**body, "stream": True}
         else:
             body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    elif (
+        call.stream and call.meter is not None and call.meter.tap.strip and call.kind != "responses"
+    ):
+        # metered on the client's behalf: its usage chunk is dropped again (metering)
+        options = body.get("stream_options")
+        options = {**options, "include_usage": True} if isinstance(options, dict) else None
+        body = {**body, "stream_options": options or {"include_usage": True}}
     return orjson.dumps(body)
 
 

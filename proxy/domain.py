@@ -398,6 +398,8 @@ class Decision:
     request_id: str = ""  # the client request's x-request-id (proxy.requestid)
     kind: str = ""  # best, holding, exploring, failover, ... (metrics.decision_kind)
     hedge: HedgeRecord | None = None
+    controls: list[str] | None = None  # what shaped the route besides measurements (controls)
+    cost_usd: float | None = None  # usage x the winner's price, when both are known (pricing)
 
     @property
     def choice(self) -> str | None:
@@ -431,6 +433,8 @@ class Decision:
             "attempts": [a.to_dict() for a in self.attempts],
             "winner": self.winner,
             "hedge": self.hedge.to_dict() if self.hedge else None,
+            "controls": self.controls or [],
+            "cost_usd": self.cost_usd,
         }
 
 

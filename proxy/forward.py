@@ -19,6 +19,7 @@ from proxy import requestid
 from proxy.assemble import assemble_chat, assemble_completion, assemble_response
 from proxy.domain import Attempt, Candidate, Outcome
 from proxy.measure import AttemptClock
+from proxy.metering import UsageTap
 from proxy.redact import Redactor
 from proxy.upstream.base import UpstreamFailure, UpstreamResponse
 from proxy.upstream.sse import (
@@ -104,6 +105,7 @@ async def relay(
     redact: Redactor,
     emit: Callable[[bytes], Awaitable[None]],
     grammar: StreamGrammar = CHAT,
+    tap: Callable[[bytes], bytes] | None = None,
 ) -> Outcome:
     """`emit` the prelude, then the rest, whole events at a time. A break after the first
     token ends the client's stream with one OpenAI-shaped error event; returns the outcome
@@ -112,11 +114,14 @@ async def relay(
     rewrite = ModelRewrite(started.candidate.upstream_model, public_model)
     try:
         screen = grammar.may_hold_error
-        await emit(rewrite(_screen(redact, started.prelude, screen)))
+        prelude = started.prelude if tap is None else tap(started.prelude)
+        await emit(rewrite(_screen(redact, prelude, screen)))
         chunks, splitter = started.chunks, started.splitter
         assert chunks is not None and splitter is not None
         async for data in chunks:
             events = splitter.feed(data)
+            if events and tap is not None:  # metering: notes usage, may drop its chunk
+                events = tap(events)
             if events:
                 await emit(rewrite(_screen(redact, events, screen)))
         if splitter.pending.strip():
@@ -139,10 +144,17 @@ def _screen(redact: Redactor, events: bytes, may_hold_error: Callable[[bytes], b
     return redact.bytes(events) if may_hold_error(events) else events
 
 
-async def whole_body(started: Started, kind: str, public_model: str) -> bytes:
+async def whole_body(
+    started: Started, kind: str, public_model: str, tap: UsageTap | None = None
+) -> bytes:
     """The client's JSON answer: the upstream body renamed, or assembled from its stream.
-    Raises UpstreamFailure when the stream carries an error event."""
+    Raises UpstreamFailure when the stream carries an error event. `tap` (metering) is
+    given the answer's usage."""
     if not started.upstream_stream:
+        if tap is not None:
+            parsed = parse_payload(started.prelude)
+            if parsed is not None:
+                tap.note_body(parsed)
         return ModelRewrite(started.candidate.upstream_model, public_model)(started.prelude)
     assert started.chunks is not None and started.splitter is not None
     parts = [started.prelude]
@@ -156,6 +168,8 @@ async def whole_body(started: Started, kind: str, public_model: str) -> bytes:
             raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
     answer = assemble_chat(chunks) if kind == "chat" else assemble_completion(chunks)
     answer["model"] = public_model
+    if tap is not None:
+        tap.note_body(answer)
     return orjson.dumps(answer)
 
 

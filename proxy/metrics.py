@@ -71,6 +71,14 @@ class Metrics:
             "ttft_router_decisions", "Routing decisions by model, chosen provider and reason kind",
             ["model", "provider", "reason"], registry=self.registry,
         )  # fmt: skip
+        self.cost = Counter(
+            "ttft_router_cost_usd", "USD of answered requests: reported usage x the pair's price",
+            ["model", "provider"], registry=self.registry,
+        )  # fmt: skip
+        self.controls = Counter(
+            "ttft_router_routes_shaped", "Requests whose route controls or policy steering shaped",
+            ["model"], registry=self.registry,
+        )  # fmt: skip
 
         self._sample_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._request_children: dict[tuple[str, int], Counter] = {}
@@ -103,6 +111,13 @@ class Metrics:
         child.inc()
         if self.export is not None:
             self.export.decision(*key)
+
+    def count_cost(self, decision: Decision) -> None:
+        """A finished request's cost (when it is known) and whether its route was shaped."""
+        if decision.cost_usd is not None and decision.winner is not None:
+            self.cost.labels(decision.model, decision.winner).inc(decision.cost_usd)
+        if decision.controls:
+            self.controls.labels(decision.model).inc()
 
     def count_hedge(self, model: str, hedge: HedgeRecord) -> None:
         """One request's hedge: fired (and won, when the hedge served it) or skipped."""

@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -136,6 +136,36 @@ class Hedge(Frozen):
         return self
 
 
+# The request controls (proxy.controls, docs/request-controls.md) a policy may let clients use.
+ClientControl = Literal["order", "only", "ignore", "allow_fallbacks", "sort", "max_price",
+                        "affinity"]  # fmt: skip
+CLIENT_CONTROLS: tuple[ClientControl, ...] = get_args(ClientControl)
+
+
+class MaxPrice(Frozen):
+    """USD per 1M tokens; a pair priced above either, or priced nowhere, is not used."""
+
+    prompt: float | None = Field(None, ge=0)
+    completion: float | None = Field(None, ge=0)
+
+
+class CostObjective(Frozen):
+    """The cheapest pair whose `objective` (its estimate) is at most `ceiling_s`; when no
+    pair is under the ceiling, the fastest (docs/cost.md)."""
+
+    ceiling_s: float = Field(gt=0)
+
+
+class Affinity(Frozen):
+    """Keep a conversation (an affinity key) on the provider that served it while that pair
+    is healthy (docs/request-controls.md). Off by default."""
+
+    enabled: bool = False
+    ttl_s: float = Field(600.0, gt=0, description="held this long after its last request")
+    from_user: bool = Field(True, description="the body's `user` field is a key too")
+    max_keys: int = Field(100_000, ge=1, le=10_000_000, description="per replica, oldest go")
+
+
 class ModelPolicy(Frozen):
     mode: Literal["best", "weighted"] = "best"
     objective: Literal["p50", "p90", "p95", "p99", "tail_mean", "expected"] = Field(
@@ -166,12 +196,51 @@ class ModelPolicy(Frozen):
     hedge: Hedge = Hedge()
     exclude: list[str] = Field(default_factory=list, description="providers never used")
     probe: Probe = Probe()
+    # What shapes the route besides measurements (proxy.controls, docs/policies.md).
+    allow: list[str] | None = Field(None, description="the only providers used; null: all")
+    pin: str | None = Field(None, description="always this provider first while it is up")
+    order: list[str] = Field(
+        default_factory=list, description="a fixed preference order; measurements rank the rest"
+    )
+    allow_fallbacks: bool = Field(
+        True, description="false: with pin or order, no other provider is tried"
+    )
+    max_price_per_million: MaxPrice | None = None
+    cost: CostObjective | None = Field(None, description="the cost objective (docs/cost.md)")
+    client_controls: list[ClientControl] = Field(
+        default_factory=lambda: list(CLIENT_CONTROLS),
+        description="the request controls clients may use for this model",
+    )
+    affinity: Affinity = Affinity()
 
     @model_validator(mode="after")
     def _window_holds_proof(self) -> ModelPolicy:
         if self.min_samples > self.window.max_samples:
             raise ValueError("min_samples must not exceed window.max_samples")
         return self
+
+    @model_validator(mode="after")
+    def _steering_consistent(self) -> ModelPolicy:
+        for knob, names in (("pin", [self.pin] if self.pin else []), ("order", self.order)):
+            bad = [p for p in names if not self.is_usable(p)]
+            if bad:
+                raise ValueError(
+                    f"{knob} names {', '.join(map(repr, bad))}, which exclude or allow rules out"
+                )
+        if len(set(self.order)) != len(self.order):
+            raise ValueError("order names a provider twice")
+        return self
+
+    def is_usable(self, provider: str) -> bool:
+        """Not excluded, and allowed (when `allow` is given)."""
+        return provider not in self.exclude and (self.allow is None or provider in self.allow)
+
+    def named_providers(self) -> dict[str, list[str]]:
+        """field -> the provider names it holds (each must be a configured provider)."""
+        return {
+            "exclude": self.exclude, "allow": self.allow or [],
+            "pin": [self.pin] if self.pin else [], "order": self.order,
+        }  # fmt: skip
 
     def window_params(self) -> WindowParams:
         return WindowParams(
@@ -247,14 +316,15 @@ def load_policies(paths: Sequence[Path], providers: Collection[str] | None = Non
     if providers is not None:
         sources = {"defaults": default_source, **{m: p for m, (p, _) in overrides.items()}}
         for where, pol in {"defaults": default, **per_model}.items():
-            unknown = [p for p in pol.exclude if p not in providers]
-            if unknown:
-                prefix = "" if where == "defaults" else "models."
-                raise ConfigError(
-                    f"{sources[where] or '<defaults>'}: {prefix}{where}.exclude: unknown "
-                    f"provider {', '.join(map(repr, unknown))} (configured: "
-                    f"{', '.join(sorted(providers)) or 'none'})"
-                )
+            for name, listed in pol.named_providers().items():
+                unknown = [p for p in listed if p not in providers]
+                if unknown:
+                    prefix = "" if where == "defaults" else "models."
+                    raise ConfigError(
+                        f"{sources[where] or '<defaults>'}: {prefix}{where}.{name}: unknown "
+                        f"provider {', '.join(map(repr, unknown))} (configured: "
+                        f"{', '.join(sorted(providers)) or 'none'})"
+                    )
     return PolicySet(default=default, per_model=per_model, sources=tuple(paths))
 
 

@@ -20,12 +20,13 @@ from typing import Any
 
 import orjson
 
-from proxy.config import Config, LiteLLMProvider, Price
+from proxy.config import Config
 from proxy.domain import Outcome, Pair, Sample, Source
 from proxy.loops import pause
 from proxy.measure import Usage, estimate_prompt_tokens, measure_stream
 from proxy.metrics import Metrics
 from proxy.policy import ModelPolicy, PolicyHolder
+from proxy.pricing import Pricing
 from proxy.probe_plan import (
     Budget,
     PairView,
@@ -70,54 +71,10 @@ class PairState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class Pricing:
-    """USD per token of each pair: config, else litellm's bundled map, else `unknown_price`.
-    litellm is imported (off the event loop) only for a pair that needs a lookup."""
-
-    def __init__(self, config: Config) -> None:
-        self._config = config
-        self._known: dict[Pair, tuple[tuple[float, float], str]] = {}
-
-    def cached(self, pair: Pair) -> tuple[tuple[float, float], str] | None:
-        return self._known.get(pair)
-
-    async def price(self, pair: Pair, upstream_model: str) -> tuple[float, float]:
-        known = self._known.get(pair)
-        if known is None:
-            known = self._known[pair] = await self._find(pair, upstream_model)
-        return known[0]
-
-    async def _find(self, pair: Pair, upstream_model: str) -> tuple[tuple[float, float], str]:
-        prober = self._config.prober
-        given = prober.prices.get(f"{pair.model}@{pair.provider}") or prober.prices.get(
-            pair.provider
-        )
-        if given is not None:
-            return _per_token(given), "config"
-        provider = self._config.providers[pair.provider]
-        is_litellm = isinstance(provider, LiteLLMProvider)
-        if is_litellm or prober.litellm_prices:
-            from proxy.upstream.litellm_adapter import litellm_price
-
-            prefix = provider.litellm_provider if isinstance(provider, LiteLLMProvider) else None
-            try:
-                found = await asyncio.to_thread(litellm_price, prefix, upstream_model)
-            except ImportError as exc:  # litellm not installed: fall back, say so
-                log.warning("no litellm price map (%s): %s priced as unknown", exc, pair)
-                found = None
-            if found is not None:
-                return found, "litellm"
-        return _per_token(prober.unknown_price), "unknown (config prober.unknown_price)"
-
-
 def _end_of(sample: Sample | None) -> float | None:
     if sample is None:
         return None
     return sample.timestamp + (sample.total_s or 0.0)
-
-
-def _per_token(price: Price) -> tuple[float, float]:
-    return price.prompt_per_1m_usd / 1e6, price.completion_per_1m_usd / 1e6
 
 
 class Prober:
@@ -135,6 +92,7 @@ class Prober:
         replica: str,
         redact: Redactor,
         wanted: Wanted | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         self._config = config
         self._settings = config.prober
@@ -154,7 +112,7 @@ class Prober:
             self._settings.max_cost_per_hour_usd,
             HOUR_S * self.time_scale,
         )
-        self.pricing = Pricing(config)
+        self.pricing = pricing or Pricing(config)  # the app passes its own (proxy.pricing)
         self.paused_because: str | None = None
         self.coordination_error: str | None = None
         self._slots = asyncio.Semaphore(self._settings.max_in_flight)
@@ -253,10 +211,8 @@ class Prober:
     def _estimate_usd(self, pair: Pair) -> float:
         """A probe's cost before it is sent: the body's size as prompt tokens (an
         overestimate), max_tokens completion tokens."""
-        cached = self.pricing.cached(pair)
-        per_prompt, per_completion = (
-            cached[0] if cached is not None else _per_token(self._settings.unknown_price)
-        )
+        price, _ = self.pricing.for_budget(pair)
+        per_prompt, per_completion = price.prompt_usd, price.completion_usd
         policy = self._policies.current.for_model(pair.model).probe
         prompt = estimate_prompt_tokens(len(self.body(pair)))
         return prompt * per_prompt + policy.max_tokens * per_completion
@@ -322,8 +278,10 @@ class Prober:
         self, pair: Pair, state: PairState, reason: Reason, entry: list[float]
     ) -> tuple[Sample, str | None]:
         async with state.lock:  # concurrency 1 per pair
-            upstream_model = self.upstream_models[pair]
-            price = await self.pricing.price(pair, upstream_model)
+            if not self.pricing.resolved:  # the app resolves at start-up; a bare prober here
+                await asyncio.to_thread(self.pricing.resolve)
+            found, _ = self.pricing.for_budget(pair)
+            price = (found.prompt_usd, found.completion_usd)
             policy = self._policies.current.for_model(pair.model)
             body = self.body(pair)
             usage = Usage()
@@ -421,7 +379,7 @@ class Prober:
         policy = self._policies.current.for_model(pair.model)
         learned = self.idle_to_cold_s(pair, policy)
         timing = Timing.of(policy, self.time_scale)
-        price = self.pricing.cached(pair)
+        price, own = self.pricing.for_budget(pair)
         last = state.last
         return {
             "model": pair.model,
@@ -438,8 +396,9 @@ class Prober:
             },
             "probes": state.probes,
             "cost_usd": round(state.cost_usd, 9),
-            "price_per_1m_usd": None if price is None else {
-                "prompt": price[0][0] * 1e6, "completion": price[0][1] * 1e6, "from": price[1],
+            "price_per_1m_usd": {
+                "prompt": price.prompt_per_million, "completion": price.completion_per_million,
+                "from": price.source if own else "unknown (config prober.unknown_price)",
             },
             "keep_warm": {
                 "enabled": timing.keep_warm,

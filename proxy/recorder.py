@@ -54,4 +54,6 @@ class Recorder:
         if hedge is not None:
             self._metrics.count_hedge(decision.model, hedge)
         self._metrics.count_decision(decision)
+        if decision.cost_usd is not None or decision.controls:
+            self._metrics.count_cost(decision)
         self._buffer.add_decision(decision)

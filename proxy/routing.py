@@ -295,7 +295,7 @@ def _exclusion(
     circuit: CircuitState | None,
     now: float,
 ) -> str | None:
-    if provider in policy.exclude:
+    if not policy.is_usable(provider):  # exclude, or not in allow
         return EXCLUDED_BY_POLICY
     if limited_until is not None and limited_until > now:
         return f"rate-limited (429) for another {limited_until - now:.1f} s"
@@ -577,8 +577,7 @@ def evidence_wanted(
     leader; or whose tail is censored (hedge losers) and few probes saw past it. A pair with
     that much fresh evidence is left to the prober's own schedule, and
     so is a model with a single provider (there is nothing to decide)."""
-    excluded = set(policy.exclude)
-    pairs = [p for p, _ in deployments if p not in excluded]
+    pairs = [p for p, _ in deployments if policy.is_usable(p)]
     if len(pairs) < 2:
         return []
     beliefs: list[Belief | None] = [

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from proxy.affinity import AffinityTable
 from proxy.api import session
 from proxy.api.auth import KeySet, bearer_token, require_key
 from proxy.config import Config
@@ -16,6 +17,7 @@ from proxy.dispatch import Dispatcher
 from proxy.errors import ModelNotFound, PermissionDenied
 from proxy.metrics import Metrics
 from proxy.policy import PolicyHolder
+from proxy.pricing import Pricing
 from proxy.prober import Prober
 from proxy.routing import Router
 from proxy.scoreboard import Scoreboard
@@ -39,6 +41,8 @@ class Services:
     replica: str
     client_keys: KeySet
     admin_keys: KeySet
+    pricing: Pricing
+    affinity: AffinityTable
 
 
 def services(request: Request) -> Services:

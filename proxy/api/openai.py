@@ -28,12 +28,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from proxy import requestid
 from proxy.api.context import Services, client, deployments_of
 from proxy.api.errors import render_error, render_unexpected
+from proxy.api.steer import route_request
 from proxy.config import OpenAIProvider
 from proxy.dispatch import Call, Dispatcher, Kind
 from proxy.domain import Candidate, Decision, LazyText
 from proxy.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, ProxyError
 from proxy.measure import estimate_prompt_tokens
-from proxy.routing import Ranking
 
 log = logging.getLogger("ttft_router.api")
 router = APIRouter()
@@ -155,10 +155,11 @@ async def _proxy(request: Request, kind: Kind) -> DispatchResponse:
             f"{', '.join(p for p, _ in deployments)}; set responses: true on those that do)",
             param="model",
         )
-    ranking = svc.router.route(policy, deployments, svc.scoreboard.snapshot, model, now)
-    ranked, excluded, reason = ranking.ranked, ranking.excluded, ranking.explanation
+    # routing, shaped by the request's controls and the policy (removes body["provider"])
+    route = route_request(svc, policy, model, deployments, body, request.scope["headers"], now)
+    ranked, excluded, reason = route.ranked, route.excluded, route.explanation
     if kind == "responses":
-        ranked, excluded, reason = _responses_only(svc, ranking)
+        ranked, excluded, reason = _responses_only(svc, ranked, excluded, reason)
     decision = Decision(
         id=f"{random.getrandbits(64):016x}",  # no syscall per request (os.urandom)
         model=model,
@@ -167,11 +168,13 @@ async def _proxy(request: Request, kind: Kind) -> DispatchResponse:
         excluded=excluded,
         reason=reason,
         replica=svc.replica,
-        kind=ranking.kind,
+        kind=route.kind,
         request_id=requestid.current() or "",
+        controls=route.shaped_by,
     )
     stream = bool(body.get("stream")) and kind != "embedding"
     call = Call(kind, model, body, stream, estimate_prompt_tokens(len(raw)), decision, policy)
+    call.meter, call.bind = route.meter, route.bind
     return DispatchResponse(svc.dispatcher, call, svc)
 
 
@@ -182,22 +185,22 @@ def serves_responses(svc: Services, provider: str) -> bool:
 
 
 def _responses_only(
-    svc: Services, ranking: Ranking
+    svc: Services, ranked: list[Candidate], excluded: list[Candidate], reason: LazyText
 ) -> tuple[list[Candidate], list[Candidate], LazyText]:
-    """The ranking without the candidates that do not serve the Responses API: those move to
+    """The route without the candidates that do not serve the Responses API: those move to
     the excluded ones with that reason (new lists: the ranking's are shared)."""
-    ranked = [c for c in ranking.ranked if serves_responses(svc, c.provider)]
-    if len(ranked) == len(ranking.ranked):
-        return ranking.ranked, ranking.excluded, ranking.explanation
+    serving = [c for c in ranked if serves_responses(svc, c.provider)]
+    if len(serving) == len(ranked):
+        return ranked, excluded, reason
     skipped = [
         replace(c, excluded_because=NO_RESPONSES_API)
-        for c in ranking.ranked
+        for c in ranked
         if not serves_responses(svc, c.provider)
     ]
     names = ", ".join(c.provider for c in skipped)
-    reason = LazyText(lambda: f"{ranking.reason}; for /v1/responses, not tried: {names} "
-                              f"({NO_RESPONSES_API})")  # fmt: skip
-    return ranked, ranking.excluded + skipped, reason
+    text = LazyText(lambda: f"{reason}; for /v1/responses, not tried: {names} "
+                            f"({NO_RESPONSES_API})")  # fmt: skip
+    return serving, [*excluded, *skipped], text
 
 
 # A request still running after this long gets a task watching for its client's disconnect
@@ -280,5 +283,8 @@ class DispatchResponse:
     async def _send_whole(self, send: Send) -> None:
         started, payload = await self._dispatcher.complete(self._call)
         headers = self._response_headers(started.candidate.provider, b"application/json")
+        cost = self._call.decision.cost_usd
+        if cost is not None:  # known before the body: usage x price (docs/cost.md)
+            headers.append((b"x-ttft-router-cost-usd", f"{cost:.10f}".encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -1,48 +1,87 @@
-"""Probe prices: config first (model@provider, then provider), then litellm's bundled map for
-litellm-kind pairs (or all, with prober.litellm_prices), else the high unknown price."""
+"""Prices (proxy.pricing): config first (model@provider in prober.prices, the provider's own
+`price`, then provider in prober.prices), then litellm's bundled map for litellm-kind pairs
+(or all, with prober.litellm_prices), else unknown (the budget assumes the high unknown
+price); a request's cost is its tokens x its pair's price."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from proxy.config import Config
 from proxy.domain import Pair
-from proxy.prober import Pricing
+from proxy.pricing import Pricing
 
 
-def config(**prober: object) -> Config:
+def config(provider_price: dict[str, float] | None = None, **prober: Any) -> Config:
+    vllm: dict[str, Any] = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}
+    if provider_price is not None:
+        vllm["price"] = provider_price
     return Config.model_validate({
-        "providers": {
-            "vllm": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
-            "oai": {"kind": "litellm", "litellm_provider": "openai"},
-        },
+        "providers": {"vllm": vllm, "oai": {"kind": "litellm", "litellm_provider": "openai"}},
         "models": {"m": {"providers": {"vllm": "gpt-4o-mini", "oai": "gpt-4o-mini"}}},
         "prober": prober,
     })  # fmt: skip
 
 
-PRICE = {"prompt_per_1m_usd": 2.0, "completion_per_1m_usd": 8.0}
+PRICE = {"prompt_per_million": 2.0, "completion_per_million": 8.0}
+OLD_NAMES = {"prompt_per_1m_usd": 2.0, "completion_per_1m_usd": 8.0}
 
 
-async def test_a_config_price_wins_most_specific_first() -> None:
-    pricing = Pricing(config(prices={"vllm": PRICE, "m@oai": {**PRICE, "prompt_per_1m_usd": 1}}))
-    assert await pricing.price(Pair("m", "vllm"), "gpt-4o-mini") == pytest.approx((2e-6, 8e-6))
-    assert await pricing.price(Pair("m", "oai"), "gpt-4o-mini") == pytest.approx((1e-6, 8e-6))
-    assert pricing.cached(Pair("m", "oai")) == ((pytest.approx(1e-6), pytest.approx(8e-6)),
-                                                 "config")  # fmt: skip
+def test_a_config_price_wins_most_specific_first() -> None:
+    pricing = Pricing(
+        config(prices={"vllm": OLD_NAMES, "m@oai": {**PRICE, "prompt_per_million": 1}})
+    )
+    vllm, oai = pricing.get(Pair("m", "vllm")), pricing.get(Pair("m", "oai"))
+    assert vllm is not None and (vllm.prompt_usd, vllm.completion_usd) == pytest.approx(
+        (2e-6, 8e-6)
+    )
+    assert oai is not None and (oai.prompt_usd, oai.completion_usd) == pytest.approx((1e-6, 8e-6))
+    assert oai.source == "config"
+    assert set(pricing.for_model("m")) == {"vllm", "oai"}
 
 
-async def test_an_openai_kind_pair_is_not_looked_up_unless_asked() -> None:
+def test_the_providers_own_price_beats_prober_prices_by_provider_not_by_pair() -> None:
+    pricing = Pricing(config({"prompt_per_million": 3, "completion_per_million": 4},
+                             prices={"vllm": PRICE}))  # fmt: skip
+    price = pricing.get(Pair("m", "vllm"))
+    assert price is not None and price.prompt_per_million == pytest.approx(3.0)
+    pinned = Pricing(config({"prompt_per_million": 3, "completion_per_million": 4},
+                            prices={"m@vllm": PRICE}))  # fmt: skip
+    price = pinned.get(Pair("m", "vllm"))
+    assert price is not None and price.prompt_per_million == pytest.approx(2.0)
+
+
+def test_an_openai_kind_pair_is_not_looked_up_unless_asked() -> None:
     pricing = Pricing(config())
-    assert await pricing.price(Pair("m", "vllm"), "gpt-4o-mini") == pytest.approx((1e-5, 3e-5))
-    cached = pricing.cached(Pair("m", "vllm"))
-    assert cached is not None and cached[1].startswith("unknown")
+    assert pricing.needs_litellm  # the litellm-kind pair is
+    pricing.resolve()
+    assert pricing.get(Pair("m", "vllm")) is None
+    assumed, own = pricing.for_budget(Pair("m", "vllm"))
+    assert not own and (assumed.prompt_usd, assumed.completion_usd) == pytest.approx((1e-5, 3e-5))
 
 
-async def test_litellm_pairs_are_priced_from_its_bundled_map() -> None:
+def test_config_prices_need_no_litellm() -> None:
+    both = {"vllm": PRICE, "oai": PRICE}
+    assert not Pricing(config(prices=both)).needs_litellm
+
+
+def test_litellm_pairs_are_priced_from_its_bundled_map() -> None:
     pricing = Pricing(config(litellm_prices=True))
+    pricing.resolve()
     for provider in ("oai", "vllm"):
-        prompt, completion = await pricing.price(Pair("m", provider), "gpt-4o-mini")
-        assert 0 < prompt < completion < 1e-4
-        cached = pricing.cached(Pair("m", provider))
-        assert cached is not None and cached[1] == "litellm"
+        price = pricing.get(Pair("m", provider))
+        assert price is not None and price.source == "litellm"
+        assert 0 < price.prompt_usd < price.completion_usd < 1e-4
+
+
+def test_cost_is_tokens_times_price() -> None:
+    price = Pricing(config(PRICE)).get(Pair("m", "vllm"))
+    assert price is not None
+    assert price.cost_usd(1000, 500) == pytest.approx(1000 * 2e-6 + 500 * 8e-6)
+
+
+def test_a_negative_price_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match=r"price\.prompt_per_million"):
+        config({"prompt_per_million": -1, "completion_per_million": 1})

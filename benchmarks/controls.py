@@ -1,0 +1,96 @@
+"""Microseconds per request of request controls (proxy.controls), beside the routing call
+they follow (Router.route, 10 proven providers, the same snapshot as benchmarks/micro.py).
+
+    no controls         what every request pays: the body's `provider` key looked up, the
+                        header names scanned (10 ordinary headers), the policy checked for
+                        steering (`controls.steers`)
+    body controls       parse + validate `{"only": [5 providers], "sort": "price"}` and
+                        steer the ranking (filter, sort by price)
+    header controls     the same as headers
+    policy steering     no request controls, a policy with `pin` and `order`: steer only
+
+timeit-style: the best of --repeat runs of --number calls.
+
+    .venv/bin/python benchmarks/controls.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from types import MappingProxyType
+from typing import Any
+
+from proxy import controls
+from proxy.policy import ModelPolicy
+from proxy.pricing import PairPrice
+from proxy.routing import Router
+
+try:
+    from benchmarks.micro import MODEL, best_us, scoreboard
+except ImportError:  # run as a script from the repository root
+    from micro import MODEL, best_us, scoreboard  # type: ignore[no-redef]
+
+HEADERS = [
+    (b"host", b"127.0.0.1:8080"), (b"accept", b"application/json"),
+    (b"accept-encoding", b"gzip, deflate"), (b"connection", b"keep-alive"),
+    (b"user-agent", b"AsyncOpenAI/Python 1.99.0"), (b"content-type", b"application/json"),
+    (b"authorization", b"Bearer sk-xxxxxxxxxxxxxxxxxxxxxxxx"), (b"x-stainless-lang", b"python"),
+    (b"x-stainless-retry-count", b"0"), (b"content-length", b"120"),
+]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--providers", type=int, default=10)
+    parser.add_argument("--number", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    now = time.time()
+    policy = ModelPolicy()
+    scores = MappingProxyType(scoreboard(args.providers, policy, now))
+    names = [f"provider-{i}" for i in range(args.providers)]
+    deployments = [(p, f"org/model-{i}") for i, p in enumerate(names)]
+    prices = {p: PairPrice((i + 1) * 1e-7, (i + 1) * 3e-7, "config") for i, p in enumerate(names)}
+    router = Router(random.Random(1))
+    ranking = router.route(policy, deployments, scores, MODEL, now)
+    body: dict[str, Any] = {"model": MODEL, "messages": [], "stream": True}
+    only = names[::2]
+
+    def none() -> object:
+        given = controls.parse(body, HEADERS, policy, names)
+        return given is None and not controls.steers(policy)
+
+    def with_body() -> object:
+        request = {**body, "provider": {"only": only, "sort": "price"}}
+        given = controls.parse(request, HEADERS, policy, names)
+        return controls.steer(ranking, given, policy, prices)
+
+    header_form = [*HEADERS, (b"x-ttft-router-provider-only", ",".join(only).encode()),
+                   (b"x-ttft-router-provider-sort", b"price")]  # fmt: skip
+
+    def with_headers() -> object:
+        given = controls.parse(body, header_form, policy, names)
+        return controls.steer(ranking, given, policy, prices)
+
+    pinned = ModelPolicy(pin=names[3], order=[names[5], names[1]])
+
+    def steering() -> object:
+        return controls.steer(ranking, None, pinned, prices)
+
+    n, r = args.number, args.repeat
+    results = {
+        f"Router.route, {args.providers} providers (for scale)": best_us(
+            lambda: router.route(policy, deployments, scores, MODEL, now), n, r),
+        "no controls (every request)": best_us(none, n, r),
+        "body controls: parse + steer (only, sort price)": best_us(with_body, n, r),
+        "header controls: parse + steer (only, sort price)": best_us(with_headers, n, r),
+        "policy steering (pin + order): steer": best_us(steering, n, r),
+    }  # fmt: skip
+    for name, us in results.items():
+        print(f"{name:<52}{us:8.2f} us/op")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""One request's route: routing's ranking, shaped by the request's controls and the policy's
+steering (proxy.controls), with its affinity binding and its meter (proxy.metering).
+
+The /v1 surface calls `route_request` once per request, after the body is parsed. With no
+control in the request and no steering in the policy, the ranking is used as it is: the
+only cost is a look at the body's `provider` key and at the request's header names.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from proxy import controls
+from proxy.api.context import Services
+from proxy.domain import Candidate, LazyText
+from proxy.metering import Meter, UsageTap, asks_for_usage
+from proxy.policy import ModelPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    ranked: list[Candidate]
+    excluded: list[Candidate]
+    explanation: LazyText
+    kind: str
+    shaped_by: list[str] | None
+    meter: Meter | None
+    bind: Callable[[str], None] | None
+
+
+def route_request(
+    svc: Services,
+    policy: ModelPolicy,
+    model: str,
+    deployments: Sequence[tuple[str, str]],
+    body: dict[str, Any],
+    headers: Sequence[tuple[bytes, bytes]],
+    now: float,
+) -> Route:
+    """Rank the model's pairs for this request. Raises InvalidRequest for a bad control."""
+    given = controls.parse(body, headers, policy, [p for p, _ in deployments])
+    ranking = svc.router.route(policy, deployments, svc.scoreboard.snapshot, model, now)
+    prices = svc.pricing.for_model(model)
+    meter = Meter(prices, UsageTap(strip=not asks_for_usage(body))) if prices else None
+    if given is None and not controls.steers(policy):
+        return Route(ranking.ranked, ranking.excluded, ranking.explanation, ranking.kind,
+                     None, meter, None)  # fmt: skip
+    key = given.affinity_key if given is not None and policy.affinity.enabled else None
+    held = svc.affinity.held(model, key, now) if key is not None else None
+    steered = controls.steer(ranking, given, policy, prices, held)
+    bind = None
+    if key is not None:
+        bind = functools.partial(_bind, svc, model, key, now, policy)
+    return Route(steered.ranked, steered.excluded, steered.explanation, ranking.kind,
+                 steered.shaped_by, meter, bind)  # fmt: skip
+
+
+def _bind(
+    svc: Services, model: str, key: str, now: float, policy: ModelPolicy, provider: str
+) -> None:
+    svc.affinity.bind(model, key, provider, now, policy.affinity)

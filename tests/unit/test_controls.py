@@ -1,0 +1,253 @@
+"""Request controls (proxy.controls): parsing the body's `provider` object and the header
+form, validation against the model's policy, and how the controls and the policy's steering
+order the candidates routing ranked."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.controls import Controls, parse, steer, steers
+from proxy.domain import Pair
+from proxy.errors import ConfigError, InvalidRequest
+from proxy.policy import ModelPolicy, load_policies
+from proxy.pricing import PairPrice
+from proxy.routing import Ranking, rank
+from tests.unit.test_routing import NOW, board
+
+PROVIDERS = ["a", "b", "c"]
+DEPLOYMENTS = [("a", "model-a"), ("b", "model-b"), ("c", "model-c")]
+# a fastest, then b, then c; c cheapest, then b, then a
+SCORES = board(a=[0.1] * 30, b=[0.2] * 30, c=[0.4] * 30)
+PRICES = {
+    "a": PairPrice(3e-6, 9e-6, "config"),
+    "b": PairPrice(2e-6, 6e-6, "config"),
+    "c": PairPrice(1e-6, 2e-6, "config"),
+}
+
+
+def policy(**kw: Any) -> ModelPolicy:
+    return ModelPolicy.model_validate({"exploration_share": 0.0, **kw})
+
+
+def measured(pol: ModelPolicy) -> Ranking:
+    return rank(pol, DEPLOYMENTS, SCORES, "m", incumbent=None, rate_limited_until={},
+                rng=random.Random(1), now=NOW)  # fmt: skip
+
+
+def order_of(pol: ModelPolicy, controls: Controls | None = None, held: str | None = None,
+             prices: dict[str, PairPrice] | None = None) -> list[str]:  # fmt: skip
+    steered = steer(measured(pol), controls, pol, PRICES if prices is None else prices, held)
+    return [c.provider for c in steered.ranked]
+
+
+def parsed(provider: Any = None, headers: dict[str, str] | None = None,
+           pol: ModelPolicy | None = None, **body: Any) -> Controls | None:  # fmt: skip
+    full: dict[str, Any] = {"model": "m", "messages": [], **body}
+    if provider is not None:
+        full["provider"] = provider
+    raw = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    controls = parse(full, raw, pol or policy(), PROVIDERS)
+    assert "provider" not in full  # never goes upstream
+    return controls
+
+
+def rejected(match: str, provider: Any = None, headers: dict[str, str] | None = None,
+             pol: ModelPolicy | None = None) -> InvalidRequest:  # fmt: skip
+    with pytest.raises(InvalidRequest, match=match) as info:
+        parsed(provider, headers, pol)
+    return info.value
+
+
+# -- parsing -------------------------------------------------------------------------
+
+
+def test_no_controls_is_none_and_other_headers_are_ignored() -> None:
+    assert parsed(headers={"authorization": "Bearer x", "x-request-id": "r"}) is None
+    assert parsed(user="someone") is None  # affinity is off by default
+
+
+def test_body_and_header_forms_mean_the_same() -> None:
+    body = parsed({"only": ["b", "c"], "order": ["c"], "allow_fallbacks": False,
+                   "sort": "price", "max_price": {"prompt": 2, "completion": 7}})  # fmt: skip
+    header = parsed(headers={
+        "x-ttft-router-provider-only": "b, c", "x-ttft-router-provider-order": "c",
+        "x-ttft-router-provider-allow-fallbacks": "false", "x-ttft-router-provider-sort": "price",
+        "x-ttft-router-provider-max-price-prompt": "2",
+        "x-ttft-router-provider-max-price-completion": "7",
+    })  # fmt: skip
+    assert body is not None and header is not None
+    for name in ("order", "only", "allow_fallbacks", "sort", "max_prompt", "max_completion"):
+        assert getattr(body, name) == getattr(header, name), name
+    assert body.only == ("b", "c") and body.max_completion == 7.0
+    assert set(body.given.values()) == {"body"} and set(header.given.values()) == {"header"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "headers", "match", "param"),
+    [
+        ({"only": ["zz"]}, None, "'zz' is not a provider of this model", "provider.only"),
+        ({"only": ["a"], "ignore": ["a"]}, None, "only and provider.ignore both name a",
+         "provider.only"),
+        ({"only": ["a"], "order": ["b"]}, None, "order names b, which provider.only leaves out",
+         "provider.order"),
+        ({"only": []}, None, "provider.only is empty", "provider.only"),
+        ({"sort": "fastest"}, None, "provider.sort must be one of", "provider.sort"),
+        ({"quantizations": ["fp8"]}, None, "provider.quantizations is not supported",
+         "provider.quantizations"),
+        ({"max_price": {"request": 1}}, None, "max_price.request is not supported",
+         "provider.max_price.request"),
+        ({"max_price": {"prompt": -1}}, None, "must be a number >= 0",
+         "provider.max_price.prompt"),
+        ({"allow_fallbacks": "no"}, None, "must be a boolean", "provider.allow_fallbacks"),
+        ("b", None, "'provider' must be an object", "provider"),
+        ({"only": ["a"]}, {"x-ttft-router-provider-only": "b"}, "contradicts provider.only",
+         "x-ttft-router-provider-only"),
+        (None, {"x-ttft-router-provider-fastest": "1"}, "is not a request control",
+         "x-ttft-router-provider-fastest"),
+        (None, {"x-ttft-router-provider-allow-fallbacks": "maybe"}, "must be true or false",
+         "x-ttft-router-provider-allow-fallbacks"),
+        (None, {"x-ttft-router-affinity": "k"}, "affinity is off", "x-ttft-router-affinity"),
+    ],
+)  # fmt: skip
+def test_bad_or_contradictory_controls_are_400_naming_them(
+    provider: Any, headers: dict[str, str] | None, match: str, param: str
+) -> None:
+    error = rejected(match, provider, headers)
+    assert error.status == 400 and error.param == param
+
+
+def test_a_control_the_policy_forbids_is_named() -> None:
+    pol = policy(client_controls=["sort"])
+    error = rejected("provider.only is not allowed .* \\(allowed: sort\\)", {"only": ["a"]},
+                     pol=pol)  # fmt: skip
+    assert error.param == "provider.only"
+    assert parsed({"sort": "price"}, pol=pol) is not None
+    rejected("provider.order is not allowed", headers={"x-ttft-router-provider-order": "a"},
+             pol=pol)  # fmt: skip
+
+
+def test_a_provider_the_policy_rules_out_cannot_be_asked_for() -> None:
+    rejected("'c' is ruled out by the model's policy", {"only": ["c"]}, pol=policy(exclude=["c"]))
+    rejected("'c' is ruled out", {"order": ["c", "a"]}, pol=policy(allow=["a", "b"]))
+    assert parsed({"ignore": ["c"]}, pol=policy(exclude=["c"])) is not None  # harmless
+
+
+def test_affinity_key_from_header_or_user_when_enabled() -> None:
+    pol = policy(affinity={"enabled": True})
+    header = parsed(headers={"x-ttft-router-affinity": "conv-1"}, pol=pol, user="u")
+    assert header is not None and header.affinity_key == "conv-1"
+    user = parsed(pol=pol, user="u-7")
+    assert user is not None and user.affinity_key == "u-7"
+    no_user = policy(affinity={"enabled": True, "from_user": False})
+    assert parsed(pol=no_user, user="u-7") is None
+    # not a client control here: `user` is only OpenAI's field, the header a 400
+    closed = policy(affinity={"enabled": True}, client_controls=["sort"])
+    assert parsed(pol=closed, user="u-7") is None
+    error = rejected("x-ttft-router-affinity is not allowed", headers={
+        "x-ttft-router-affinity": "k"}, pol=closed)  # fmt: skip
+    assert error.param == "x-ttft-router-affinity"
+
+
+# -- steering --------------------------------------------------------------------------
+
+
+def test_without_controls_the_measured_order_stands() -> None:
+    pol = policy()
+    assert not steers(pol)
+    steered = steer(measured(pol), None, pol, PRICES)
+    assert [c.provider for c in steered.ranked] == ["a", "b", "c"] and not steered.shaped_by
+
+
+def test_only_ignore_and_max_price_filter_with_reasons() -> None:
+    pol = policy()
+    assert order_of(pol, Controls(only=("b", "c"), given={"only": "body"})) == ["b", "c"]
+    assert order_of(pol, Controls(ignore=("a",), given={"ignore": "header"})) == ["b", "c"]
+    cheap = Controls(max_completion=6.0, given={"max_price": "body"})
+    steered = steer(measured(pol), cheap, pol, PRICES)
+    assert [c.provider for c in steered.ranked] == ["b", "c"]
+    assert [c.excluded_because for c in steered.excluded] == [
+        "over max price: completion 9 > 6 per million"]  # fmt: skip
+    assert "max price completion 6 per million" in steered.shaped_by
+    # the policy's limit applies to every request; the lower of both wins
+    assert order_of(policy(max_price_per_million={"prompt": 2.5})) == ["b", "c"]
+    assert order_of(policy(max_price_per_million={"prompt": 2.5}),
+                    Controls(max_prompt=1.5, given={"max_price": "body"})) == ["c"]  # fmt: skip
+    # a pair priced nowhere is not used under a price limit
+    assert order_of(policy(max_price_per_million={"prompt": 9}), prices={"b": PRICES["b"]}) == [
+        "b"]  # fmt: skip
+
+
+def test_sort_price_and_latency() -> None:
+    pol = policy()
+    assert order_of(pol, Controls(sort="price", given={"sort": "body"})) == ["c", "b", "a"]
+    assert order_of(pol, Controls(sort="latency", given={"sort": "body"})) == ["a", "b", "c"]
+    steered = steer(measured(pol), Controls(sort="throughput", given={"sort": "body"}), pol, {})
+    assert [c.provider for c in steered.ranked] == ["a", "b", "c"]
+    assert "throughput is not measured" in steered.shaped_by[0]
+
+
+def test_precedence_request_order_then_pin_then_affinity_then_policy_order() -> None:
+    assert order_of(policy(order=["c", "b"])) == ["c", "b", "a"]
+    assert order_of(policy(order=["c", "b"]), held="a") == ["a", "c", "b"]
+    assert order_of(policy(order=["c"], pin="b"), held="a") == ["b", "a", "c"]
+    request = Controls(order=("c",), given={"order": "body"})
+    assert order_of(policy(order=["b"], pin="b"), request, held="a") == ["c", "b", "a"]
+
+
+def test_a_held_provider_that_is_not_ranked_is_not_held() -> None:
+    pol = policy(exclude=["a"])
+    steered = steer(measured(pol), None, pol, PRICES, held="a")
+    assert [c.provider for c in steered.ranked] == ["b", "c"] and steered.held is None
+
+
+def test_allow_fallbacks_false_keeps_only_what_was_named() -> None:
+    no = {"allow_fallbacks": "body"}
+    assert order_of(policy(), Controls(allow_fallbacks=False, given=no)) == ["a"]
+    assert order_of(policy(), Controls(order=("c", "b"), allow_fallbacks=False,
+                                       given={**no, "order": "body"})) == ["c", "b"]  # fmt: skip
+    assert order_of(policy(pin="b", allow_fallbacks=False)) == ["b"]
+    assert order_of(policy(pin="b")) == ["b", "a", "c"]  # pin fails over to the rest
+    assert order_of(policy(pin="b", allow_fallbacks=False),
+                    Controls(allow_fallbacks=True, given=no)) == ["b", "a", "c"]  # fmt: skip
+
+
+def test_only_a_provider_that_is_out_leaves_nothing_and_names_it() -> None:
+    pol = policy()
+    limits = {Pair("m", "b"): NOW + 30}
+    r = rank(pol, DEPLOYMENTS, SCORES, "m", incumbent=None, rate_limited_until=limits,
+             rng=random.Random(1), now=NOW)  # fmt: skip
+    steered = steer(r, Controls(only=("b",), given={"only": "body"}), pol, PRICES)
+    assert steered.ranked == []
+    text = str(steered.explanation)
+    assert "b: rate-limited" in text and "provider.only b" in text
+
+
+def test_cost_objective_cheapest_under_the_ceiling_else_the_fastest() -> None:
+    # estimated tail means: a ~0.1 s, b ~0.2 s, c ~0.4 s; prices c < b < a
+    assert order_of(policy(cost={"ceiling_s": 1.0})) == ["c", "b", "a"]
+    assert order_of(policy(cost={"ceiling_s": 0.3})) == ["b", "a", "c"]
+    assert order_of(policy(cost={"ceiling_s": 0.01})) == ["a", "b", "c"]  # none under: fastest
+    assert steers(policy(cost={"ceiling_s": 1.0}))
+
+
+def test_policy_knobs_are_validated() -> None:
+    with pytest.raises(ValueError, match="pin names 'a', which exclude or allow rules out"):
+        policy(pin="a", exclude=["a"])
+    with pytest.raises(ValueError, match="order names 'c'"):
+        policy(order=["c"], allow=["a", "b"])
+    with pytest.raises(ValueError, match="order names a provider twice"):
+        policy(order=["a", "a"])
+    with pytest.raises(ValueError, match="client_controls"):
+        policy(client_controls=["teleport"])
+
+
+def test_unknown_providers_in_steering_fields_are_errors(tmp_path: Path) -> None:
+    for field, value in (("allow", "[a, zz]"), ("pin", "zz"), ("order", "[zz]")):
+        path = tmp_path / f"{field}.yaml"
+        path.write_text(f"models:\n  m:\n    {field}: {value}\n")
+        with pytest.raises(ConfigError, match=f"models.m.{field}: unknown provider 'zz'"):
+            load_policies([path], providers=PROVIDERS)
