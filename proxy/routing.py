@@ -295,7 +295,7 @@ def _exclusion(
     circuit: CircuitState | None,
     now: float,
 ) -> str | None:
-    if not policy.is_usable(provider):  # exclude, or not in allow
+    if provider in policy.exclude or (policy.allow is not None and provider not in policy.allow):
         return EXCLUDED_BY_POLICY
     if limited_until is not None and limited_until > now:
         return f"rate-limited (429) for another {limited_until - now:.1f} s"
