@@ -26,7 +26,7 @@ from proxy.api.auth import KeySet
 from proxy.api.context import Services
 from proxy.api.errors import install_error_handlers
 from proxy.config import Config, LiteLLMProvider, OpenAIProvider, RedisStoreConfig
-from proxy.dispatch import Deployment, Dispatcher
+from proxy.dispatch import Dispatcher, ProviderUpstream
 from proxy.errors import ConfigError
 from proxy.metrics import ExportSink, Metrics
 from proxy.policy import PolicyHolder
@@ -142,8 +142,8 @@ def build_services(
     scoreboard = Scoreboard(store, policies, refresh_s=config.scoreboard.refresh_s)
     router = Router()
     redact = redact_from_config(config)
-    deployments = {
-        name: Deployment(
+    upstreams = {
+        name: ProviderUpstream(
             upstream=build_upstream(name, provider, session),
             first_token_s=provider.timeouts.first_token_s,
             streams_for_non_stream=isinstance(provider, OpenAIProvider)
@@ -154,13 +154,13 @@ def build_services(
     metrics.watch(health.StateCollector(scoreboard, buffer, store))
     recorder = Recorder(buffer, router.breakers, metrics, replica)
     pricing = Pricing(config)  # proxy.pricing: probes, controls, the cost of each request
-    dispatcher = Dispatcher(deployments, recorder, router, redact)
+    dispatcher = Dispatcher(upstreams, recorder, router, redact)
     metrics.watch_hedge_budgets(dispatcher.hedge_budgets.left)
     if config.telemetry.otlp.enabled:
         metrics.export = build_otlp_export(config, replica)
     prober = Prober(
         config, policies, scoreboard, buffer, store,
-        upstreams={name: d.upstream for name, d in deployments.items()},
+        upstreams={name: u.upstream for name, u in upstreams.items()},
         router=router, metrics=metrics, replica=replica, redact=redact,
         wanted=_evidence_wanted(config, policies, scoreboard, router), pricing=pricing,
     )  # fmt: skip

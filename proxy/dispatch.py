@@ -78,7 +78,7 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
-class Deployment:
+class ProviderUpstream:
     """How dispatch reaches one provider."""
 
     upstream: Upstream
@@ -89,12 +89,12 @@ class Deployment:
 class Dispatcher:
     def __init__(
         self,
-        deployments: Mapping[str, Deployment],
+        upstreams: Mapping[str, ProviderUpstream],
         recorder: Recorder,
         router: Router,
         redact: Redactor,
     ) -> None:
-        self._deployments = deployments
+        self._upstreams = upstreams
         self._recorder = recorder
         self._router = router
         self._redact = redact
@@ -257,9 +257,9 @@ class Dispatcher:
     async def _attempt(
         self, call: Call, candidate: Candidate, remaining: float, hedge: bool = False
     ) -> Started:
-        deployment = self._deployments[candidate.provider]
+        provider = self._upstreams[candidate.provider]
         upstream_stream = call.stream or (
-            call.kind != "embedding" and deployment.streams_for_non_stream
+            call.kind != "embedding" and provider.streams_for_non_stream
         )
         payload = _upstream_body(call, candidate.upstream_model, upstream_stream)
         clock = AttemptClock()
@@ -271,9 +271,9 @@ class Dispatcher:
         self._recorder.attempt_started(pair)
         guard = ResponseGuard()
         try:
-            with Deadline(min(deployment.first_token_s, remaining)):
+            with Deadline(min(provider.first_token_s, remaining)):
                 response = await guard.enter(
-                    deployment.upstream.open(PATHS[call.kind], payload, stream=upstream_stream)
+                    provider.upstream.open(PATHS[call.kind], payload, stream=upstream_stream)
                 )
                 if not upstream_stream:
                     body = await response.read()

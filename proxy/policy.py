@@ -24,7 +24,7 @@ from proxy.stats import WindowParams
 log = logging.getLogger("ttft_router.policy")
 
 
-class Window(Frozen):
+class WindowBounds(Frozen):
     max_samples: int = Field(200, gt=0, le=100_000)
     max_age_s: float = Field(3600.0, gt=0)
 
@@ -174,7 +174,7 @@ class ModelPolicy(Frozen):
         "expected: P(cold now) x cold-start TTFT + (1 - P(cold now)) x median",
     )
     min_samples: int = Field(20, ge=1)
-    window: Window = Window()
+    window: WindowBounds = WindowBounds()
     exploration_share: float = Field(
         1.0,
         ge=0,

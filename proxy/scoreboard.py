@@ -69,7 +69,7 @@ class Scoreboard:
 
     def window_samples(self, pair: Pair) -> list[Sample]:
         """The pair's samples as last read from the store, oldest first (may hold samples
-        older than the policy's window: `stats.window` cuts them as scoring does)."""
+        older than the policy's window: `stats.in_window` cuts them as scoring does)."""
         return self._windows.get(pair, [])
 
     async def refresh(self) -> int:
@@ -136,7 +136,7 @@ def with_cold_models(
 ) -> dict[Pair, Score]:  # fmt: skip
     """`scores` with each pair's ColdModel (proxy.coldness) from its window."""
     for pair, score in scores.items():
-        recent = stats.window(windows.get(pair, ()), params, now)
+        recent = stats.in_window(windows.get(pair, ()), params, now)
         cold = cold_model(recent, params.cold_factor, params.cold_floor_s)
         if cold is not None:
             scores[pair] = replace(score, cold=cold)

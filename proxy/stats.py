@@ -61,7 +61,7 @@ class WindowParams:
     half_life_s: float = 120.0
 
 
-def window(samples: Sequence[Sample], params: WindowParams, now: float) -> list[Sample]:
+def in_window(samples: Sequence[Sample], params: WindowParams, now: float) -> list[Sample]:
     """The newest `max_samples` samples no older than `max_age_s`, oldest first."""
     oldest = now - params.max_age_s
     recent = [s for s in samples[-params.max_samples :] if s.timestamp >= oldest]
@@ -118,7 +118,7 @@ def km_quantiles(
 def compute_score(pair: Pair, samples: Sequence[Sample], params: WindowParams, now: float) -> Score:
     """Score of a pair from its samples (any order, any age: the window is applied here),
     without a Belief (that needs the model's other pairs: `score_model`)."""
-    return _score_of_window(pair, window(samples, params, now), params)
+    return _score_of_window(pair, in_window(samples, params, now), params)
 
 
 def _score_of_window(pair: Pair, recent: list[Sample], params: WindowParams) -> Score:
@@ -244,7 +244,7 @@ def score_model(
     rng = np.random.default_rng(seed)
     scored: dict[Pair, tuple[Score, _Obs | None]] = {}
     for pair, samples in windows.items():
-        recent = window(samples, params, now)
+        recent = in_window(samples, params, now)
         scored[pair] = _score(pair, recent, params)
     measured = [obs for _, obs in scored.values() if obs is not None]
     if not measured:

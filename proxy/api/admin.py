@@ -17,7 +17,7 @@ from proxy.api.context import Services, admin, deployments_of
 from proxy.domain import Candidate, Pair, empty_score
 from proxy.errors import InvalidRequest, RateLimited, StoreUnreachable
 from proxy.prober import BudgetExhausted
-from proxy.stats import cv_band, window
+from proxy.stats import cv_band, in_window
 from proxy.store.base import StoreUnavailable
 
 router = APIRouter(prefix="/admin")
@@ -197,7 +197,7 @@ async def samples(
         if provider is not None and name != provider:
             continue
         pair = Pair(model, name)
-        recent = window(svc.scoreboard.window_samples(pair), params, now)[-limit:]
+        recent = in_window(svc.scoreboard.window_samples(pair), params, now)[-limit:]
         score = svc.scoreboard.snapshot.get(pair)
         median = score.median if score is not None else None
         threshold = max(params.cold_factor * median, params.cold_floor_s) if median else None
