@@ -49,10 +49,10 @@ def main() -> None:
     print(f"contextvar set + reset:  {best_us(set_reset, number):.2f} us")
     metrics = Metrics()
     reason = LazyText(lambda: "a has the lowest tail mean among 3 proven pairs: ...")
-    ranked = [Candidate("a", "model-a", empty_score(Pair("m", "a")))]
+    ranked = (Candidate("a", "model-a", empty_score(Pair("m", "a"))),)
 
     def decision() -> Decision:
-        return Decision("1", "m", 0.0, ranked, [], reason, [Attempt("a", Outcome.OK)], "a")
+        return Decision("1", "m", 0.0, ranked, (), reason, [Attempt("a", Outcome.OK)], "a")
 
     base = best_us(decision, number)
     counted = best_us(lambda: metrics.count_decision(decision()), number)

@@ -266,9 +266,9 @@ def steers(policy: ModelPolicy) -> bool:
 class Steered:
     """A ranking after the controls: what dispatch tries, what is out and why, what shaped it."""
 
-    ranked: list[Candidate]
-    excluded: list[Candidate]
-    explanation: LazyText
+    ranked: tuple[Candidate, ...]
+    excluded: tuple[Candidate, ...]
+    reason: LazyText
     shaped_by: list[str]
     held: str | None = None  # the provider held for the affinity key
 
@@ -307,7 +307,7 @@ def steer(
         ranked = _to_front(ranked, c.order)
         shaped.append(f"provider.order {', '.join(c.order)} ({c.given['order']})")
     ranked = _fallbacks(ranked, excluded, shaped, c, policy)
-    base = ranking.explanation
+    base = ranking.reason
     if not ranked:
         text = LazyText(lambda: f"no provider left after the controls ({'; '.join(shaped)}): "
                                 f"{_exclusions(excluded)}")  # fmt: skip
@@ -316,7 +316,7 @@ def steer(
         text = LazyText(lambda: f"{first} by the controls ({'; '.join(shaped)}); measured: {base}")
     else:
         text = base
-    return Steered(ranked, excluded, text, shaped, held)
+    return Steered(tuple(ranked), tuple(excluded), text, shaped, held)
 
 
 def _filter(

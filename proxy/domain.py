@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -389,8 +389,8 @@ class Decision:
     id: str
     model: str
     timestamp: float
-    ranked: list[Candidate]
-    excluded: list[Candidate]
+    ranked: tuple[Candidate, ...]
+    excluded: tuple[Candidate, ...]
     reason: str | LazyText  # str() renders it
     attempts: list[Attempt] = field(default_factory=list)
     winner: str | None = None
@@ -400,26 +400,21 @@ class Decision:
     hedge: HedgeRecord | None = None
     controls: list[str] | None = None  # what shaped the route besides measurements (controls)
     cost_usd: float | None = None  # usage x the winner's price, when both are known (pricing)
+    # the ranking's candidates as plain data at a time (routing.Ranking.candidates), or None
+    candidates: Callable[[float], list[dict[str, Any]]] | None = None
 
     @property
     def choice(self) -> str | None:
         return self.ranked[0].provider if self.ranked else None
 
-    def to_dict(
-        self, now: float, rendered: dict[tuple[int, int], list[dict[str, Any]]] | None = None
-    ) -> dict[str, Any]:
-        """The decision as plain data. `rendered`, shared by the decisions of one batch,
-        keeps candidate lists already rendered by the identity of `ranked` and `excluded`:
-        requests routed by one steady ranking share those lists (routing.Router), so a batch
-        renders their scores once. The returned dicts may share those candidate dicts."""
-        if rendered is None:
-            candidates = _candidates(self.ranked, self.excluded, now)
+    def to_dict(self, now: float) -> dict[str, Any]:
+        """The decision as plain data. With `candidates` (the ranking's memo: the requests
+        one steady ranking routed share it) their rows are rendered once per `now`, and the
+        returned dicts share them."""
+        if self.candidates is not None:
+            candidates = self.candidates(now)
         else:
-            key = (id(self.ranked), id(self.excluded))
-            cached = rendered.get(key)
-            if cached is None:
-                cached = rendered[key] = _candidates(self.ranked, self.excluded, now)
-            candidates = cached
+            candidates = render_candidates(self.ranked, self.excluded, now)
         return {
             "id": self.id,
             "request_id": self.request_id,
@@ -438,8 +433,8 @@ class Decision:
         }
 
 
-def _candidates(
-    ranked: list[Candidate], excluded: list[Candidate], now: float
+def render_candidates(
+    ranked: Sequence[Candidate], excluded: Sequence[Candidate], now: float
 ) -> list[dict[str, Any]]:
     return [
         {
@@ -448,5 +443,5 @@ def _candidates(
             "excluded_because": c.excluded_because,
             "score": c.score.to_dict(now),
         }
-        for c in ranked + excluded
+        for c in (*ranked, *excluded)
     ]

@@ -23,11 +23,22 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from math import sqrt
+from typing import Any
 
 from proxy.circuit import Breakers, CircuitState, trial_order
 from proxy.coldness import describe
-from proxy.domain import Belief, Candidate, ColdModel, LazyText, Pair, Score, empty_score
+from proxy.domain import (
+    Belief,
+    Candidate,
+    ColdModel,
+    LazyText,
+    Pair,
+    Score,
+    empty_score,
+    render_candidates,
+)
 from proxy.policy import ModelPolicy
 
 # Policy objective -> the Score attribute that is its point estimate.
@@ -46,18 +57,28 @@ EXCLUDED_BY_POLICY = "excluded by policy"
 
 @dataclass(frozen=True, slots=True)
 class Ranking:
-    ranked: list[Candidate]
-    excluded: list[Candidate]
-    explanation: LazyText  # the reason, rendered when first read
+    """One request's order. Immutable (tuples): the router returns a steady ranking to many
+    requests, and their decisions share it, its candidates rendered once (`candidates`)."""
+
+    ranked: tuple[Candidate, ...]
+    excluded: tuple[Candidate, ...]
+    reason: LazyText  # rendered when first read (str())
     is_exploration: bool = False
     leader: str | None = None  # the measured pair with the best estimate (hysteresis applied)
     # best | holding | exploring | measuring | weighted | trial | unavailable: what the reason
     # says, as a word the counters use without rendering the reason
     kind: str = "best"
+    _rendered: list[Any] = dataclass_field(default_factory=list, compare=False, repr=False)
 
-    @property
-    def reason(self) -> str:
-        return str(self.explanation)
+    def candidates(self, now: float) -> list[dict[str, Any]]:
+        """The ranked then the excluded candidates as plain data, scores as of `now`:
+        rendered once per `now` (the decisions of one buffer flush share one `now`), so
+        the requests a steady ranking routed render its scores once per flush."""
+        memo = self._rendered
+        if not memo or memo[0] != now:
+            memo[:] = [now, render_candidates(self.ranked, self.excluded, now)]
+        rows: list[dict[str, Any]] = memo[1]
+        return rows
 
 
 def rank(
@@ -101,7 +122,7 @@ class Field:  # not frozen: built for many requests, cheaper to construct
     model: str
     incumbent: str | None
     eligible: list[Candidate]
-    excluded: list[Candidate]
+    excluded: tuple[Candidate, ...]  # shared by the rankings made from this field
     circuits: Mapping[Pair, CircuitState]
     now: float
     prior: Belief | None
@@ -147,8 +168,9 @@ def prepare(
         (excluded if why else eligible).append(Candidate(provider, upstream_model, score, why))
     if prior is None or not eligible:
         return Field(
-            policy, model, incumbent, eligible, excluded, circuits, now, None, [], [], [], 0
-        )
+            policy, model, incumbent, eligible, tuple(excluded), circuits, now, None, [], [],
+            [], 0,
+        )  # fmt: skip
     cut = 1.0 - policy.hysteresis
     beliefs = [c.score.belief or prior for c in eligible]
     timed = False
@@ -160,7 +182,7 @@ def prepare(
     leader = min(range(len(eligible)), key=exploit.__getitem__)
     unscaled = min(range(len(eligible)), key=lambda i: _exploit_key(beliefs[i], 1.0))
     return Field(
-        policy, model, incumbent, eligible, excluded, circuits, now, prior, beliefs,
+        policy, model, incumbent, eligible, tuple(excluded), circuits, now, prior, beliefs,
         advantage, exploit, leader, held=unscaled != leader, timed=timed,
     )  # fmt: skip
 
@@ -202,11 +224,11 @@ def order(
         return _warm_up(eligible, excluded, model, pending, rng)
     beliefs, advantage, leader = field.beliefs, field.advantage, field.leader
     if policy.mode == "weighted":
-        ordered = _weighted_order(eligible, beliefs, rng)
+        weighted = tuple(_weighted_order(eligible, beliefs, rng))
         return Ranking(
-            ordered,
+            weighted,
             excluded,
-            LazyText(lambda: _weighted_reason(ordered[0], eligible, beliefs)),
+            LazyText(lambda: _weighted_reason(weighted[0], eligible, beliefs)),
             kind="weighted",
         )
     share = policy.probed_exploration_share if probed else policy.exploration_share
@@ -223,7 +245,7 @@ def order(
             ]
     else:
         values = field.exploit
-    ordered = [eligible[i] for i in sorted(range(len(eligible)), key=values.__getitem__)]
+    ordered = tuple(eligible[i] for i in sorted(range(len(eligible)), key=values.__getitem__))
     first = ordered[0]
     exploring = first is not eligible[leader]
     incumbent, now = field.incumbent, field.now
@@ -262,7 +284,7 @@ def _pending_draw(b: Belief, j: int, waiting: int) -> float:
 
 def _warm_up(
     eligible: list[Candidate],
-    excluded: list[Candidate],
+    excluded: tuple[Candidate, ...],
     model: str,
     pending: Mapping[Pair, int],
     rng: random.Random,
@@ -275,7 +297,7 @@ def _warm_up(
     first = order[0]
     waiting = pending.get(Pair(model, first.provider), 0)
     return Ranking(
-        order,
+        tuple(order),
         excluded,
         LazyText(
             lambda: (
@@ -303,7 +325,10 @@ def _exclusion(
 
 
 def _all_excluded(
-    excluded: list[Candidate], model: str, circuits: Mapping[Pair, CircuitState], now: float
+    excluded: tuple[Candidate, ...],
+    model: str,
+    circuits: Mapping[Pair, CircuitState],
+    now: float,
 ) -> Ranking:
     """Nothing eligible. If open circuits are why, the soonest-due of those pairs go as
     trials (one request at a time): recovery after a total outage costs one good attempt,
@@ -314,13 +339,13 @@ def _all_excluded(
         if (state := circuits.get(Pair(model, c.provider))) is not None
         and c.excluded_because == state.exclusion(now)
     }
-    trials = [
+    trials = tuple(
         replace(out_by_circuit[pair], excluded_because=None)
         for pair in trial_order(circuits, out_by_circuit, now)
-    ]
+    )
     if not trials:
         return Ranking(
-            [],
+            (),
             excluded,
             LazyText(lambda: "no provider available: " + _list_exclusions(excluded)),
             kind="unavailable",
@@ -328,7 +353,7 @@ def _all_excluded(
     names = {c.provider for c in trials}
     return Ranking(
         trials,
-        [c for c in excluded if c.provider not in names],
+        tuple(c for c in excluded if c.provider not in names),
         LazyText(
             lambda: (
                 f"every provider is out ({_list_exclusions(excluded)}): "
@@ -455,7 +480,7 @@ def _figures(c: Candidate, b: Belief, share: float, min_samples: int) -> str:
     )
 
 
-def _list_exclusions(excluded: list[Candidate]) -> str:
+def _list_exclusions(excluded: Sequence[Candidate]) -> str:
     return "; ".join(f"{c.provider}: {c.excluded_because}" for c in excluded) or "none configured"
 
 

@@ -85,10 +85,10 @@ async def explain(request: Request, model: str) -> dict[str, Any]:
         "model": model,
         "would_choose": ranking.ranked[0].provider if ranking.ranked else None,
         "order": [c.provider for c in ranking.ranked],
-        "reason": ranking.reason,
+        "reason": str(ranking.reason),
         "is_exploration": ranking.is_exploration,
         "incumbent": svc.router.incumbents.get(model),
-        "candidates": [row(c) for c in ranking.ranked + ranking.excluded],
+        "candidates": [row(c) for c in (*ranking.ranked, *ranking.excluded)],
         "probed": svc.router.probes(policy),
         "evidence_wanted": [
             {"provider": w.provider, "reason": w.reason, "chance": w.chance}

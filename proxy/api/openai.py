@@ -157,9 +157,12 @@ async def _proxy(request: Request, kind: Kind) -> DispatchResponse:
         )
     # routing, shaped by the request's controls and the policy (removes body["provider"])
     route = route_request(svc, policy, model, deployments, body, request.scope["headers"], now)
-    ranked, excluded, reason = route.ranked, route.excluded, route.explanation
+    ranked, excluded, reason = route.ranked, route.excluded, route.reason
+    candidates = route.candidates  # the ranking's own rendering, while the lists are its own
     if kind == "responses":
         ranked, excluded, reason = _responses_only(svc, ranked, excluded, reason)
+        if ranked is not route.ranked:
+            candidates = None
     decision = Decision(
         id=f"{random.getrandbits(64):016x}",  # no syscall per request (os.urandom)
         model=model,
@@ -171,6 +174,7 @@ async def _proxy(request: Request, kind: Kind) -> DispatchResponse:
         kind=route.kind,
         request_id=requestid.current() or "",
         controls=route.shaped_by,
+        candidates=candidates,
     )
     stream = bool(body.get("stream")) and kind != "embedding"
     call = Call(kind, model, body, stream, estimate_prompt_tokens(len(raw)), decision, policy)
@@ -185,11 +189,14 @@ def serves_responses(svc: Services, provider: str) -> bool:
 
 
 def _responses_only(
-    svc: Services, ranked: list[Candidate], excluded: list[Candidate], reason: LazyText
-) -> tuple[list[Candidate], list[Candidate], LazyText]:
+    svc: Services,
+    ranked: tuple[Candidate, ...],
+    excluded: tuple[Candidate, ...],
+    reason: LazyText,
+) -> tuple[tuple[Candidate, ...], tuple[Candidate, ...], LazyText]:
     """The route without the candidates that do not serve the Responses API: those move to
     the excluded ones with that reason (new lists: the ranking's are shared)."""
-    serving = [c for c in ranked if serves_responses(svc, c.provider)]
+    serving = tuple(c for c in ranked if serves_responses(svc, c.provider))
     if len(serving) == len(ranked):
         return ranked, excluded, reason
     skipped = [
@@ -200,7 +207,7 @@ def _responses_only(
     names = ", ".join(c.provider for c in skipped)
     text = LazyText(lambda: f"{reason}; for /v1/responses, not tried: {names} "
                             f"({NO_RESPONSES_API})")  # fmt: skip
-    return serving, [*excluded, *skipped], text
+    return serving, (*excluded, *skipped), text
 
 
 # A request still running after this long gets a task watching for its client's disconnect

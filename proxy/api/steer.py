@@ -22,13 +22,16 @@ from proxy.policy import ModelPolicy
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    ranked: list[Candidate]
-    excluded: list[Candidate]
-    explanation: LazyText
+    ranked: tuple[Candidate, ...]
+    excluded: tuple[Candidate, ...]
+    reason: LazyText
     kind: str
     shaped_by: list[str] | None
     meter: Meter | None
     bind: Callable[[str], None] | None
+    # the ranking's candidates rendered once per flush (routing.Ranking.candidates): only
+    # while the route's lists are the ranking's own
+    candidates: Callable[[float], list[dict[str, Any]]] | None = None
 
 
 def route_request(
@@ -46,15 +49,15 @@ def route_request(
     prices = svc.pricing.for_model(model)
     meter = Meter(prices, UsageTap(strip=not asks_for_usage(body))) if prices else None
     if given is None and not controls.steers(policy):
-        return Route(ranking.ranked, ranking.excluded, ranking.explanation, ranking.kind,
-                     None, meter, None)  # fmt: skip
+        return Route(ranking.ranked, ranking.excluded, ranking.reason, ranking.kind,
+                     None, meter, None, ranking.candidates)  # fmt: skip
     key = given.affinity_key if given is not None and policy.affinity.enabled else None
     held = svc.affinity.held(model, key, now) if key is not None else None
     steered = controls.steer(ranking, given, policy, prices, held)
     bind = None
     if key is not None:
         bind = functools.partial(_bind, svc, model, key, now, policy)
-    return Route(steered.ranked, steered.excluded, steered.explanation, ranking.kind,
+    return Route(steered.ranked, steered.excluded, steered.reason, ranking.kind,
                  steered.shaped_by, meter, bind)  # fmt: skip
 
 

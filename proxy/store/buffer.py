@@ -81,11 +81,10 @@ class SampleBuffer:
         while self._samples or self._decisions:
             samples = _take(self._samples, self._config.batch_size)
             decisions = _take(self._decisions, self._config.batch_size)
-            # Decisions of one steady ranking share their candidate lists: render them once
-            # (`decisions` keeps those lists alive, so their ids stay unique meanwhile).
+            # one `now` for the batch: decisions of one steady ranking render its candidates
+            # once (routing.Ranking.candidates)
             now = time.time()
-            memo: dict[tuple[int, int], list[dict[str, Any]]] = {}
-            rendered = [d.to_dict(now, memo) for d in decisions]
+            rendered = [d.to_dict(now) for d in decisions]
             try:
                 await self._store.append(samples, rendered)
             except StoreUnavailable:

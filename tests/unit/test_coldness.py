@@ -87,7 +87,7 @@ def test_expected_objective_avoids_a_fast_pair_that_is_probably_cold_now() -> No
             policy, deployments, scores, "m", incumbent=None, rate_limited_until={},
             rng=random.Random(1), now=now,
         )  # fmt: skip
-        return ranking.ranked[0].provider, ranking.reason
+        return ranking.ranked[0].provider, str(ranking.reason)
 
     chosen, reason = choose(NOW)  # a idle 300 s: 83% likely cold, expected ~16.7 s
     assert chosen == "b"

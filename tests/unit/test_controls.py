@@ -221,8 +221,8 @@ def test_only_a_provider_that_is_out_leaves_nothing_and_names_it() -> None:
     r = rank(pol, DEPLOYMENTS, SCORES, "m", incumbent=None, rate_limited_until=limits,
              rng=random.Random(1), now=NOW)  # fmt: skip
     steered = steer(r, Controls(only=("b",), given={"only": "body"}), pol, PRICES)
-    assert steered.ranked == []
-    text = str(steered.explanation)
+    assert steered.ranked == ()
+    text = str(steered.reason)
     assert "b: rate-limited" in text and "provider.only b" in text
 
 

@@ -34,7 +34,7 @@ def ranking(board: dict[Pair, Score], seed: int = 3, **kw: Any) -> Ranking:
 
 
 def kind(r: Ranking, attempts: int = 1) -> str:
-    decision = Decision("d1", "m", NOW, r.ranked, r.excluded, r.explanation, kind=r.kind)
+    decision = Decision("d1", "m", NOW, r.ranked, r.excluded, r.reason, kind=r.kind)
     decision.attempts = [Attempt(c.provider, Outcome.OK) for c in r.ranked[:attempts]]
     return decision_kind(decision)
 
@@ -54,7 +54,7 @@ def test_each_kind_from_a_real_ranking() -> None:
     assert kind(weighted) == "weighted"
     assert kind(ranking(scores(**PROVEN)), attempts=2) == "failover"
     hedged = ranking(scores(**PROVEN))
-    decision = Decision("d2", "m", NOW, hedged.ranked, hedged.excluded, hedged.explanation)
+    decision = Decision("d2", "m", NOW, hedged.ranked, hedged.excluded, hedged.reason)
     decision.attempts = [Attempt("a", Outcome.CANCELLED), Attempt("b", Outcome.OK, hedge=True)]
     decision.hedge = HedgeRecord(primary="a", after_s=0.5, basis="p95", fired=True, winner="b")
     assert decision_kind(decision) == "hedged"
@@ -67,7 +67,7 @@ def test_each_kind_from_a_real_ranking() -> None:
 def test_count_decision_sets_the_kind_and_labels_the_server() -> None:
     metrics = Metrics()
     r = ranking(scores(**PROVEN))
-    decision = Decision("d1", "m", NOW, r.ranked, r.excluded, r.explanation)
+    decision = Decision("d1", "m", NOW, r.ranked, r.excluded, r.reason)
     decision.attempts = [Attempt("a", Outcome.HTTP_5XX), Attempt("b", Outcome.OK)]
     decision.winner = "b"
     metrics.count_decision(decision)

@@ -4,7 +4,7 @@ import random
 from collections import Counter
 
 from proxy.circuit import CircuitState
-from proxy.domain import Outcome, Pair, Sample, Score
+from proxy.domain import Decision, Outcome, Pair, Sample, Score
 from proxy.policy import ModelPolicy
 from proxy.routing import Router, evidence_wanted, rank
 from proxy.stats import score_model
@@ -90,10 +90,11 @@ def test_fifteen_tight_samples_beat_twenty_one_with_a_cold_tail_and_reason_says_
         exploit(), DEPLOYMENTS, board(a=a, c=c), "m", incumbent=None, rate_limited_until={},
         rng=random.Random(0), now=NOW,
     )  # fmt: skip
-    assert r.reason.startswith("a has the lowest estimated tail mean (slowest 5%)")
-    assert "a: tail mean (slowest 5%) " in r.reason and "90% range" in r.reason
-    assert "n=15 (unproven, below 20" in r.reason and "n=21 (proven" in r.reason
-    assert "b: not measured" in r.reason
+    reason = str(r.reason)
+    assert reason.startswith("a has the lowest estimated tail mean (slowest 5%)")
+    assert "a: tail mean (slowest 5%) " in reason and "90% range" in reason
+    assert "n=15 (unproven, below 20" in reason and "n=21 (proven" in reason
+    assert "b: not measured" in reason
 
 
 def test_small_n_can_reveal_a_tail_and_fifteen_lucky_samples_are_not_blindly_trusted() -> None:
@@ -220,12 +221,12 @@ def test_filters_exclude_circuit_and_rate_limit_with_reasons() -> None:
         now=NOW,
         circuits=circuits,
     )
-    assert r.ranked == []
+    assert r.ranked == ()
     reasons = {c.provider: c.excluded_because for c in r.excluded}
     assert reasons["c"] == "excluded by policy"
     assert reasons["b"] is not None and reasons["b"].startswith("rate-limited")
     assert reasons["a"] is not None and reasons["a"].startswith("circuit half-open")
-    assert "no provider available" in r.reason
+    assert "no provider available" in str(r.reason)
 
 
 def test_an_open_circuit_excludes_until_its_cooldown_then_admits_a_trial() -> None:
@@ -305,3 +306,21 @@ def test_router_never_reuses_weighted_or_uncertain_rankings() -> None:
     assert router.route(policy(), DEPLOYMENTS, uncertain, "m", NOW) is not router.route(
         policy(), DEPLOYMENTS, uncertain, "m", NOW
     )
+
+
+def test_a_shared_steady_ranking_is_immutable_and_renders_its_candidates_once() -> None:
+    router = Router(random.Random(0))
+    pol = policy(uncertainty={"prior_weight": 0})
+    scores = board(pol, a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    router.route(pol, DEPLOYMENTS, scores, "m", NOW)
+    first = router.route(pol, DEPLOYMENTS, scores, "m", NOW)
+    assert router.route(pol, DEPLOYMENTS, scores, "m", NOW) is first
+    assert isinstance(first.ranked, tuple) and isinstance(first.excluded, tuple)
+    rows = first.candidates(NOW)
+    assert first.candidates(NOW) is rows  # one flush: rendered once for all its decisions
+    assert [r["provider"] for r in rows] == ["a", "b", "c"]
+    later = first.candidates(NOW + 30)  # the next flush renders the scores' ages anew
+    assert later is not rows and later[0]["score"] != rows[0]["score"]
+    decision = Decision("d", "m", NOW, first.ranked, first.excluded, first.reason,
+                        candidates=first.candidates)  # fmt: skip
+    assert decision.to_dict(NOW + 30)["candidates"] is later
