@@ -24,12 +24,12 @@ async def test_reported_cold_share_matches_the_cold_starts_served(
 ) -> None:
     behaviour = {
         "warm_ttft": {"median_s": 0.5, "sigma": 0.2},
-        "cold_start": {"median_s": 16.0, "sigma": 0.2},
+        "cold_start": {"median_s": 30.0, "sigma": 0.2},
         "cold_chance": 0.2,
         "tokens_per_s": 2000,
     }
     market_scenario = scenario({"p": {"m-p": behaviour}}, time_scale=TIME_SCALE, seed=seed)
-    policy = policy_file(tmp_path, f"defaults: {{cold_start: {{floor_s: {5.0 * TIME_SCALE}}}}}\n")
+    policy = policy_file(tmp_path, f"defaults: {{cold_start: {{floor_s: {10.0 * TIME_SCALE}}}}}\n")
     async with Market(market_scenario) as market:
         config = config_for(market, {"m": {"p": "m-p"}}, policy_file=policy)
         async with running_proxy(config) as proxy:
