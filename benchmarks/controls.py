@@ -16,10 +16,7 @@ timeit-style: the best of --repeat runs of --number calls.
 
 from __future__ import annotations
 
-import argparse
 import random
-import time
-from types import MappingProxyType
 from typing import Any
 
 from proxy import controls
@@ -28,9 +25,9 @@ from proxy.pricing import PairPrice
 from proxy.routing import Router
 
 try:
-    from benchmarks.micro import MODEL, best_us, scoreboard
+    from benchmarks.micro import MODEL, best_us, decision_setup
 except ImportError:  # run as a script from the repository root
-    from micro import MODEL, best_us, scoreboard  # type: ignore[no-redef]
+    from micro import MODEL, best_us, decision_setup  # type: ignore[no-redef]
 
 HEADERS = [
     (b"host", b"127.0.0.1:8080"), (b"accept", b"application/json"),
@@ -42,16 +39,8 @@ HEADERS = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--providers", type=int, default=10)
-    parser.add_argument("--number", type=int, default=20_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-    now = time.time()
-    policy = ModelPolicy()
-    scores = MappingProxyType(scoreboard(args.providers, policy, now))
-    names = [f"provider-{i}" for i in range(args.providers)]
-    deployments = [(p, f"org/model-{i}") for i, p in enumerate(names)]
+    args, now, policy, scores, deployments = decision_setup(__doc__ or "")
+    names = [p for p, _ in deployments]
     prices = {p: PairPrice((i + 1) * 1e-7, (i + 1) * 3e-7, "config") for i, p in enumerate(names)}
     router = Router(random.Random(1))
     ranking = router.route(policy, deployments, scores, MODEL, now)

@@ -27,7 +27,7 @@ import asyncio
 import random
 import time
 import timeit
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 
 import uvloop
@@ -114,8 +114,11 @@ def timer_costs(number: int, repeat: int) -> dict[str, float]:
     return uvloop.run(measure())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def decision_setup(
+    description: str,
+) -> tuple[argparse.Namespace, float, ModelPolicy, Mapping[Pair, Score], list[tuple[str, str]]]:
+    """The command line and one routing decision's inputs, shared with benchmarks/controls.py."""
+    parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--providers", type=int, default=10)
     parser.add_argument("--number", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
@@ -124,6 +127,11 @@ def main() -> None:
     policy = ModelPolicy()
     scores = MappingProxyType(scoreboard(args.providers, policy, now))
     deployments = [(f"provider-{i}", f"org/model-{i}") for i in range(args.providers)]
+    return args, now, policy, scores, deployments
+
+
+def main() -> None:
+    args, now, policy, scores, deployments = decision_setup(__doc__ or "")
     router = Router(random.Random(1))
     weighted = ModelPolicy(mode="weighted")
 

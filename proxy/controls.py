@@ -290,8 +290,9 @@ def steer(
     c = controls or Controls()
     ranked, excluded = list(ranking.ranked), list(ranking.excluded)
     shaped: list[str] = []
-    ranked = _filter(ranked, excluded, shaped, c, policy, prices)
-    ranked = _sorted(ranked, shaped, c, policy, prices)
+    how = _Shaping(c, policy, prices, shaped, excluded)
+    ranked = _filter(ranked, how)
+    ranked = _sorted(ranked, how)
     if policy.order:
         ranked = _to_front(ranked, policy.order)
         shaped.append(f"policy order {', '.join(policy.order)}")
@@ -306,7 +307,7 @@ def steer(
     if c.order:
         ranked = _to_front(ranked, c.order)
         shaped.append(f"provider.order {', '.join(c.order)} ({c.given['order']})")
-    ranked = _fallbacks(ranked, excluded, shaped, c, policy)
+    ranked = _fallbacks(ranked, how)
     base = ranking.reason
     if not ranked:
         text = LazyText(lambda: f"no provider left after the controls ({'; '.join(shaped)}): "
@@ -319,15 +320,21 @@ def steer(
     return Steered(tuple(ranked), tuple(excluded), text, shaped, held)
 
 
-def _filter(
-    ranked: list[Candidate],
-    excluded: list[Candidate],
-    shaped: list[str],
-    c: Controls,
-    policy: ModelPolicy,
-    prices: Mapping[str, PairPrice],
-) -> list[Candidate]:
-    limits = _limits(c, policy)
+@dataclass(frozen=True, slots=True)
+class _Shaping:
+    """One steer call's inputs and what it reports: `shaped` (what shaped the ranking) and
+    `excluded` (what the controls ruled out, and why) grow as the steps run."""
+
+    c: Controls
+    policy: ModelPolicy
+    prices: Mapping[str, PairPrice]
+    shaped: list[str]
+    excluded: list[Candidate]
+
+
+def _filter(ranked: list[Candidate], how: _Shaping) -> list[Candidate]:
+    c, prices, excluded, shaped = how.c, how.prices, how.excluded, how.shaped
+    limits = _limits(c, how.policy)
     if c.only is None and not c.ignore and limits is None:
         return ranked
     keep: list[Candidate] = []
@@ -388,13 +395,8 @@ def _ruled_out(
     return None
 
 
-def _sorted(
-    ranked: list[Candidate],
-    shaped: list[str],
-    c: Controls,
-    policy: ModelPolicy,
-    prices: Mapping[str, PairPrice],
-) -> list[Candidate]:
+def _sorted(ranked: list[Candidate], how: _Shaping) -> list[Candidate]:
+    c, policy, prices, shaped = how.c, how.policy, how.prices, how.shaped
     if c.sort == "price":
         shaped.append(f"provider.sort price ({c.given['sort']})")
         return sorted(ranked, key=lambda x: _unit_price(prices.get(x.provider)))
@@ -403,7 +405,7 @@ def _sorted(
         shaped.append(f"provider.sort {c.sort} ({c.given['sort']}){what}")
         return ranked
     if policy.cost is not None:
-        return _cheapest_under_ceiling(ranked, shaped, policy, prices)
+        return _cheapest_under_ceiling(ranked, how)
     return ranked
 
 
@@ -412,12 +414,10 @@ def _unit_price(price: PairPrice | None) -> float:
     return float("inf") if price is None else price.prompt_usd + price.completion_usd
 
 
-def _cheapest_under_ceiling(
-    ranked: list[Candidate], shaped: list[str], policy: ModelPolicy,
-    prices: Mapping[str, PairPrice],
-) -> list[Candidate]:  # fmt: skip
+def _cheapest_under_ceiling(ranked: list[Candidate], how: _Shaping) -> list[Candidate]:
     """The cost objective: pairs whose estimated objective is at most the ceiling, cheapest
     first; then the rest in the measured order (so with none under it, the fastest)."""
+    policy, prices, shaped = how.policy, how.prices, how.shaped
     assert policy.cost is not None
     ceiling = policy.cost.ceiling_s
     under = [x for x in ranked if _estimate(x, policy) <= ceiling]
@@ -448,15 +448,10 @@ def _to_front(ranked: list[Candidate], first: Sequence[str]) -> list[Candidate]:
     return head + [x for x in ranked if x.provider not in names]
 
 
-def _fallbacks(
-    ranked: list[Candidate],
-    excluded: list[Candidate],
-    shaped: list[str],
-    c: Controls,
-    policy: ModelPolicy,
-) -> list[Candidate]:
+def _fallbacks(ranked: list[Candidate], how: _Shaping) -> list[Candidate]:
     """allow_fallbacks false (the request's, else the policy's): only the providers the
     request's order (or only), else the policy's pin or order, names; else the first."""
+    c, policy, excluded, shaped = how.c, how.policy, how.excluded, how.shaped
     allow = c.allow_fallbacks if c.allow_fallbacks is not None else policy.allow_fallbacks
     if allow or not ranked:
         return ranked

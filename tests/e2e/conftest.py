@@ -4,6 +4,7 @@ the proxy (real uvicorn server), both on 127.0.0.1, driven through the official 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,11 @@ from fastapi import FastAPI
 from proxy.api.context import Services
 from proxy.app import create_app
 from proxy.config import Config
+from proxy.domain import Outcome, Sample
 from proxy.policy import PolicyHolder
 from proxy.simulator import Market, Scenario
 from tests.fakes.scripted import ScriptedProvider
-from tests.helpers import serve_app
+from tests.helpers import serve_app, wait_until
 
 CLIENT_KEY = "test-client-key"
 ADMIN_KEY = "test-admin-key"
@@ -43,6 +45,34 @@ class Proxy:
         return httpx.AsyncClient(
             base_url=self.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
         )
+
+    async def prefer(self, first: str, then: str, model: str = "m") -> None:
+        """Give both pairs a history (`first` faster) and wait until routing would choose
+        `first` (seeded through the proxy's own sample buffer, for tests about what happens
+        next rather than about how warm-up traffic spreads)."""
+        now = time.time()
+        for i in range(10):
+            for provider, ttft in ((first, 0.005), (then, 0.05)):
+                sample = Sample(model, provider, Outcome.OK, ttft, now - 10 + i, total_s=ttft)
+                self.services.buffer.add_sample(sample)
+
+        async def chooses_first() -> bool:
+            async with self.admin() as admin:
+                view = (await admin.get("/admin/explain", params={"model": model})).json()
+            return bool(view["would_choose"] == first)
+
+        await wait_until(chooses_first, timeout=5)
+
+    async def decision(self, decision_id: str, model: str = "m") -> dict[str, Any]:
+        """The decision log's row for `decision_id`, once it is written."""
+
+        async def found() -> dict[str, Any] | None:
+            async with self.admin() as admin:
+                rows = (await admin.get("/admin/decisions", params={"model": model})).json()
+            return next((d for d in rows["decisions"] if d["id"] == decision_id), None)
+
+        row: dict[str, Any] = await wait_until(found, timeout=5)
+        return row
 
 
 def scenario(providers: dict[str, dict[str, Any]], **kw: Any) -> Scenario:

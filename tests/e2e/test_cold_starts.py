@@ -5,17 +5,43 @@ idling (then the pair's cold model learns the scale-down time)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.simulator import Market
-from tests.e2e.conftest import config_for, policy_file, running_proxy, scenario
+from tests.e2e.conftest import Proxy, config_for, policy_file, running_proxy, scenario
 from tests.helpers import wait_until
 
 HI = [{"role": "user", "content": "hi"}]
 TIME_SCALE = 0.02
+
+
+@asynccontextmanager
+async def one_pair(
+    tmp_path: Path, behaviour: dict[str, Any], scale: float, seed: int, floor_s: float
+) -> AsyncIterator[tuple[Market, Proxy]]:
+    """Model m on provider p (as `behaviour`), a cold-start floor of `floor_s` market s."""
+    market_scenario = scenario({"p": {"m-p": behaviour}}, time_scale=scale, seed=seed)
+    policy = policy_file(tmp_path, f"defaults: {{cold_start: {{floor_s: {floor_s * scale}}}}}\n")
+    async with Market(market_scenario) as market:
+        config = config_for(market, {"m": {"p": "m-p"}}, policy_file=policy)
+        async with running_proxy(config) as proxy:
+            yield market, proxy
+
+
+async def score_once_counted(proxy: Proxy, n: int) -> dict[str, Any]:
+    """The pair's /admin/scores entry once all `n` samples are in."""
+
+    async def scored() -> dict[str, Any] | None:
+        async with proxy.admin() as admin:
+            pairs = (await admin.get("/admin/scores")).json()["pairs"]
+        return pairs[0] if pairs and pairs[0]["n"] == n else None
+
+    return await wait_until(scored, timeout=5)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -28,23 +54,13 @@ async def test_reported_cold_share_matches_the_cold_starts_served(
         "cold_chance": 0.2,
         "tokens_per_s": 2000,
     }
-    market_scenario = scenario({"p": {"m-p": behaviour}}, time_scale=TIME_SCALE, seed=seed)
-    policy = policy_file(tmp_path, f"defaults: {{cold_start: {{floor_s: {10.0 * TIME_SCALE}}}}}\n")
-    async with Market(market_scenario) as market:
-        config = config_for(market, {"m": {"p": "m-p"}}, policy_file=policy)
-        async with running_proxy(config) as proxy:
-            client = proxy.client()
-            for _ in range(60):
-                await client.chat.completions.create(model="m", messages=HI, max_tokens=2)
-            served = market.stats("p")["cold_starts"]
-            assert 3 <= served <= 30  # the market did send cold starts
-
-            async def scored() -> dict[str, float] | None:
-                async with proxy.admin() as admin:
-                    pairs = (await admin.get("/admin/scores")).json()["pairs"]
-                return pairs[0] if pairs and pairs[0]["n"] == 60 else None
-
-            score = await wait_until(scored, timeout=5)
+    async with one_pair(tmp_path, behaviour, TIME_SCALE, seed, 10.0) as (market, proxy):
+        client = proxy.client()
+        for _ in range(60):
+            await client.chat.completions.create(model="m", messages=HI, max_tokens=2)
+        served = market.stats("p")["cold_starts"]
+        assert 3 <= served <= 30  # the market did send cold starts
+        score = await score_once_counted(proxy, 60)
     assert round(score["cold_share"] * score["n"]) == served
 
 
@@ -60,24 +76,14 @@ async def test_idle_cold_starts_are_counted_and_their_scale_down_learned(tmp_pat
         "scale_to_zero_after_s": 120,
         "tokens_per_s": 2000,
     }
-    market_scenario = scenario({"p": {"m-p": behaviour}}, time_scale=scale, seed=4)
-    policy = policy_file(tmp_path, f"defaults: {{cold_start: {{floor_s: {5.0 * scale}}}}}\n")
-    async with Market(market_scenario) as market:
-        config = config_for(market, {"m": {"p": "m-p"}}, policy_file=policy)
-        async with running_proxy(config) as proxy:
-            client = proxy.client()
-            for i in range(18):
-                if i % 6 == 5:
-                    await asyncio.sleep(2.0)  # idle past the scale-down: the next is cold
-                await client.chat.completions.create(model="m", messages=HI, max_tokens=2)
-            served = market.stats("p")["cold_starts"]
-
-            async def scored() -> dict[str, Any] | None:
-                async with proxy.admin() as admin:
-                    pairs = (await admin.get("/admin/scores")).json()["pairs"]
-                return pairs[0] if pairs and pairs[0]["n"] == 18 else None
-
-            score = await wait_until(scored, timeout=5)
+    async with one_pair(tmp_path, behaviour, scale, 4, 5.0) as (market, proxy):
+        client = proxy.client()
+        for i in range(18):
+            if i % 6 == 5:
+                await asyncio.sleep(2.0)  # idle past the scale-down: the next is cold
+            await client.chat.completions.create(model="m", messages=HI, max_tokens=2)
+        served = market.stats("p")["cold_starts"]
+        score = await score_once_counted(proxy, 18)
     assert served == 3  # the pauses before requests 5, 11 and 17
     assert round(score["cold_share"] * score["n"]) == served
     cold = score["cold"]

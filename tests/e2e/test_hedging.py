@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.domain import Outcome, Sample
-from tests.e2e.conftest import Proxy, running_proxy, scripted_config
-from tests.fakes.scripted import ScriptedProvider, scripted_provider
+from tests.e2e.conftest import running_proxy, scripted_config
+from tests.fakes.scripted import scripted_provider
 from tests.helpers import wait_until
 
 HI = [{"role": "user", "content": "hi"}]
@@ -27,34 +27,6 @@ defaults:
 """
 
 
-async def _warm_up(proxy: Proxy, fast: ScriptedProvider, other: ScriptedProvider) -> None:
-    """Give both pairs a history (p0 fast, p1 slower) and wait until the router prefers p0.
-    Seeded through the proxy's own sample buffer: these tests are about the race, not about
-    how warm-up traffic spreads."""
-    now = time.time()
-    for i in range(10):
-        for provider, ttft in (("p0", 0.005), ("p1", 0.05)):
-            sample = Sample("m", provider, Outcome.OK, ttft, now - 10 + i, total_s=ttft)
-            proxy.services.buffer.add_sample(sample)
-
-    async def prefers_fast() -> bool:
-        async with proxy.admin() as admin:
-            view = (await admin.get("/admin/explain", params={"model": "m"})).json()
-        return bool(view["would_choose"] == "p0")
-
-    await wait_until(prefers_fast, timeout=5)
-
-
-async def _decision(proxy: Proxy, decision_id: str) -> dict[str, Any]:
-    async def found() -> dict[str, Any] | None:
-        async with proxy.admin() as admin:
-            rows = (await admin.get("/admin/decisions", params={"model": "m"})).json()
-        return next((d for d in rows["decisions"] if d["id"] == decision_id), None)
-
-    decision: dict[str, Any] = await wait_until(found, timeout=5)
-    return decision
-
-
 @pytest.mark.parametrize("stream", [True, False])
 async def test_a_slow_primary_is_hedged_and_aborted_upstream(tmp_path: Path, stream: bool) -> None:
     async with (
@@ -63,7 +35,7 @@ async def test_a_slow_primary_is_hedged_and_aborted_upstream(tmp_path: Path, str
         running_proxy(scripted_config(tmp_path, POLICY % 1.0, fast, backup)) as proxy,
     ):
         backup.delay_s = 0.05
-        await _warm_up(proxy, fast, backup)
+        await proxy.prefer("p0", "p1")
         fast.delay_s = 30.0  # the chosen provider goes slow
         began = time.perf_counter()
         create = proxy.client().chat.completions.with_raw_response.create
@@ -79,7 +51,7 @@ async def test_a_slow_primary_is_hedged_and_aborted_upstream(tmp_path: Path, str
         assert took < 5.0  # the hedge after 0.2 s, not the primary's 30 s
         await wait_until(lambda: fast.aborted == 1, timeout=5)
 
-        decision = await _decision(proxy, response.headers["x-ttft-router-decision-id"])
+        decision = await proxy.decision(response.headers["x-ttft-router-decision-id"])
         hedge = decision["hedge"]
         assert hedge["fired"] and hedge["primary"] == "p0" and hedge["winner"] == "p1"
         assert hedge["after_s"] == 0.2 and hedge["basis"] == "fixed 0.2 s"
@@ -108,7 +80,7 @@ async def test_the_budget_caps_hedges_under_a_burst(tmp_path: Path) -> None:
         running_proxy(scripted_config(tmp_path, POLICY % 0.2, slow, backup)) as proxy,
     ):
         backup.delay_s = 0.05
-        await _warm_up(proxy, slow, backup)
+        await proxy.prefer("p0", "p1")
         slow.delay_s = 0.6
         client = proxy.client()
 
@@ -117,7 +89,7 @@ async def test_the_budget_caps_hedges_under_a_burst(tmp_path: Path) -> None:
             return r.headers["x-ttft-router-decision-id"]
 
         ids = await asyncio.gather(*(one() for _ in range(20)))
-        decisions = [await _decision(proxy, i) for i in ids]
+        decisions = [await proxy.decision(i) for i in ids]
         fired = [d for d in decisions if d["hedge"]["fired"]]
         skipped = [d for d in decisions if d["hedge"]["skipped"]]
         assert 1 <= len(fired) <= 0.2 * 20  # the burst is all the window holds
@@ -143,11 +115,11 @@ async def test_hedging_off_by_default_waits_for_the_primary(tmp_path: Path) -> N
         running_proxy(scripted_config(tmp_path, policy, slow, backup)) as proxy,
     ):
         backup.delay_s = 0.05
-        await _warm_up(proxy, slow, backup)
+        await proxy.prefer("p0", "p1")
         slow.delay_s = 0.4
         r = await proxy.client().chat.completions.with_raw_response.create(model="m", messages=HI)
         assert r.headers["x-ttft-router-provider"] == "p0"
-        decision = await _decision(proxy, r.headers["x-ttft-router-decision-id"])
+        decision = await proxy.decision(r.headers["x-ttft-router-decision-id"])
         assert decision["hedge"] is None and len(decision["attempts"]) == 1
         assert isinstance(r.parse(), openai.types.chat.ChatCompletion)
 
@@ -201,7 +173,7 @@ async def test_a_probably_cold_primary_is_hedged_at_once(tmp_path: Path) -> None
         assert r.headers["x-ttft-router-provider"] == "p1" and took < 2.0
         await wait_until(lambda: fast.aborted == 1, timeout=5)
 
-        decision = await _decision(proxy, r.headers["x-ttft-router-decision-id"])
+        decision = await proxy.decision(r.headers["x-ttft-router-decision-id"])
         hedge = decision["hedge"]
         assert hedge["kind"] == "cold" and hedge["fired"] and hedge["after_s"] == 0.0
         assert hedge["basis"].startswith("p0 idle ") and "likely cold" in hedge["basis"]

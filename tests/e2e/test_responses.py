@@ -5,7 +5,6 @@ failover before the first output event; and GET /v1/models/{model}."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,11 @@ import pytest
 
 from proxy.api.openai import NO_RESPONSES_API
 from proxy.config import Config
-from proxy.domain import Outcome, Pair, Sample
+from proxy.domain import Pair
 from proxy.simulator import Market
 from tests.e2e.conftest import (
     ADMIN_KEY,
     CLIENT_KEY,
-    Proxy,
     config_for,
     policy_file,
     running_proxy,
@@ -49,33 +47,6 @@ def market_of(providers: dict[str, dict[str, Any]], without: tuple[str, ...] = (
 
 def models(*providers: str) -> dict[str, dict[str, str]]:
     return {"m": dict.fromkeys(providers, "org/M-1")}
-
-
-async def prefer(proxy: Proxy, first: str, then: str) -> None:
-    """Give both pairs a history (`first` faster) and wait until routing would choose `first`
-    (seeded through the proxy's own sample buffer: these tests are about what happens next)."""
-    now = time.time()
-    for i in range(10):
-        for provider, ttft in ((first, 0.005), (then, 0.05)):
-            sample = Sample("m", provider, Outcome.OK, ttft, now - 10 + i, total_s=ttft)
-            proxy.services.buffer.add_sample(sample)
-
-    async def chooses_first() -> bool:
-        async with proxy.admin() as admin:
-            view = (await admin.get("/admin/explain", params={"model": "m"})).json()
-        return bool(view["would_choose"] == first)
-
-    await wait_until(chooses_first, timeout=5)
-
-
-async def decision(proxy: Proxy, decision_id: str) -> dict[str, Any]:
-    async def found() -> dict[str, Any] | None:
-        async with proxy.admin() as admin:
-            rows = (await admin.get("/admin/decisions", params={"model": "m"})).json()
-        return next((d for d in rows["decisions"] if d["id"] == decision_id), None)
-
-    row: dict[str, Any] = await wait_until(found, timeout=5)
-    return row
 
 
 async def test_stream_arrives_renamed_and_its_ttft_is_the_first_delta() -> None:
@@ -107,7 +78,7 @@ async def test_stream_arrives_renamed_and_its_ttft_is_the_first_delta() -> None:
         (sample,) = rows["pairs"][0]["samples"]
         # The clock stopped at the first delta, 0.3 s after response.created was sent.
         assert sample["outcome"] == "ok" and 0.3 <= sample["ttft_s"] < 2.0
-        row = await decision(proxy, raw.headers["x-ttft-router-decision-id"])
+        row = await proxy.decision(raw.headers["x-ttft-router-decision-id"])
         assert row["attempts"][0]["ttft_s"] >= 0.3
 
 
@@ -145,7 +116,7 @@ async def test_a_provider_without_the_responses_api_is_skipped(tmp_path: Path) -
         config = config_for(market, models("chat-only", "full"),
                             policy_file=policy_file(tmp_path, POLICY))  # fmt: skip
         async with running_proxy(config) as proxy:
-            await prefer(proxy, "chat-only", "full")
+            await proxy.prefer("chat-only", "full")
             client = proxy.client()
             raw = await client.responses.with_raw_response.create(model="m", input="hi")
             assert raw.headers["x-ttft-router-provider"] == "full"
@@ -153,7 +124,7 @@ async def test_a_provider_without_the_responses_api_is_skipped(tmp_path: Path) -
             stream = await client.responses.create(model="m", input="hi", stream=True)
             assert [e async for e in stream][-1].type == "response.completed"
             assert market.stats("chat-only")["requests"] == 0  # never tried
-            row = await decision(proxy, raw.headers["x-ttft-router-decision-id"])
+            row = await proxy.decision(raw.headers["x-ttft-router-decision-id"])
             skipped = {c["provider"]: c["excluded_because"] for c in row["candidates"]}
             assert skipped == {"full": None, "chat-only": NO_RESPONSES_API}
             assert "not tried: chat-only" in row["reason"]
@@ -184,14 +155,14 @@ async def test_a_provider_answering_404_on_responses_is_failed_over(tmp_path: Pa
                             extra_providers={"chat-only": claims},
                             policy_file=policy_file(tmp_path, POLICY))  # fmt: skip
         async with running_proxy(config) as proxy:
-            await prefer(proxy, "chat-only", "full")
+            await proxy.prefer("chat-only", "full")
             raw = await proxy.client().responses.with_raw_response.create(
                 model="m", input="hi", stream=True
             )
             assert raw.headers["x-ttft-router-provider"] == "full"
             assert raw.headers["x-ttft-router-attempts"] == "2"
             assert [e async for e in raw.parse()][-1].type == "response.completed"
-            row = await decision(proxy, raw.headers["x-ttft-router-decision-id"])
+            row = await proxy.decision(raw.headers["x-ttft-router-decision-id"])
             attempts = [(a["provider"], a["status"]) for a in row["attempts"]]
             assert attempts == [("chat-only", 404), ("full", None)]
 
@@ -205,7 +176,7 @@ async def test_failover_before_the_first_output_event(tmp_path: Path) -> None:
         config = config_for(market, models("stuck", "good"), extra_providers={"stuck": stuck},
                             policy_file=policy_file(tmp_path, POLICY))  # fmt: skip
         async with running_proxy(config) as proxy:
-            await prefer(proxy, "stuck", "good")
+            await proxy.prefer("stuck", "good")
             raw = await proxy.client().responses.with_raw_response.create(
                 model="m", input="hi", stream=True
             )
@@ -214,7 +185,7 @@ async def test_failover_before_the_first_output_event(tmp_path: Path) -> None:
             # one stream, from one provider: a single response.created, the winner's
             assert [e.type for e in events].count("response.created") == 1
             assert events[0].response.id.startswith("resp-good-")  # type: ignore[union-attr]
-            row = await decision(proxy, raw.headers["x-ttft-router-decision-id"])
+            row = await proxy.decision(raw.headers["x-ttft-router-decision-id"])
             outcomes = [(a["provider"], a["outcome"]) for a in row["attempts"]]
             assert outcomes == [("stuck", "timeout"), ("good", "ok")]
 
