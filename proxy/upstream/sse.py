@@ -118,11 +118,6 @@ def error_event(body: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
-def is_chat_error(chunk: dict[str, Any]) -> bool:
-    """A chat/completion stream's error event: an `error` key and no choices."""
-    return "error" in chunk and not chunk.get("choices")
-
-
 def _may_hold_chat_error(events: bytes) -> bool:
     return b'"error"' in events  # a JSON key or value with bare quotes, never escaped content
 
@@ -174,7 +169,7 @@ class StreamGrammar:
     error_event: Callable[[dict[str, Any]], bytes]
 
 
-CHAT = StreamGrammar(carries_output, is_chat_error, _may_hold_chat_error, error_event)
+CHAT = StreamGrammar(carries_output, is_error_event, _may_hold_chat_error, error_event)
 RESPONSES = StreamGrammar(
     response_carries_output, is_response_error, _may_hold_response_error, response_error_event
 )

@@ -108,10 +108,11 @@ async def test_no_secret_or_internal_address_leaves_through_any_error_path(
     async with scripted_provider() as leaky, scripted_provider() as lite_up:
         providers = {
             "leaky": {"kind": "openai", "base_url": leaky.base_url, "api_key": PROVIDER_KEY,
-                      "headers": {"X-Org-Secret": HEADER_SECRET}},
-            "plain": {"kind": "openai", "base_url": leaky.base_url, "api_key": PLAIN_KEY},
+                      "headers": {"X-Org-Secret": HEADER_SECRET}, "responses": True},
+            "plain": {"kind": "openai", "base_url": leaky.base_url, "api_key": PLAIN_KEY,
+                      "responses": True},
             "dead": {"kind": "openai", "base_url": f"http://127.0.0.1:{dead}/v1",
-                     "api_key": PLAIN_KEY},
+                     "api_key": PLAIN_KEY, "responses": True},
             "lite": {"kind": "litellm", "litellm_provider": "openai",
                      "api_base": lite_up.base_url, "api_key": LITELLM_KEY},
         }  # fmt: skip
@@ -119,6 +120,7 @@ async def test_no_secret_or_internal_address_leaves_through_any_error_path(
                   "m-lite": {"lite": "u"},
                   "m-all": {"dead": "u", "plain": "u", "leaky": "u"}}  # fmt: skip
         seen: list[str] = []
+        responses: list[str] = []  # through /v1/responses
         async with running_proxy(_config(providers, models)) as proxy:
             client = proxy.client()
             for mode in ("500", "401", "400", "error-before", "error-after"):
@@ -126,18 +128,37 @@ async def test_no_secret_or_internal_address_leaves_through_any_error_path(
                 for model in models:
                     for stream in (True, False):
                         seen.append(await _outcome(client, model, stream))
+                        if model != "m-lite":  # litellm providers do not serve /responses
+                            responses.append(await _responses_outcome(client, model, stream))
             async with proxy.admin() as admin:
                 paths = ("/admin/decisions?limit=1000", "/admin/scores", "/admin/status",
                          "/admin/explain?model=m-all", "/admin/policy", "/metrics")  # fmt: skip
                 for path in paths:
                     seen.append((await admin.get(path)).text)
         assert leaky.requests and lite_up.requests
-    everything = "\n".join(seen) + "\n" + caplog.text
+    assert "Incorrect API key provided" in "\n".join(responses)  # errors did come through
+    assert "hello" in "\n".join(responses)  # and answers
+    everything = "\n".join(seen + responses) + "\n" + caplog.text
     assert "Incorrect API key provided" in everything  # the providers' words do come through
+    assert sum(r.path.endswith("/responses") for r in leaky.requests) >= 10  # both APIs ran
     for secret in (PROVIDER_KEY, PLAIN_KEY, HEADER_SECRET, LITELLM_KEY, CLIENT_KEY, ADMIN_KEY):
         assert secret not in everything
     for address in (leaky.url, lite_up.url, f"127.0.0.1:{dead}", f"', {dead})"):
         assert address.removeprefix("http://") not in everything
+
+
+async def _responses_outcome(client: openai.AsyncOpenAI, model: str, stream: bool) -> str:
+    """The same through the Responses API: the text and every event, or the error."""
+    try:
+        if not stream:
+            return (await client.responses.create(model=model, input="hi")).model_dump_json()
+        events = await client.responses.create(model=model, input="hi", stream=True)
+        return "".join([event.model_dump_json() async for event in events])
+    except openai.APIError as exc:
+        body = exc.body if isinstance(exc.body, dict | str) else None
+        return f"{exc.message} {body}"
+    except httpx.HTTPError as exc:
+        return str(exc)
 
 
 async def _outcome(client: openai.AsyncOpenAI, model: str, stream: bool) -> str:

@@ -5,8 +5,10 @@ test may change while it runs. Streams real SSE (a role-only chunk, content chun
 
 Modes: "ok"; "500", "401", "400" (an error whose message quotes every header value it was
 sent, as leaky providers do); "error-before" (an SSE error event before any output, quoting
-the headers); "error-after" (one content chunk, then such an error event). `delay_s`
-delays every answer; a client that leaves during it is counted in `aborted`.
+the headers); "error-after" (one content chunk, then such an error event). POST
+/v1/responses answers the same modes in the Responses API's shape (typed events: an `error`
+event before any output, a `response.failed` after one delta). `delay_s` delays every
+answer; a client that leaves during it is counted in `aborted`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class ScriptedProvider:
             error = {"error": {"message": self.leak(request), "type": "x", "code": None}}
             return web.json_response(error, status=int(mode))
         model = body.get("model", "m")
+        if request.path.endswith("/responses"):
+            return await self._responses(request, model, bool(body.get("stream")), mode)
         if not body.get("stream"):
             return web.json_response(_whole(model))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -82,6 +86,48 @@ class ScriptedProvider:
         await response.write(_event(_chunk(model, {"content": " world"}, finish="stop")))
         await response.write(b"data: [DONE]\n\n")
         return response
+
+    async def _responses(
+        self, request: web.Request, model: str, stream: bool, mode: str
+    ) -> web.StreamResponse:
+        if not stream:
+            return web.json_response(_response(model, "completed"))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_typed({"type": "response.created",
+                                     "response": _response(model, "in_progress")}))  # fmt: skip
+        if mode == "error-before":
+            error = {"type": "error", "code": "x", "message": self.leak(request), "param": None}
+            await response.write(_typed(error))
+            return response
+        await response.write(_typed({"type": "response.output_text.delta", "item_id": "msg_1",
+                                     "output_index": 0, "content_index": 0,
+                                     "delta": "hello"}))  # fmt: skip
+        if mode == "error-after":
+            failed = _response(model, "failed")
+            failed["error"] = {"code": "server_error", "message": self.leak(request)}
+            await response.write(_typed({"type": "response.failed", "response": failed}))
+            return response
+        await response.write(_typed({"type": "response.completed",
+                                     "response": _response(model, "completed")}))  # fmt: skip
+        return response
+
+
+def _response(model: str, status: str) -> dict[str, Any]:
+    """A Responses API response object (what `response.*` events carry)."""
+    text = {"type": "output_text", "text": "hello world", "annotations": []}
+    message = {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+               "content": [text]}  # fmt: skip
+    return {
+        "id": "resp_1", "object": "response", "created_at": 1, "model": model,
+        "status": status, "error": None, "output": [message] if status == "completed" else [],
+        "usage": {"input_tokens": 1, "output_tokens": 2, "total_tokens": 3},
+    }  # fmt: skip
+
+
+def _typed(payload: dict[str, Any]) -> bytes:
+    """A Responses API event: its type as the SSE event name too."""
+    return f"event: {payload['type']}\n".encode() + _event(payload)
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
