@@ -341,8 +341,7 @@ class Dispatcher:
     ) -> None:
         """The client's stream (proxy.forward.relay); closes the upstream and records."""
         outcome = Outcome.OK
-        # metering reads chat usage chunks; a Responses stream's usage is not metered yet
-        tap = call.meter.tap if call.meter is not None and call.kind != "responses" else None
+        tap = call.meter.tap if call.meter is not None else None
         try:
             outcome = await relay(started, call.model, self._redact, emit, GRAMMARS[call.kind], tap)
         finally:

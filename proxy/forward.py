@@ -162,25 +162,25 @@ async def whole_body(
         parts.append(started.splitter.feed(data))
     chunks = [c for c in map(parse_payload, iter_data(b"".join(parts))) if c is not None]
     if kind == "responses":
-        return _whole_response(chunks, public_model)
-    for chunk in chunks:
-        if is_error_event(chunk):
-            raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
-    answer = assemble_chat(chunks) if kind == "chat" else assemble_completion(chunks)
+        answer = _whole_response(chunks)
+    else:
+        for chunk in chunks:
+            if is_error_event(chunk):
+                raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
+        answer = assemble_chat(chunks) if kind == "chat" else assemble_completion(chunks)
     answer["model"] = public_model
     if tap is not None:
         tap.note_body(answer)
     return orjson.dumps(answer)
 
 
-def _whole_response(events: list[dict[str, Any]], public_model: str) -> bytes:
+def _whole_response(events: list[dict[str, Any]]) -> dict[str, Any]:
     if any(RESPONSES.is_error(event) for event in events):
         raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
     answer = assemble_response(events)
     if answer is None:
         raise UpstreamFailure(Outcome.STREAM_ERROR, "the stream ended without its response")
-    answer["model"] = public_model
-    return orjson.dumps(answer)
+    return answer
 
 
 def _stream_error_body(provider: str, failure: UpstreamFailure) -> dict[str, Any]:

@@ -152,18 +152,26 @@ async def read_first_token(
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts a stream reported (`stream_options.include_usage`); None: not reported."""
+    """Token counts an answer reported (a chat stream's `stream_options.include_usage`
+    chunk, a whole body, the last event of a Responses stream); None: not reported."""
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 
     def note(self, chunk: dict[str, Any]) -> None:
         usage = chunk.get("usage")
+        response = chunk.get("response")  # a Responses event: response.completed and the like
+        if usage is None and isinstance(response, dict):
+            usage = response.get("usage")
         if isinstance(usage, dict):
-            for name in ("prompt_tokens", "completion_tokens"):
-                value = usage.get(name)
+            # chat and completions name them prompt/completion, the Responses API input/output
+            for name, alias in _USAGE_NAMES:
+                value = usage.get(name, usage.get(alias))
                 if isinstance(value, int) and value >= 0:
                     setattr(self, name, value)
+
+
+_USAGE_NAMES = (("prompt_tokens", "input_tokens"), ("completion_tokens", "output_tokens"))
 
 
 async def measure_stream(

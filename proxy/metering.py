@@ -1,8 +1,9 @@
 """The usage and cost of one request: the tokens its answer reported x its provider's price.
 
 For a priced model dispatch asks the upstream for usage (`stream_options.include_usage`
-on a stream), `UsageTap` notes the usage chunk as the winner's events pass (and drops the
-usage-only chunk when the client did not ask for usage, so its stream keeps its shape), and
+on a chat stream; a Responses stream reports it in its last event), `UsageTap` notes
+the usage as the winner's events pass (and drops a chat usage-only chunk when the client
+did not ask for usage, so its stream keeps its shape), and
 `Meter.cost_usd` turns what was reported into USD (docs/cost.md). Knows nothing of HTTP.
 """
 
@@ -44,8 +45,8 @@ class UsageTap:
                 chunk = parse_payload(payloads[0]) if payloads else None
                 if chunk is not None:
                     self.usage.note(chunk)
-                    if self.strip and not chunk.get("choices"):
-                        continue
+                    if self.strip and not chunk.get("choices") and "type" not in chunk:
+                        continue  # a chat usage-only chunk (a Responses event has a type)
             kept.append(block + b"\n\n")
         return b"".join(kept)
 

@@ -91,6 +91,34 @@ async def test_the_cost_of_a_request_is_its_tokens_times_the_price(tmp_path: Pat
         assert await cost_metric(proxy) == pytest.approx(total)
 
 
+async def test_a_responses_answer_is_metered_streamed_or_whole(tmp_path: Path) -> None:
+    """The Responses API names its usage input/output tokens and reports it in the stream's
+    response.completed event: both are metered, and the stream keeps every event."""
+    priced = {"solo": PRICE}
+    async with market(solo=0.005) as m:
+        cfg = config(m, tmp_path, "{}\n", priced)
+        solo = cfg.providers["solo"].model_copy(update={"responses": True})
+        cfg = cfg.model_copy(update={"providers": {"solo": solo}})
+        async with running_proxy(cfg) as proxy:
+            client = proxy.client()
+            whole = await client.responses.with_raw_response.create(
+                model="m", input="what does it cost", max_output_tokens=6
+            )
+            usage = whole.parse().usage
+            assert usage is not None and usage.output_tokens == 6
+            cost = expected_usd(usage.input_tokens, usage.output_tokens)
+            assert float(whole.headers["x-ttft-router-cost-usd"]) == pytest.approx(cost, rel=1e-6)
+            assert (await last_decision(proxy, 1))["cost_usd"] == pytest.approx(cost)
+            events = [e async for e in await client.responses.create(
+                model="m", input="what does it cost", max_output_tokens=4, stream=True
+            )]  # fmt: skip
+            # at max_output_tokens it ends with response.incomplete, which carries the usage
+            assert events[-1].type == "response.incomplete" and events[-1].response.usage
+            streamed = (await last_decision(proxy, 2))["cost_usd"]
+            assert streamed == pytest.approx(expected_usd(usage.input_tokens, 4))
+            assert await cost_metric(proxy) == pytest.approx(cost + streamed)
+
+
 async def test_an_unpriced_model_has_no_cost_and_no_header(tmp_path: Path) -> None:
     async with market(solo=0.005) as m, running_proxy(config(m, tmp_path, "{}\n", {})) as proxy:
         raw = await proxy.client().chat.completions.with_raw_response.create(
