@@ -12,7 +12,7 @@ import gc
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ from proxy.errors import ConfigError
 from proxy.metrics import ExportSink, Metrics
 from proxy.policy import PolicyHolder
 from proxy.pricing import Pricing
-from proxy.prober import Prober
+from proxy.prober import Evidence, Prober
 from proxy.recorder import Recorder
 from proxy.redact import from_config as redact_from_config
 from proxy.redact import redact_logs
@@ -187,13 +187,14 @@ def build_services(
 
 def _evidence_wanted(
     config: Config, policies: PolicyHolder, scoreboard: Scoreboard, router: Router
-) -> Callable[[str], Mapping[str, str]]:
+) -> Callable[[str], Evidence]:
     """The prober's `wanted`: per model, the pairs routing wants measured and why
-    (routing.evidence_wanted), computed once per scores snapshot and policy."""
+    (routing.evidence_wanted) and those out of contention (routing.out_of_contention),
+    computed once per scores snapshot and policy."""
     deployments = {m: list(e.providers.items()) for m, e in config.models.items()}
-    memo: dict[str, tuple[object, object, dict[str, str]]] = {}
+    memo: dict[str, tuple[object, object, Evidence]] = {}
 
-    def wanted(model: str) -> Mapping[str, str]:
+    def wanted(model: str) -> Evidence:
         snapshot, policy = scoreboard.snapshot, policies.current.for_model(model)
         known = memo.get(model)
         if known is not None and known[0] is snapshot and known[1] is policy:
@@ -202,8 +203,10 @@ def _evidence_wanted(
             w.provider: w.reason
             for w in router.evidence_wanted(policy, deployments[model], snapshot, model)
         }
-        memo[model] = (snapshot, policy, found)
-        return found
+        settled = router.out_of_contention(policy, deployments[model], snapshot, model)
+        evidence = Evidence(found, settled)
+        memo[model] = (snapshot, policy, evidence)
+        return evidence
 
     return wanted
 

@@ -100,6 +100,12 @@ class Probe(Frozen):
     burst_spacing_s: float = Field(
         10.0, gt=0, description="a new or emptied pair: one probe per spacing to min_samples"
     )
+    burst_min: int = Field(
+        5,
+        ge=1,
+        description="a burst ends after this many samples when the pair is clearly "
+        "worse than the leader (best in under 5% of the posterior draws), else at min_samples",
+    )
     stale_after_s: float = Field(
         600.0, gt=0, description="a pair whose newest sample is older is probed at once"
     )

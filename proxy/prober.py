@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -50,8 +50,18 @@ log = logging.getLogger("ttft_router.prober")
 CHAT_PATH = "/chat/completions"
 HOUR_S = 3600.0
 MIN_TICK_S = 0.01
-# `wanted(model)` -> {provider: why routing wants evidence about that pair}
-Wanted = Callable[[str], Mapping[str, str]]
+
+
+class Evidence(NamedTuple):
+    """What routing says of a model's pairs: the ones it wants measured (provider -> why)
+    and the ones clearly worse than the leader (their burst of probes ends early)."""
+
+    wanted: Mapping[str, str]
+    settled: frozenset[str]
+
+
+# `wanted(model)` -> the model's Evidence (routing.evidence_wanted, out_of_contention)
+Wanted = Callable[[str], Evidence]
 
 
 @dataclass(slots=True)
@@ -171,9 +181,12 @@ class Prober:
             off = "off in the config" if not self._settings.enabled else "off in the policy"
             return Plan(Reason.SKIPPED, None, None, timing.interval_s, f"probing {off}")
         score = self._scoreboard.snapshot.get(pair)
-        state.bursting = is_bursting(state.bursting, score, policy.min_samples)
+        evidence = self._wanted(pair.model) if self._wanted else None
+        state.bursting = is_bursting(state.bursting, score, policy.min_samples) and not (
+            evidence is not None and pair.provider in evidence.settled
+        )
         window = self._scoreboard.window(pair)
-        uncertain = self._wanted(pair.model).get(pair.provider) if self._wanted else None
+        uncertain = evidence.wanted.get(pair.provider) if evidence is not None else None
         is_chosen = self._is_chosen(pair)
         learning = timing.keep_warm and is_chosen  # the window is walked only then
         view = PairView(

@@ -579,6 +579,23 @@ class Router:
         """`evidence_wanted` with this router's incumbent."""
         return evidence_wanted(policy, deployments, scores, model, self.incumbents.get(model))
 
+    def out_of_contention(
+        self,
+        policy: ModelPolicy,
+        deployments: Sequence[tuple[str, str]],
+        scores: Mapping[Pair, Score],
+        model: str,
+    ) -> frozenset[str]:
+        """`out_of_contention` with this router's incumbent."""
+        return out_of_contention(policy, deployments, scores, model, self.incumbents.get(model))
+
+
+# Chances of being best (shares of posterior draws): under CLEARLY_WORSE a measured pair is
+# out of contention (its burst of probes ends); a thin one is wanted again from CONTENDER on.
+# The gap between them keeps a pair whose share hovers near one (64 draws) from flapping.
+CLEARLY_WORSE = 0.05
+CONTENDER = 0.10
+
 
 @dataclass(frozen=True, slots=True)
 class Wanted:
@@ -598,24 +615,16 @@ def evidence_wanted(
 ) -> list[Wanted]:
     """The model's pairs whose measurement could change the routing, most wanted first:
     never measured; aged (its samples weigh less than half their count after ageing); or
-    with less evidence than `min_samples` yet best in some posterior draws although not the
-    leader; or whose tail is censored (hedge losers) and few probes saw past it. A pair with
-    that much fresh evidence is left to the prober's own schedule, and
-    so is a model with a single provider (there is nothing to decide)."""
-    pairs = [p for p, _ in deployments if policy.is_usable(p)]
-    if len(pairs) < 2:
+    with less evidence than `min_samples` yet best in at least CONTENDER (10%) of the
+    posterior draws although not the leader; or whose tail is censored (hedge losers) and
+    few probes saw past it. A pair with that much fresh evidence is left to the prober's
+    own schedule, and so is a model with a single provider (there is nothing to decide)."""
+    contest = _contest(policy, deployments, scores, model, incumbent)
+    if contest is None:
         return []
-    beliefs: list[Belief | None] = [
-        (s.belief if (s := scores.get(Pair(model, p))) is not None else None) for p in pairs
-    ]
-    prior = next((b.prior for b in beliefs if b is not None and b.prior is not None), None)
-    if prior is None:  # nothing measured: every pair is wanted alike
+    pairs, filled, shares, lead = contest
+    if not filled:  # nothing measured: every pair is wanted alike
         return [Wanted(p, "not measured yet", 1.0 / len(pairs)) for p in pairs]
-    filled = [b or prior for b in beliefs]
-    cut = 1.0 - policy.hysteresis
-    advantage = [cut if p == incumbent else 1.0 for p in pairs]
-    shares = win_shares(filled, advantage)
-    lead = min(range(len(pairs)), key=lambda i: _exploit_key(filled[i], advantage[i]))
     out: list[tuple[int, float, Wanted]] = []
     for i, (p, b) in enumerate(zip(pairs, filled, strict=True)):
         score = scores.get(Pair(model, p))
@@ -625,7 +634,7 @@ def evidence_wanted(
         elif b.n_eff < n / 2:  # more than half of its evidence has decayed
             why = f"evidence aged: weight {b.n_eff:.1f} of n={n} after ageing"
             out.append((1, -shares[i], Wanted(p, why, shares[i])))
-        elif i != lead and b.n_eff < policy.min_samples and shares[i] > 0:
+        elif i != lead and b.n_eff < policy.min_samples and shares[i] >= CONTENDER:
             why = (
                 f"plausibly the best on thin evidence (n={n}, weight {b.n_eff:.1f}): "
                 f"best in {shares[i]:.0%} of draws ({_range(b)})"
@@ -639,6 +648,61 @@ def evidence_wanted(
             out.append((3, -shares[i], Wanted(p, why, shares[i])))
     out.sort(key=lambda row: (row[0], row[1]))
     return [w for _, _, w in out]
+
+
+def out_of_contention(
+    policy: ModelPolicy,
+    deployments: Sequence[tuple[str, str]],
+    scores: Mapping[Pair, Score],
+    model: str,
+    incumbent: str | None = None,
+) -> frozenset[str]:
+    """The model's pairs that are clearly worse: measured at least `probe.burst_min`
+    times, their evidence fresh, not the leader, and best in under 5% of the posterior
+    draws (a pair's draws mix in the model's pooled prior, so a few always win).
+    A new pair's burst of probes ends there rather than at `min_samples` (measuring a pair
+    nobody would choose buys nothing); should its range come to overlap the leader's again
+    (the leader slows, its evidence ages), `evidence_wanted` asks for it."""
+    contest = _contest(policy, deployments, scores, model, incumbent)
+    if contest is None or not contest[1]:
+        return frozenset()
+    pairs, filled, shares, lead = contest
+    floor = policy.probe.burst_min
+    out = set()
+    for i, p in enumerate(pairs):
+        score = scores.get(Pair(model, p))
+        if score is None or i == lead or shares[i] >= CLEARLY_WORSE or score.n < floor:
+            continue
+        if filled[i].n_eff >= score.n / 2:  # not aged
+            out.add(p)
+    return frozenset(out)
+
+
+def _contest(
+    policy: ModelPolicy,
+    deployments: Sequence[tuple[str, str]],
+    scores: Mapping[Pair, Score],
+    model: str,
+    incumbent: str | None,
+) -> tuple[list[str], list[Belief], list[float], int] | None:
+    """The model's usable pairs, their beliefs (the prior for an unmeasured one), their
+    chances of being best and the leader; None for fewer than two pairs; empty beliefs,
+    shares and leader 0 when nothing is measured yet."""
+    pairs = [p for p, _ in deployments if policy.is_usable(p)]
+    if len(pairs) < 2:
+        return None
+    beliefs: list[Belief | None] = [
+        (s.belief if (s := scores.get(Pair(model, p))) is not None else None) for p in pairs
+    ]
+    prior = next((b.prior for b in beliefs if b is not None and b.prior is not None), None)
+    if prior is None:
+        return pairs, [], [], 0
+    filled = [b or prior for b in beliefs]
+    cut = 1.0 - policy.hysteresis
+    advantage = [cut if p == incumbent else 1.0 for p in pairs]
+    shares = win_shares(filled, advantage)
+    lead = min(range(len(pairs)), key=lambda i: _exploit_key(filled[i], advantage[i]))
+    return pairs, filled, shares, lead
 
 
 def _censored_tail(score: Score, min_samples: int) -> bool:

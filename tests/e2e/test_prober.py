@@ -327,3 +327,37 @@ async def test_probes_alone_demote_a_pair_gone_cold_and_discover_one_gone_fast(
                 first_a = served.index("a")
                 assert set(served[:first_a]) == {"b"}
                 assert requests_of(swift, "a") > 3  # probes found it before traffic moved
+
+
+async def test_a_clearly_worse_pairs_burst_ends_early_and_the_leaders_runs_on(
+    tmp_path: Path,
+) -> None:
+    """No client traffic; min_samples 20, burst_min 5: fast (0.3 s) and slow (3 s) burst
+    alike until slow has 5 samples, each best in under 5% of the posterior draws; then
+    slow's burst ends (a gap probe per interval after that) while fast's runs on to 20.
+    Time scale 0.05, so the machine's own jitter (ms) cannot blur 15 ms against 150 ms."""
+    scale = 0.05
+    policy = policy_file(
+        tmp_path,
+        f"defaults: {{min_samples: 20, cold_start: {{floor_s: {2.0 * scale}}}, "
+        "probe: {interval_s: 600, burst_spacing_s: 3, burst_min: 5}}\n",
+    )
+    slow = {"warm_ttft": {"median_s": 3.0, "sigma": 0.05}, "tokens_per_s": 2000}
+    async with Market(
+        scenario({"fast": {"m-f": SWIFT}, "slow": {"m-s": slow}}, time_scale=scale)
+    ) as market:
+        config = config_for(
+            market, {"m": {"fast": "m-f", "slow": "m-s"}}, policy_file=policy,
+            prober={"enabled": True, "time_scale": scale},
+        )  # fmt: skip
+        async with running_proxy(config) as proxy, proxy.admin() as admin:
+
+            async def leader_proven() -> dict[str, Any] | None:
+                rows = (await admin.get("/admin/scores")).json()["pairs"]
+                by = {r["provider"]: r for r in rows}
+                return by if "fast" in by and by["fast"]["n"] >= 20 else None
+
+            rows = await wait_until(leader_proven, timeout=30)
+            assert 5 <= rows["slow"]["n"] < 12, rows["slow"]["n"]  # ~5, not 20
+            assert pair_status(await prober_status(proxy), "slow")["reason"] != "burst"
+            assert requests_of(market, "slow") < 12 <= requests_of(market, "fast")

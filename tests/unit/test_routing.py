@@ -6,7 +6,7 @@ from collections import Counter
 from proxy.circuit import CircuitState
 from proxy.domain import Decision, Outcome, Pair, Sample, Score
 from proxy.policy import ModelPolicy
-from proxy.routing import Router, evidence_wanted, rank
+from proxy.routing import Router, evidence_wanted, out_of_contention, rank
 from proxy.stats import score_model
 
 NOW = 1_000_000.0
@@ -139,7 +139,9 @@ def test_an_unmeasured_pair_is_neither_starved_nor_preferred_blindly() -> None:
     assert share["a"] > share["c"]
     wanted = evidence_wanted(policy(), DEPLOYMENTS, scores, "m")
     assert wanted[0].provider == "c" and wanted[0].reason == "not measured yet"
-    thin = board(a=tight(0.3, 60, 1), b=tight(0.3, 3, 2), c=tight(0.9, 60, 3))
+    # thin and plausibly the best (in >= 10% of draws; the burst of a new pair measures it
+    # to probe.burst_min samples whatever its chance)
+    thin = board(a=tight(0.3, 60, 1), b=tight(0.27, 3, 2), c=tight(0.9, 60, 3))
     reasons = {w.provider: w.reason for w in evidence_wanted(policy(), DEPLOYMENTS, thin, "m")}
     assert list(reasons) == ["b"] and reasons["b"].startswith("plausibly the best on thin")
 
@@ -324,3 +326,17 @@ def test_a_shared_steady_ranking_is_immutable_and_renders_its_candidates_once() 
     decision = Decision("d", "m", NOW, first.ranked, first.excluded, first.reason,
                         candidates=first.candidates)  # fmt: skip
     assert decision.to_dict(NOW + 30)["candidates"] is later
+
+
+def test_a_clearly_worse_pair_is_out_of_contention_a_close_or_thin_one_is_not() -> None:
+    """The prober ends a pair's burst early only when no posterior draw makes it the best:
+    after `probe.burst_min` samples, fresh, not the leader."""
+    pol = policy()
+    scores = board(a=tight(0.3, 30, 1), b=tight(3.0, 6, 2), c=tight(0.32, 6, 3))
+    assert out_of_contention(pol, DEPLOYMENTS, scores, "m") == {"b"}  # c is close: not out
+    few = board(a=tight(0.3, 30, 1), b=tight(3.0, 4, 2), c=tight(0.32, 6, 3))
+    assert out_of_contention(pol, DEPLOYMENTS, few, "m") == set()  # b: under burst_min
+    aged = board(a=tight(0.3, 30, 1), b=samples("b", tight(3.0, 6, 2), age_s=3000))
+    assert out_of_contention(pol, DEPLOYMENTS, aged, "m") == set()  # b's evidence aged
+    assert out_of_contention(pol, DEPLOYMENTS, {}, "m") == set()  # nothing measured
+    assert out_of_contention(pol, [("a", "model-a")], scores, "m") == set()  # one pair
