@@ -35,7 +35,7 @@ from proxy.prober import Evidence, Prober
 from proxy.recorder import Recorder
 from proxy.redact import from_config as redact_from_config
 from proxy.redact import redact_logs
-from proxy.routing import Router
+from proxy.routing import Router, out_of_contention
 from proxy.scoreboard import Scoreboard
 from proxy.store.base import Store
 from proxy.store.buffer import SampleBuffer
@@ -203,7 +203,8 @@ def _evidence_wanted(
             w.provider: w.reason
             for w in router.evidence_wanted(policy, deployments[model], snapshot, model)
         }
-        settled = router.out_of_contention(policy, deployments[model], snapshot, model)
+        incumbent = router.incumbents.get(model)
+        settled = out_of_contention(policy, deployments[model], snapshot, model, incumbent)
         evidence = Evidence(found, settled)
         memo[model] = (snapshot, policy, evidence)
         return evidence

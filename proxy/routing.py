@@ -579,16 +579,6 @@ class Router:
         """`evidence_wanted` with this router's incumbent."""
         return evidence_wanted(policy, deployments, scores, model, self.incumbents.get(model))
 
-    def out_of_contention(
-        self,
-        policy: ModelPolicy,
-        deployments: Sequence[tuple[str, str]],
-        scores: Mapping[Pair, Score],
-        model: str,
-    ) -> frozenset[str]:
-        """`out_of_contention` with this router's incumbent."""
-        return out_of_contention(policy, deployments, scores, model, self.incumbents.get(model))
-
 
 # Chances of being best (shares of posterior draws): under CLEARLY_WORSE a measured pair is
 # out of contention (its burst of probes ends); a thin one is wanted again from CONTENDER on.
