@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -199,9 +200,10 @@ def _evidence_wanted(
         known = memo.get(model)
         if known is not None and known[0] is snapshot and known[1] is policy:
             return known[2]
+        now = time.time()
         found = {
             w.provider: w.reason
-            for w in router.evidence_wanted(policy, deployments[model], snapshot, model)
+            for w in router.evidence_wanted(policy, deployments[model], snapshot, model, now)
         }
         incumbent = router.incumbents.get(model)
         settled = out_of_contention(policy, deployments[model], snapshot, model, incumbent)

@@ -575,9 +575,11 @@ class Router:
         deployments: Sequence[tuple[str, str]],
         scores: Mapping[Pair, Score],
         model: str,
+        now: float | None = None,
     ) -> list[Wanted]:
         """`evidence_wanted` with this router's incumbent."""
-        return evidence_wanted(policy, deployments, scores, model, self.incumbents.get(model))
+        incumbent = self.incumbents.get(model)
+        return evidence_wanted(policy, deployments, scores, model, incumbent, now)
 
 
 # Chances of being best (shares of posterior draws): under CLEARLY_WORSE a measured pair is
@@ -602,10 +604,12 @@ def evidence_wanted(
     scores: Mapping[Pair, Score],
     model: str,
     incumbent: str | None = None,
+    now: float | None = None,
 ) -> list[Wanted]:
     """The model's pairs whose measurement could change the routing, most wanted first:
-    never measured; aged (its samples weigh less than half their count after ageing); or
-    with less evidence than `min_samples` yet best in at least CONTENDER (10%) of the
+    never measured; aged (its samples weigh less than half their count after ageing, and
+    its newest is older than a half-life; `now`: the clock of the scores); or
+    with fewer samples than `min_samples` yet best in at least CONTENDER (10%) of the
     posterior draws although not the leader; or whose tail is censored (hedge losers) and
     few probes saw past it. A pair with that much fresh evidence is left to the prober's
     own schedule, and so is a model with a single provider (there is nothing to decide)."""
@@ -621,10 +625,15 @@ def evidence_wanted(
         n = score.n if score is not None else 0
         if n == 0:
             out.append((0, -shares[i], Wanted(p, "not measured yet", shares[i])))
-        elif b.n_eff < n / 2:  # more than half of its evidence has decayed
+        elif b.n_eff < n / 2 and _older_than(score, policy.uncertainty.half_life_s, now):
+            # more than half of its evidence has decayed, and nothing was measured within a
+            # half-life (else a pair measured by probes alone, whose long window always weighs
+            # less than half its count, would be probed every burst spacing for ever)
             why = f"evidence aged: weight {b.n_eff:.1f} of n={n} after ageing"
             out.append((1, -shares[i], Wanted(p, why, shares[i])))
-        elif i != lead and b.n_eff < policy.min_samples and shares[i] >= CONTENDER:
+        elif i != lead and n < policy.min_samples and shares[i] >= CONTENDER:
+            # by count: under the half-life a pair probed every burst spacing never weighs
+            # min_samples, so a weight test would probe a close runner-up for ever
             why = (
                 f"plausibly the best on thin evidence (n={n}, weight {b.n_eff:.1f}): "
                 f"best in {shares[i]:.0%} of draws ({_range(b)})"
@@ -693,6 +702,12 @@ def _contest(
     shares = win_shares(filled, advantage)
     lead = min(range(len(pairs)), key=lambda i: _exploit_key(filled[i], advantage[i]))
     return pairs, filled, shares, lead
+
+
+def _older_than(score: Score | None, age_s: float, now: float | None) -> bool:
+    """The pair's newest sample is older than `age_s` (True when `now` is not given)."""
+    age = score.age_s(now) if score is not None and now is not None else None
+    return age is None or age > age_s
 
 
 def _censored_tail(score: Score, min_samples: int) -> bool:

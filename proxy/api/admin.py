@@ -92,7 +92,9 @@ async def explain(request: Request, model: str) -> dict[str, Any]:
         "probed": svc.router.probes(policy),
         "evidence_wanted": [
             {"provider": w.provider, "reason": w.reason, "chance": w.chance}
-            for w in svc.router.evidence_wanted(policy, deployments, svc.scoreboard.snapshot, model)
+            for w in svc.router.evidence_wanted(
+                policy, deployments, svc.scoreboard.snapshot, model, now
+            )
         ],
         "policy": policy.model_dump(),
     }

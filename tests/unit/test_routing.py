@@ -340,3 +340,26 @@ def test_a_clearly_worse_pair_is_out_of_contention_a_close_or_thin_one_is_not() 
     assert out_of_contention(pol, DEPLOYMENTS, aged, "m") == set()  # b's evidence aged
     assert out_of_contention(pol, DEPLOYMENTS, {}, "m") == set()  # nothing measured
     assert out_of_contention(pol, [("a", "model-a")], scores, "m") == set()  # one pair
+
+
+def test_a_long_window_of_fresh_probes_is_not_aged_for_ever() -> None:
+    """A pair measured by probes alone, one per 10 s for 2000 s: its 200 samples weigh far
+    less than half their count under the 120 s half-life, yet its newest is 10 s old, so it
+    is not "aged" (that would ask for a probe every burst spacing for ever); once nothing
+    is newer than a half-life, it is."""
+    pol = policy()
+    rival = samples("b", tight(0.5, 60, 2), age_s=1)
+    probes = [Sample("m", "a", Outcome.OK, v, NOW - 10 - 10 * k)
+              for k, v in enumerate(tight(0.45, 200, 1))]  # fmt: skip
+    scores = board(pol, a=probes, b=rival)
+    belief = scores[Pair("m", "a")].belief
+    assert belief is not None and belief.n_eff < 200 / 2
+    fresh = {
+        w.provider: w.reason for w in evidence_wanted(pol, DEPLOYMENTS, scores, "m", None, NOW)
+    }
+    assert not fresh.get("a", "").startswith("evidence aged"), fresh
+    later = NOW + 200  # nothing new for 210 s
+    stale = {
+        w.provider: w.reason for w in evidence_wanted(pol, DEPLOYMENTS, scores, "m", None, later)
+    }
+    assert stale["a"].startswith("evidence aged"), stale
