@@ -124,8 +124,12 @@ async def relay(
                 events = tap(events)
             if events:
                 await emit(rewrite(_screen(redact, events, screen)))
-        if splitter.pending.strip():
-            await emit(rewrite(redact.bytes(splitter.pending) + b"\n\n"))
+        if splitter.pending.strip():  # a last event without its blank line
+            last = splitter.pending + b"\n\n"
+            if tap is not None:  # a Responses stream's usage is in its last event
+                last = tap(last)
+            if last:
+                await emit(rewrite(redact.bytes(last)))
     except UpstreamFailure as raw:
         failure = raw.redacted(redact)
         provider = started.candidate.provider

@@ -36,19 +36,28 @@ class UsageTap:
     def __call__(self, events: bytes) -> bytes:
         if _MARKS[0] not in events and _MARKS[1] not in events:
             return events
+        if not self.strip:  # note the usage, forward the events as they are
+            for block in events.split(b"\n\n"):
+                if b'"usage"' in block:
+                    self._note(block)
+            return events
         kept: list[bytes] = []
         for block in events.split(b"\n\n"):
             if not block:
                 continue
             if b'"usage"' in block:
-                payloads = iter_data(block)
-                chunk = parse_payload(payloads[0]) if payloads else None
-                if chunk is not None:
-                    self.usage.note(chunk)
-                    if self.strip and not chunk.get("choices") and "type" not in chunk:
-                        continue  # a chat usage-only chunk (a Responses event has a type)
+                chunk = self._note(block)
+                if chunk is not None and not chunk.get("choices"):
+                    continue  # a chat usage-only chunk
             kept.append(block + b"\n\n")
         return b"".join(kept)
+
+    def _note(self, block: bytes) -> dict[str, Any] | None:
+        payloads = iter_data(block)
+        chunk = parse_payload(payloads[0]) if payloads else None
+        if chunk is not None:
+            self.usage.note(chunk)
+        return chunk
 
     def note_body(self, answer: Mapping[str, Any]) -> None:
         """A whole (non-stream) answer's usage."""

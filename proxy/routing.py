@@ -608,7 +608,7 @@ def evidence_wanted(
 ) -> list[Wanted]:
     """The model's pairs whose measurement could change the routing, most wanted first:
     never measured; aged (its samples weigh less than half their count after ageing, and
-    its newest is older than a half-life; `now`: the clock of the scores); or
+    its newest is older than a half-life; `now`: the current time); or
     with fewer samples than `min_samples` yet best in at least CONTENDER (10%) of the
     posterior draws although not the leader; or whose tail is censored (hedge losers) and
     few probes saw past it. A pair with that much fresh evidence is left to the prober's
@@ -624,7 +624,10 @@ def evidence_wanted(
         score = scores.get(Pair(model, p))
         n = score.n if score is not None else 0
         if n == 0:
-            out.append((0, -shares[i], Wanted(p, "not measured yet", shares[i])))
+            # a pair with min_samples attempts and no latency is failing: its errors are
+            # evidence enough, and the gap schedule and circuit breaker look after it
+            if score is None or score.n_attempts < policy.min_samples:
+                out.append((0, -shares[i], Wanted(p, "not measured yet", shares[i])))
         elif b.n_eff < n / 2 and _older_than(score, policy.uncertainty.half_life_s, now):
             # more than half of its evidence has decayed, and nothing was measured within a
             # half-life (else a pair measured by probes alone, whose long window always weighs

@@ -156,7 +156,8 @@ async def _proxy(request: Request, kind: Kind) -> DispatchResponse:
             param="model",
         )
     # routing, shaped by the request's controls and the policy (removes body["provider"])
-    route = route_request(svc, policy, model, deployments, body, request.scope["headers"], now)
+    headers = request.scope["headers"]
+    route = route_request(svc, policy, model, deployments, body, headers, now, kind)
     ranked, excluded, reason = route.ranked, route.excluded, route.reason
     candidates = route.candidates  # the ranking's own rendering, while the lists are its own
     if kind == "responses":

@@ -42,12 +42,16 @@ def route_request(
     body: dict[str, Any],
     headers: Sequence[tuple[bytes, bytes]],
     now: float,
+    kind: str = "chat",
 ) -> Route:
     """Rank the model's pairs for this request. Raises InvalidRequest for a bad control."""
     given = controls.parse(body, headers, policy, [p for p, _ in deployments])
     ranking = svc.router.route(policy, deployments, svc.scoreboard.snapshot, model, now)
     prices = svc.pricing.for_model(model)
-    meter = Meter(prices, UsageTap(strip=not asks_for_usage(body))) if prices else None
+    # a chat stream's usage-only chunk is dropped when the client did not ask for it; a
+    # Responses stream has none (its usage is in its last event, which every client gets)
+    strip = kind != "responses" and not asks_for_usage(body)
+    meter = Meter(prices, UsageTap(strip=strip)) if prices else None
     if given is None and not controls.steers(policy):
         return Route(ranking.ranked, ranking.excluded, ranking.reason, ranking.kind,
                      None, meter, None, ranking.candidates)  # fmt: skip

@@ -358,6 +358,6 @@ async def test_a_clearly_worse_pairs_burst_ends_early_and_the_leaders_runs_on(
                 return by if "fast" in by and by["fast"]["n"] >= 20 else None
 
             rows = await wait_until(leader_proven, timeout=30)
-            assert 5 <= rows["slow"]["n"] < 12, rows["slow"]["n"]  # ~5, not 20
+            assert 5 <= rows["slow"]["n"] < 15, rows["slow"]["n"]  # ~5, not 20
             assert pair_status(await prober_status(proxy), "slow")["reason"] != "burst"
-            assert requests_of(market, "slow") < 12 <= requests_of(market, "fast")
+            assert requests_of(market, "slow") < 15 <= requests_of(market, "fast")

@@ -32,6 +32,18 @@ def test_the_usage_chunk_is_noted_and_dropped_unless_asked_for() -> None:
     assert keep.usage.completion_tokens == 4
 
 
+def test_a_responses_streams_usage_is_in_its_last_event_which_passes_untouched() -> None:
+    delta = b"event: response.output_text.delta\n" + event(
+        {"type": "response.output_text.delta", "delta": "hi"})  # fmt: skip
+    done = b"event: response.completed\n" + event({
+        "type": "response.completed",
+        "response": {"status": "completed", "usage": {"input_tokens": 9, "output_tokens": 3}},
+    })  # fmt: skip
+    tap = UsageTap(strip=False)  # what a Responses request gets (proxy.api.steer)
+    assert tap(delta + done) is not None and tap(delta + done) == delta + done
+    assert (tap.usage.prompt_tokens, tap.usage.completion_tokens) == (9, 3)
+
+
 def test_usage_on_a_content_chunk_is_kept() -> None:
     both = event({"choices": [{"index": 0, "delta": {"content": "x"}}],
                   "usage": {"prompt_tokens": 2, "completion_tokens": 1}})  # fmt: skip

@@ -329,8 +329,8 @@ def test_a_shared_steady_ranking_is_immutable_and_renders_its_candidates_once() 
 
 
 def test_a_clearly_worse_pair_is_out_of_contention_a_close_or_thin_one_is_not() -> None:
-    """The prober ends a pair's burst early only when no posterior draw makes it the best:
-    after `probe.burst_min` samples, fresh, not the leader."""
+    """The prober ends a pair's burst early only when it is best in under 5% of the
+    posterior draws: after `probe.burst_min` samples, fresh, not the leader."""
     pol = policy()
     scores = board(a=tight(0.3, 30, 1), b=tight(3.0, 6, 2), c=tight(0.32, 6, 3))
     assert out_of_contention(pol, DEPLOYMENTS, scores, "m") == {"b"}  # c is close: not out
@@ -363,3 +363,13 @@ def test_a_long_window_of_fresh_probes_is_not_aged_for_ever() -> None:
         w.provider: w.reason for w in evidence_wanted(pol, DEPLOYMENTS, scores, "m", None, later)
     }
     assert stale["a"].startswith("evidence aged"), stale
+
+
+def test_a_pair_that_only_fails_is_not_wanted_as_unmeasured_for_ever() -> None:
+    """Errors give no latency (n = 0) but are evidence: after min_samples attempts the pair
+    is left to the gap schedule and its circuit breaker, not probed every burst spacing."""
+    failing = [Sample("m", "c", Outcome.HTTP_5XX, None, NOW - 5)]
+    few = board(a=tight(0.3, 30, 1), b=tight(0.5, 30, 2), c=failing * 3)
+    many = board(a=tight(0.3, 30, 1), b=tight(0.5, 30, 2), c=failing * 20)
+    assert "c" in {w.provider for w in evidence_wanted(policy(), DEPLOYMENTS, few, "m")}
+    assert "c" not in {w.provider for w in evidence_wanted(policy(), DEPLOYMENTS, many, "m")}
