@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from proxy.domain import Pair
@@ -114,6 +115,12 @@ async def test_a_responses_answer_is_metered_streamed_or_whole(tmp_path: Path) -
             )]  # fmt: skip
             # at max_output_tokens it ends with response.incomplete, which carries the usage
             assert events[-1].type == "response.incomplete" and events[-1].response.usage
+            # every event the provider sent reaches the client, in order
+            direct = openai.AsyncOpenAI(base_url=m.base_url("solo"), api_key="key-solo")
+            upstream = [e async for e in await direct.responses.create(
+                model="org/M-1", input="what does it cost", max_output_tokens=4, stream=True
+            )]  # fmt: skip
+            assert [e.type for e in events] == [e.type for e in upstream]
             streamed = (await last_decision(proxy, 2))["cost_usd"]
             assert streamed == pytest.approx(expected_usd(usage.input_tokens, 4))
             assert await cost_metric(proxy) == pytest.approx(cost + streamed)
