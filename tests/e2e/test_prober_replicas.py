@@ -121,7 +121,9 @@ async def test_three_replicas_probe_each_pair_once_per_interval_in_total(
     for pair, _ in pairs():
         expected = expected_slots(pair, start, end)
         print(f"{pair}: {counts[pair]} requests, {expected} slots")  # shown with -s
-        assert abs(counts[pair] - expected) <= 1, (pair, counts[pair], expected)
+        # within 2 of the slots: one may fall either side of each end of the window, and
+        # the killed replica may have held one (a duplicate per replica would be +13 or more)
+        assert abs(counts[pair] - expected) <= 2, (pair, counts[pair], expected)
     assert sum(counts.values()) >= 4 * 12
     assert len(holders) >= 2, holders  # the probes were shared out, not all sent by one
     assert status["coordination"]["ok"] and "redis" in status["coordination"]["mode"]
