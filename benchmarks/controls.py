@@ -1,4 +1,4 @@
-"""Microseconds per request of request controls (proxy.controls), beside the routing call
+"""Microseconds per request of request controls (proxy.routing.controls), beside the routing call
 they follow (Router.route, 10 proven providers, the same snapshot as benchmarks/micro.py).
 
     no controls         what every request pays: the body's `provider` key looked up, the
@@ -19,10 +19,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from proxy import controls
-from proxy.policy import ModelPolicy
-from proxy.pricing import PairPrice
-from proxy.routing import Router
+from proxy.routing import controls
+from proxy.routing.ranking import Router
+from proxy.settings.policy import ModelPolicy
+from proxy.settings.pricing import PairPrice
 
 try:
     from benchmarks.micro import MODEL, best_us, decision_setup

@@ -10,10 +10,10 @@
     recording a sample  Recorder.sample: SampleBuffer.add_sample + the Prometheus
                         attempt counter and TTFT histogram (target < 10 us)
     deadline            a first-token deadline armed and left unexpired under uvloop:
-                        asyncio.timeout, proxy.timers.Deadline, and the bare loop timer
+                        asyncio.timeout, proxy.core.timers.Deadline, and the bare loop timer
                         under both (no target)
 
-Scores come from proxy.stats.score_model (with their posteriors, as the scoreboard makes
+Scores come from proxy.learning.stats.score_model (with their posteriors, as the scoreboard makes
 them) over synthetic windows (so they are shaped like real ones); timeit-style: the best of
 --repeat runs of --number calls.
 
@@ -32,21 +32,21 @@ from types import MappingProxyType
 
 import uvloop
 
-from proxy.config import BufferConfig, MemoryStoreConfig
-from proxy.domain import Outcome, Pair, Sample, Score
-from proxy.metrics import Metrics
-from proxy.policy import ModelPolicy
-from proxy.recorder import Recorder
-from proxy.routing import Router
-from proxy.stats import compute_score
+from proxy.core.domain import Outcome, Pair, Sample, Score
+from proxy.learning.stats import compute_score
+from proxy.routing.ranking import Router
+from proxy.serving.recorder import Recorder
+from proxy.settings.config import BufferConfig, MemoryStoreConfig
+from proxy.settings.policy import ModelPolicy
+from proxy.telemetry.metrics import Metrics
 
 try:
-    from proxy.stats import score_model
+    from proxy.learning.stats import score_model
 except ImportError:  # pragma: no cover - measuring a tree from before posteriors
     score_model = None  # type: ignore[assignment]
-from proxy.store.buffer import SampleBuffer
-from proxy.store.memory import MemoryStore
-from proxy.timers import Deadline
+from proxy.core.timers import Deadline
+from proxy.learning.store.buffer import SampleBuffer
+from proxy.learning.store.memory import MemoryStore
 
 MODEL = "deepseek-v4-pro"
 

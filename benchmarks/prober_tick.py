@@ -18,9 +18,9 @@ import time
 import aiohttp
 
 from proxy.app import build_services
-from proxy.config import Config
-from proxy.domain import Outcome, Sample, Source
-from proxy.policy import ModelPolicy, PolicyHolder, PolicySet
+from proxy.core.domain import Outcome, Sample, Source
+from proxy.settings.config import Config
+from proxy.settings.policy import ModelPolicy, PolicyHolder, PolicySet
 
 
 async def tick_ms(models: int, providers: int, samples: int, number: int, keep_warm: bool) -> float:

@@ -72,8 +72,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import BIN, Child, Fleet, free_port
 from loadgen import StreamClient, Target
 
-from proxy.config import Config
-from proxy.policy import ModelPolicy, load_policies
+from proxy.settings.config import Config
+from proxy.settings.policy import ModelPolicy, load_policies
 from proxy.simulator import ModelBehaviour, ModelEngine, Scenario, derive_rng
 
 HERE = Path(__file__).resolve().parent

@@ -30,13 +30,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from proxy.config import BufferConfig, RedisStoreConfig
-from proxy.domain import Outcome, Pair, Sample
-from proxy.policy import PolicyHolder
-from proxy.scoreboard import Scoreboard
-from proxy.stats import WindowParams, compute_score
-from proxy.store.buffer import SampleBuffer
-from proxy.store.redis_store import RedisStore
+from proxy.core.domain import Outcome, Pair, Sample
+from proxy.learning.scoreboard import Scoreboard
+from proxy.learning.stats import compute_score
+from proxy.learning.store.buffer import SampleBuffer
+from proxy.learning.store.redis_store import RedisStore
+from proxy.settings.config import BufferConfig, RedisStoreConfig
+from proxy.settings.policy import PolicyHolder, WindowParams
 
 
 def main() -> int:

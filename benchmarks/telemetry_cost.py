@@ -16,9 +16,9 @@ import argparse
 import timeit
 from collections.abc import Callable
 
-from proxy import requestid
-from proxy.domain import Attempt, Candidate, Decision, LazyText, Outcome, Pair, empty_score
-from proxy.metrics import Metrics
+from proxy.core import requestid
+from proxy.core.domain import Attempt, Candidate, Decision, LazyText, Outcome, Pair, empty_score
+from proxy.telemetry.metrics import Metrics
 
 HEADERS = [
     (b"host", b"127.0.0.1:8080"), (b"accept-encoding", b"gzip, deflate"),

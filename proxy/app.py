@@ -20,30 +20,30 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from proxy import requestid
-from proxy.affinity import AffinityTable
 from proxy.api import admin, dashboard, health, openai
 from proxy.api.auth import KeySet
 from proxy.api.context import Services
 from proxy.api.errors import install_error_handlers
-from proxy.config import Config, LiteLLMProvider, OpenAIProvider, RedisStoreConfig
-from proxy.dispatch import Dispatcher, ProviderUpstream
-from proxy.errors import ConfigError
-from proxy.metrics import ExportSink, Metrics
-from proxy.policy import PolicyHolder
-from proxy.pricing import Pricing
-from proxy.prober import Evidence, Prober
-from proxy.recorder import Recorder
-from proxy.redact import from_config as redact_from_config
-from proxy.redact import redact_logs
-from proxy.routing import Router, out_of_contention
-from proxy.scoreboard import Scoreboard
-from proxy.store.base import Store
-from proxy.store.buffer import SampleBuffer
-from proxy.store.memory import MemoryStore
+from proxy.core import requestid
+from proxy.core.errors import ConfigError
+from proxy.learning.scoreboard import Scoreboard
+from proxy.learning.store.base import Store
+from proxy.learning.store.buffer import SampleBuffer
+from proxy.learning.store.memory import MemoryStore
+from proxy.probing.prober import Evidence, Prober
+from proxy.routing.affinity import AffinityTable
+from proxy.routing.ranking import Router, out_of_contention
+from proxy.serving.dispatch import Dispatcher, ProviderUpstream
+from proxy.serving.recorder import Recorder
+from proxy.settings.config import Config, LiteLLMProvider, OpenAIProvider, RedisStoreConfig
+from proxy.settings.policy import PolicyHolder
+from proxy.settings.pricing import Pricing
+from proxy.telemetry.metrics import ExportSink, Metrics
 from proxy.upstream.base import Upstream
-from proxy.upstream.litellm_adapter import LiteLLMUpstream, preload_litellm
+from proxy.upstream.litellm_adapter import LiteLLMUpstream, litellm_price, preload_litellm
 from proxy.upstream.openai_compat import OpenAICompatUpstream, make_session
+from proxy.upstream.redact import from_config as redact_from_config
+from proxy.upstream.redact import redact_logs
 
 if TYPE_CHECKING:
     import aiohttp  # the session's type; aiohttp itself lives in upstream/
@@ -118,7 +118,7 @@ class ProxyApp(FastAPI):
             await super().__call__(scope, receive, send)
             return
         # Every HTTP request gets its id first: in the context (log lines, decision, error
-        # bodies) and in the response's x-request-id (proxy.requestid).
+        # bodies) and in the response's x-request-id (proxy.core.requestid).
         request_id = requestid.from_headers(scope["headers"])
         token = requestid.REQUEST_ID.set(request_id)
         try:
@@ -154,7 +154,7 @@ def build_services(
     }
     metrics.watch(health.StateCollector(scoreboard, buffer, store))
     recorder = Recorder(buffer, router.breakers, metrics, replica)
-    pricing = Pricing(config)  # proxy.pricing: probes, controls, the cost of each request
+    pricing = Pricing(config, litellm_price)  # probes, controls, the cost of each request
     dispatcher = Dispatcher(upstreams, recorder, router, redact)
     metrics.watch_hedge_budgets(dispatcher.hedge_budgets.left)
     if config.telemetry.otlp.enabled:
@@ -215,9 +215,9 @@ def _evidence_wanted(
 
 
 def build_otlp_export(config: Config, replica: str) -> ExportSink:
-    """The OTLP exporter (proxy.otel); its packages are imported only here."""
+    """The OTLP exporter (proxy.telemetry.otel); its packages are imported only here."""
     try:
-        from proxy.otel import OtlpExport
+        from proxy.telemetry.otel import OtlpExport
     except ImportError as exc:
         raise ConfigError(
             f"telemetry.otlp.enabled: the OpenTelemetry SDK is not installed ({exc}); "
@@ -228,7 +228,7 @@ def build_otlp_export(config: Config, replica: str) -> ExportSink:
 
 def build_store(config: Config, replica: str) -> Store:
     if isinstance(config.store, RedisStoreConfig):
-        from proxy.store.redis_store import RedisStore
+        from proxy.learning.store.redis_store import RedisStore
 
         return RedisStore(config.store, replica)
     return MemoryStore(config.store)
@@ -244,8 +244,8 @@ def build_upstream(
 
 def app_from_path(config_path: str) -> FastAPI:
     """uvicorn factory for `serve --workers N` (bound to the config path by the CLI)."""
-    from proxy.config import load_config
     from proxy.server import Listener
+    from proxy.settings.config import load_config
 
     config = load_config(config_path)
     redact_logs(config)

@@ -2,7 +2,7 @@
 
 Every command validates its input first and exits non-zero with one readable error
 (file, field path, reason) instead of a traceback. The bench, report and import commands
-live in `proxy.bench.cli`, logging set-up in `proxy.logs`.
+live in `proxy.method.cli`, logging set-up in `proxy.telemetry.logs`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from proxy.bench.cli import add_bench_parsers
-from proxy.bench.plan import BenchError
-from proxy.errors import ConfigError
-from proxy.logs import configure_logging
-from proxy.policy import load_checked
-from proxy.redact import redact_logs
+from proxy.core.errors import ConfigError
+from proxy.method.cli import add_bench_parsers
+from proxy.method.plan import BenchError
+from proxy.settings.policy import load_checked
+from proxy.telemetry.logs import configure_logging
+from proxy.upstream.redact import redact_logs
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

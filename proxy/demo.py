@@ -19,8 +19,8 @@ import uvicorn
 import uvloop
 
 from proxy.app import create_app
-from proxy.config import Config
-from proxy.policy import ColdStart, ModelPolicy, PolicyHolder, PolicySet, Uncertainty
+from proxy.settings.config import Config
+from proxy.settings.policy import ColdStart, ModelPolicy, PolicyHolder, PolicySet, Uncertainty
 from proxy.simulator import Market, load_scenario
 
 CLIENT_KEY = "demo-key"

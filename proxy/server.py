@@ -47,8 +47,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from proxy.config import ServerConfig, parse_listen
-from proxy.errors import NotFound
+from proxy.core.errors import NotFound
+from proxy.settings.config import ServerConfig, parse_listen
 
 log = logging.getLogger("ttft_router.server")
 

@@ -14,11 +14,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from proxy.api.context import Services, admin, deployments_of
-from proxy.domain import Candidate, Pair, empty_score
-from proxy.errors import InvalidRequest, RateLimited, StoreUnreachable
-from proxy.prober import BudgetExhausted
-from proxy.stats import cv_band, in_window
-from proxy.store.base import StoreUnavailable
+from proxy.core.domain import Candidate, Pair, empty_score
+from proxy.core.errors import InvalidRequest, RateLimited, StoreUnreachable
+from proxy.learning.stats import cv_band, in_window
+from proxy.learning.store.base import StoreUnavailable
+from proxy.probing.prober import BudgetExhausted
 
 router = APIRouter(prefix="/admin")
 
@@ -221,10 +221,10 @@ async def report(
     format: Literal["json", "markdown", "csv"] = "json",
     max_error_rate: float = Query(0.10, ge=0, le=1),
 ) -> Response:
-    """The bench report's table (proxy.bench.report) from the live routing windows: the same
+    """The bench report's table (proxy.method.report) from the live routing windows: the same
     rows, verdicts and renderings as `ttft-router report`, figures as in /admin/scores."""
-    from proxy.bench.plan import PairSpec, judgement_from_policies
-    from proxy.bench.report import build_live_report, csv_text, live_json, live_markdown
+    from proxy.method.plan import PairSpec, judgement_from_policies
+    from proxy.method.report import build_live_report, csv_text, live_json, live_markdown
 
     svc = admin(request)
     _known(svc, model)

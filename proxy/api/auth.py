@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 from fastapi import Request
 
-from proxy.config import key_digest
-from proxy.errors import AuthenticationFailed
+from proxy.core.errors import AuthenticationFailed
+from proxy.settings.config import key_digest
 
 _ABSENT = bytes(32)  # compared when no key is configured, so the loop always runs once
 

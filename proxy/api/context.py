@@ -9,20 +9,20 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from proxy.affinity import AffinityTable
 from proxy.api import session
 from proxy.api.auth import KeySet, bearer_token, require_key
-from proxy.config import Config
-from proxy.dispatch import Dispatcher
-from proxy.errors import ModelNotFound, PermissionDenied
-from proxy.metrics import Metrics
-from proxy.policy import PolicyHolder
-from proxy.pricing import Pricing
-from proxy.prober import Prober
-from proxy.routing import Router
-from proxy.scoreboard import Scoreboard
-from proxy.store.base import Store
-from proxy.store.buffer import SampleBuffer
+from proxy.core.errors import ModelNotFound, PermissionDenied
+from proxy.learning.scoreboard import Scoreboard
+from proxy.learning.store.base import Store
+from proxy.learning.store.buffer import SampleBuffer
+from proxy.probing.prober import Prober
+from proxy.routing.affinity import AffinityTable
+from proxy.routing.ranking import Router
+from proxy.serving.dispatch import Dispatcher
+from proxy.settings.config import Config
+from proxy.settings.policy import PolicyHolder
+from proxy.settings.pricing import Pricing
+from proxy.telemetry.metrics import Metrics
 
 
 @dataclass(frozen=True)

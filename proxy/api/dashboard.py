@@ -19,7 +19,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from proxy.api import session
 from proxy.api.context import admin, services
-from proxy.errors import NotFound
+from proxy.core.errors import NotFound
 
 log = logging.getLogger("ttft_router.dashboard")
 router = APIRouter()

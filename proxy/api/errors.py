@@ -15,8 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from proxy import requestid
-from proxy.errors import InvalidRequest, NotFound, ProxyError
+from proxy.core import requestid
+from proxy.core.errors import InvalidRequest, NotFound, ProxyError
 
 log = logging.getLogger("ttft_router.api")
 INTERNAL = "internal error in ttft-router; see its log"

@@ -20,13 +20,13 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from proxy.api.context import services
-from proxy.metrics import gauge
+from proxy.telemetry.metrics import gauge
 
 if TYPE_CHECKING:
-    from proxy.prober import Prober
-    from proxy.scoreboard import Scoreboard
-    from proxy.store.base import Store
-    from proxy.store.buffer import SampleBuffer
+    from proxy.learning.scoreboard import Scoreboard
+    from proxy.learning.store.base import Store
+    from proxy.learning.store.buffer import SampleBuffer
+    from proxy.probing.prober import Prober
 
 router = APIRouter()
 

@@ -25,15 +25,15 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy import requestid
 from proxy.api.context import Services, client, deployments_of
 from proxy.api.errors import render_error, render_unexpected
 from proxy.api.steer import route_request
-from proxy.config import OpenAIProvider
-from proxy.dispatch import Call, Dispatcher, Kind
-from proxy.domain import Candidate, Decision, LazyText
-from proxy.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, ProxyError
-from proxy.measure import estimate_prompt_tokens
+from proxy.core import requestid
+from proxy.core.domain import Candidate, Decision, LazyText
+from proxy.core.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, ProxyError
+from proxy.serving.dispatch import Call, Dispatcher, Kind
+from proxy.settings.config import OpenAIProvider
+from proxy.upstream.measure import estimate_prompt_tokens
 
 log = logging.getLogger("ttft_router.api")
 router = APIRouter()

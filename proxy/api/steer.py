@@ -1,5 +1,5 @@
 """One request's route: routing's ranking, shaped by the request's controls and the policy's
-steering (proxy.controls), with its affinity binding and its meter (proxy.metering).
+steering (proxy.routing.controls), with its affinity binding and its meter (proxy.serving.metering).
 
 The /v1 surface calls `route_request` once per request, after the body is parsed. With no
 control in the request and no steering in the policy, the ranking is used as it is: the
@@ -13,11 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from proxy import controls
 from proxy.api.context import Services
-from proxy.domain import Candidate, LazyText
-from proxy.metering import Meter, UsageTap, asks_for_usage
-from proxy.policy import ModelPolicy
+from proxy.core.domain import Candidate, LazyText
+from proxy.routing import controls
+from proxy.serving.metering import Meter, UsageTap, asks_for_usage
+from proxy.settings.policy import ModelPolicy
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from proxy.domain import Outcome
-from proxy.redact import Redactor
+from proxy.core.domain import Outcome
+from proxy.upstream.redact import Redactor
 
 # Bytes of a provider's error body kept (what a message is looked for in).
 MAX_ERROR_BODY = 4096
@@ -44,7 +44,7 @@ class UpstreamFailure(Exception):
         self.body = body
 
     def redacted(self, redact: Redactor) -> UpstreamFailure:
-        """A copy whose message and body others may read (see proxy.redact): secrets go
+        """A copy whose message and body others may read (see proxy.upstream.redact): secrets go
         before the text is cut, so no part of a secret is left at the cut."""
         body = redact.bytes(self.body[:MAX_ERROR_BODY])
         return UpstreamFailure(

@@ -27,8 +27,8 @@ from typing import Any
 
 import orjson
 
-from proxy.config import LiteLLMProvider
-from proxy.domain import Outcome
+from proxy.core.domain import Outcome
+from proxy.settings.config import LiteLLMProvider
 from proxy.upstream.base import (
     MAX_ERROR_BODY,
     UpstreamFailure,

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 
-from proxy.config import OpenAIProvider
-from proxy.domain import Outcome
+from proxy.core.domain import Outcome
+from proxy.settings.config import OpenAIProvider
 from proxy.upstream.base import UpstreamFailure, status_failure
 
 

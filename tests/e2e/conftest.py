@@ -16,9 +16,9 @@ from fastapi import FastAPI
 
 from proxy.api.context import Services
 from proxy.app import create_app
-from proxy.config import Config
-from proxy.domain import Outcome, Sample
-from proxy.policy import PolicyHolder
+from proxy.core.domain import Outcome, Sample
+from proxy.settings.config import Config
+from proxy.settings.policy import PolicyHolder
 from proxy.simulator import Market, Scenario
 from tests.fakes.scripted import ScriptedProvider
 from tests.helpers import serve_app, wait_until

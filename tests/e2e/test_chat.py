@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import openai
 
-from proxy.domain import Pair
+from proxy.core.domain import Pair
 from proxy.simulator import Market
 from tests.e2e.conftest import config_for, running_proxy, scenario
 from tests.helpers import wait_until

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from proxy.app import create_app
-from proxy.config import Config
 from proxy.server import serve, uvicorn_configs
+from proxy.settings.config import Config
 from proxy.simulator import Market
 from tests.e2e.conftest import ADMIN_KEY, CLIENT_KEY, Proxy, config_for, scenario
 from tests.helpers import bound_socket, wait_until

@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from proxy.domain import Pair
+from proxy.core.domain import Pair
 from proxy.simulator import Market
 from tests.e2e.conftest import Proxy, config_for, policy_file, running_proxy, scenario
 from tests.helpers import wait_until

@@ -20,8 +20,8 @@ import openai
 import pytest
 
 from proxy.app import create_app
+from proxy.core.domain import Outcome, Sample, Source
 from proxy.demo import ADMIN_KEY, CLIENT_KEY, MISSION_MODELS, demo_policies, mission_config
-from proxy.domain import Outcome, Sample, Source
 from proxy.simulator import Market, load_scenario
 from tests.e2e.conftest import Proxy
 from tests.helpers import serve_app, wait_until
@@ -148,7 +148,7 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
 
 
 def pairs_of(pairs: list[tuple[str, str]]) -> list[Any]:
-    from proxy.domain import Pair
+    from proxy.core.domain import Pair
 
     return [Pair(m, p) for m, p in pairs]
 

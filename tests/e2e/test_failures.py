@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.domain import Pair
+from proxy.core.domain import Pair
 from proxy.simulator import Market
 from tests.e2e.conftest import CLIENT_KEY, config_for, policy_file, running_proxy, scenario
 from tests.helpers import free_port, wait_until

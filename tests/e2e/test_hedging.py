@@ -13,7 +13,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.domain import Outcome, Sample
+from proxy.core.domain import Outcome, Sample
 from tests.e2e.conftest import running_proxy, scripted_config
 from tests.fakes.scripted import scripted_provider
 from tests.helpers import wait_until

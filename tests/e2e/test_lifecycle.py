@@ -18,10 +18,10 @@ import httpx
 import pytest
 import yaml
 
-from proxy.config import RedisStoreConfig
-from proxy.domain import Pair
+from proxy.core.domain import Pair
+from proxy.learning.store.redis_store import RedisStore
+from proxy.settings.config import RedisStoreConfig
 from proxy.simulator import Market
-from proxy.store.redis_store import RedisStore
 from tests.e2e.conftest import CLIENT_KEY, scenario
 from tests.helpers import free_port, wait_until
 from tests.redis_server import REDIS_SERVER, RedisServer

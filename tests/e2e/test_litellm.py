@@ -3,7 +3,7 @@ measured and routed like any other. litellm's own OpenAI client talks to the sim
 
 from __future__ import annotations
 
-from proxy.domain import Pair
+from proxy.core.domain import Pair
 from proxy.simulator import Market
 from tests.e2e.conftest import config_for, running_proxy, scenario
 from tests.helpers import wait_until

@@ -12,10 +12,10 @@ from typing import Any
 import yaml
 from redis.asyncio import Redis
 
-from proxy.domain import Pair
-from proxy.probe_plan import slot_due
+from proxy.core.domain import Pair
+from proxy.learning.store.redis_schema import unpack_samples, window_key
+from proxy.probing.schedule import slot_due
 from proxy.simulator import Market
-from proxy.store.redis_schema import unpack_samples, window_key
 from tests.e2e.conftest import ADMIN_KEY, CLIENT_KEY, scenario
 from tests.e2e.test_replicas import Replica, replicas
 from tests.helpers import wait_until

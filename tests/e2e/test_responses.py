@@ -13,8 +13,8 @@ import openai
 import pytest
 
 from proxy.api.openai import NO_RESPONSES_API
-from proxy.config import Config
-from proxy.domain import Pair
+from proxy.core.domain import Pair
+from proxy.settings.config import Config
 from proxy.simulator import Market
 from tests.e2e.conftest import (
     ADMIN_KEY,

@@ -15,7 +15,7 @@ import openai
 import pytest
 import pytest_asyncio
 
-from proxy.config import Config
+from proxy.settings.config import Config
 from tests.e2e.conftest import ADMIN_KEY, CLIENT_KEY, running_proxy
 from tests.fakes.scripted import ScriptedProvider, closed_port, scripted_provider
 

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.api import session
-from proxy.logs import JsonFormatter
 from proxy.simulator import Market
+from proxy.telemetry.logs import JsonFormatter
 from tests.e2e.conftest import (
     ADMIN_KEY,
     CLIENT_KEY,
@@ -285,7 +285,7 @@ async def test_otlp_enabled_without_the_extra_says_how_to_install() -> None:
     if importlib.util.find_spec("opentelemetry.sdk") is not None:
         pytest.skip("the otel extra is installed here; tests/unit/test_otel.py covers export")
     from proxy.app import build_otlp_export
-    from proxy.errors import ConfigError
+    from proxy.core.errors import ConfigError
 
     market = Market(scenario({"p": {"m-p": FAST}}))
     async with market:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from proxy.config import RedisStoreConfig
-from proxy.store.redis_store import RedisStore
+from proxy.learning.store.redis_store import RedisStore
+from proxy.settings.config import RedisStoreConfig
 from tests.redis_server import REDIS_SERVER, RedisServer
 
 if REDIS_SERVER is None:

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from proxy.config import MemoryStoreConfig
-from proxy.domain import Pair
-from proxy.store.base import StoreUnavailable
-from proxy.store.memory import MemoryStore
-from proxy.store.redis_schema import lease_key, versions_key
+from proxy.core.domain import Pair
+from proxy.learning.store.base import StoreUnavailable
+from proxy.learning.store.memory import MemoryStore
+from proxy.learning.store.redis_schema import lease_key, versions_key
+from proxy.settings.config import MemoryStoreConfig
 from tests.helpers import wait_until
 from tests.redis_server import RedisServer
 from tests.store.conftest import StoreFactory

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from proxy.domain import Outcome, Pair, Sample
-from proxy.store.local_windows import LocalWindows
+from proxy.core.domain import Outcome, Pair, Sample
+from proxy.learning.store.local_windows import LocalWindows
 
 PAIR = Pair("m", "p")
 

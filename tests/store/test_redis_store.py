@@ -12,12 +12,12 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from proxy.config import BufferConfig
-from proxy.domain import Outcome, Pair, Sample
-from proxy.store.base import StoreUnavailable
-from proxy.store.buffer import SampleBuffer
-from proxy.store.redis_schema import LATE_S, changes_key, versions_key, window_key
-from proxy.store.redis_store import redacted
+from proxy.core.domain import Outcome, Pair, Sample
+from proxy.learning.store.base import StoreUnavailable
+from proxy.learning.store.buffer import SampleBuffer
+from proxy.learning.store.redis_schema import LATE_S, changes_key, versions_key, window_key
+from proxy.learning.store.redis_store import redacted
+from proxy.settings.config import BufferConfig
 from tests.helpers import wait_until
 from tests.redis_server import RedisServer
 from tests.store.conftest import StoreFactory

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from proxy.api.auth import KeySet
-from proxy.config import AuthConfig, key_digest
+from proxy.settings.config import AuthConfig, key_digest
 
 
 def hashed(key: str) -> str:

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from proxy.config import BufferConfig, MemoryStoreConfig
-from proxy.domain import Outcome, Pair, Sample
-from proxy.store.base import StoreUnavailable
-from proxy.store.buffer import SampleBuffer
-from proxy.store.memory import MemoryStore
+from proxy.core.domain import Outcome, Pair, Sample
+from proxy.learning.store.base import StoreUnavailable
+from proxy.learning.store.buffer import SampleBuffer
+from proxy.learning.store.memory import MemoryStore
+from proxy.settings.config import BufferConfig, MemoryStoreConfig
 
 PAIR = Pair("m", "p")
 

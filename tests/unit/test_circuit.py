@@ -3,9 +3,9 @@ after the cooldown, closed by one good attempt, never opened by a client's own f
 
 from __future__ import annotations
 
-from proxy.circuit import Breakers, retry_after_s, trial_order
-from proxy.domain import Outcome, Pair
-from proxy.policy import Circuit
+from proxy.core.domain import Outcome, Pair
+from proxy.routing.circuit import Breakers, retry_after_s, trial_order
+from proxy.settings.policy import Circuit
 
 PAIR = Pair("m", "a")
 POLICY = Circuit(consecutive_errors=3, cooldown_s=30)

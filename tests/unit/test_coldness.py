@@ -9,13 +9,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from proxy.coldness import cold_model, describe
-from proxy.domain import ColdModel, Outcome, Pair, Sample, Score, Source
-from proxy.hedge import expected_saving, hedge_delay
-from proxy.policy import Hedge, ModelPolicy
-from proxy.routing import evidence_wanted, prepare, rank
-from proxy.scoreboard import with_cold_models
-from proxy.stats import compute_score, score_model
+from proxy.core.domain import ColdModel, Outcome, Pair, Sample, Score, Source
+from proxy.learning.coldness import cold_model, describe
+from proxy.learning.scoreboard import with_cold_models
+from proxy.learning.stats import compute_score, score_model
+from proxy.routing.ranking import evidence_wanted, prepare, rank
+from proxy.serving.hedge import expected_saving, hedge_delay
+from proxy.settings.policy import Hedge, ModelPolicy
 
 NOW = 1_000_000.0
 WARM, COLD = 0.3, 20.0

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from proxy.cli import main
-from proxy.config import load_config
-from proxy.errors import ConfigError
-from proxy.policy import PolicyHolder, load_policies
+from proxy.core.errors import ConfigError
+from proxy.settings.config import load_config
+from proxy.settings.policy import PolicyHolder, load_policies
 
 BASE = """
 auth: {api_keys: [k1]}

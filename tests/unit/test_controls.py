@@ -1,4 +1,4 @@
-"""Request controls (proxy.controls): parsing the body's `provider` object and the header
+"""Request controls (proxy.routing.controls): parsing the body's `provider` object and the header
 form, validation against the model's policy, and how the controls and the policy's steering
 order the candidates routing ranked."""
 
@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from proxy.controls import Controls, parse, steer, steers
-from proxy.domain import Pair
-from proxy.errors import ConfigError, InvalidRequest
-from proxy.policy import ModelPolicy, load_policies
-from proxy.pricing import PairPrice
-from proxy.routing import Ranking, rank
+from proxy.core.domain import Pair
+from proxy.core.errors import ConfigError, InvalidRequest
+from proxy.routing.controls import Controls, parse, steer, steers
+from proxy.routing.ranking import Ranking, rank
+from proxy.settings.policy import ModelPolicy, load_policies
+from proxy.settings.pricing import PairPrice
 from tests.unit.test_routing import NOW, board
 
 PROVIDERS = ["a", "b", "c"]

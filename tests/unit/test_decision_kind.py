@@ -6,12 +6,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from proxy.circuit import CircuitState
-from proxy.domain import Attempt, Decision, HedgeRecord, Outcome, Pair, Sample, Score
-from proxy.metrics import DECISION_KINDS, Metrics, decision_kind
-from proxy.policy import ModelPolicy
-from proxy.routing import Ranking, rank
-from proxy.stats import WindowParams, score_model
+from proxy.core.domain import Attempt, Decision, HedgeRecord, Outcome, Pair, Sample, Score
+from proxy.learning.stats import score_model
+from proxy.routing.circuit import CircuitState
+from proxy.routing.ranking import Ranking, rank
+from proxy.settings.policy import ModelPolicy, WindowParams
+from proxy.telemetry.metrics import DECISION_KINDS, Metrics, decision_kind
 
 NOW = 1_000_000.0
 DEPLOYMENTS = [("a", "model-a"), ("b", "model-b")]

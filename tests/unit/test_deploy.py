@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxy.config import load_config
+from proxy.settings.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

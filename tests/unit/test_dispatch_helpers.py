@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.dispatch import _raise_if_client_fault, _upstream_message
-from proxy.domain import Outcome
-from proxy.errors import UpstreamRejected
+from proxy.core.domain import Outcome
+from proxy.core.errors import UpstreamRejected
+from proxy.serving.dispatch import _raise_if_client_fault, _upstream_message
 from proxy.upstream.base import UpstreamFailure
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from proxy import requestid
-from proxy.errors import (
+from proxy.core import requestid
+from proxy.core.errors import (
     InvalidRequest,
     ModelNotFound,
     NoProviderAvailable,

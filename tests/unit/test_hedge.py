@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from proxy.domain import Pair, empty_score
-from proxy.hedge import HedgeBudget, HedgeBudgets, SlidingCount, hedge_delay
-from proxy.policy import Hedge
+from proxy.core.domain import Pair, empty_score
+from proxy.serving.hedge import HedgeBudget, HedgeBudgets, SlidingCount, hedge_delay
+from proxy.settings.policy import Hedge
 
 SCORE = replace(empty_score(Pair("m", "a")), median=0.2, p90=0.8, p95=1.5, p99=9.0)
 

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from proxy.domain import Outcome
-from proxy.measure import AttemptClock, FirstTokenWatch, read_first_token
+from proxy.core.domain import Outcome
 from proxy.upstream.base import UpstreamFailure
+from proxy.upstream.measure import AttemptClock, FirstTokenWatch, read_first_token
 
 ROLE = b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n'
 TOKEN = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from proxy.config import MemoryStoreConfig
-from proxy.domain import Outcome, Pair, Sample
-from proxy.store.memory import MemoryStore
+from proxy.core.domain import Outcome, Pair, Sample
+from proxy.learning.store.memory import MemoryStore
+from proxy.settings.config import MemoryStoreConfig
 
 PAIR = Pair("model-a", "provider-1")
 OTHER = Pair("model-a", "provider-2")

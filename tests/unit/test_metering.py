@@ -1,16 +1,16 @@
-"""Metering (proxy.metering): the usage chunk of a stream is noted as events pass, dropped
+"""Metering (proxy.serving.metering): the usage chunk of a stream is noted as events pass, dropped
 when the client did not ask for it, and a request's cost is its tokens x its pair's price.
-The affinity table (proxy.affinity): held until its time runs out, bounded, moved by bind."""
+The affinity table (routing.affinity): held until its time runs out, bounded, moved by bind."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from proxy.affinity import AffinityTable
-from proxy.metering import Meter, UsageTap, asks_for_usage
-from proxy.policy import Affinity
-from proxy.pricing import PairPrice
+from proxy.routing.affinity import AffinityTable
+from proxy.serving.metering import Meter, UsageTap, asks_for_usage
+from proxy.settings.policy import Affinity
+from proxy.settings.pricing import PairPrice
 
 
 def event(payload: dict[str, object]) -> bytes:

@@ -7,13 +7,13 @@ import math
 import time
 
 from proxy.api.health import StateCollector
-from proxy.config import BufferConfig, MemoryStoreConfig
-from proxy.domain import Outcome, Sample
-from proxy.metrics import Metrics
-from proxy.policy import PolicyHolder
-from proxy.scoreboard import Scoreboard
-from proxy.store.buffer import SampleBuffer
-from proxy.store.memory import MemoryStore
+from proxy.core.domain import Outcome, Sample
+from proxy.learning.scoreboard import Scoreboard
+from proxy.learning.store.buffer import SampleBuffer
+from proxy.learning.store.memory import MemoryStore
+from proxy.settings.config import BufferConfig, MemoryStoreConfig
+from proxy.settings.policy import PolicyHolder
+from proxy.telemetry.metrics import Metrics
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float | None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from proxy.errors import ConfigError
-from proxy.policy import ModelPolicy, load_policies
+from proxy.core.errors import ConfigError
+from proxy.settings.policy import ModelPolicy, load_policies
 
 
 def test_a_model_override_keeps_the_defaults_it_does_not_name(tmp_path: Path) -> None:

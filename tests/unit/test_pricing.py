@@ -1,4 +1,4 @@
-"""Prices (proxy.pricing): config first (model@provider in prober.prices, the provider's own
+"""Prices (settings.pricing): config first (model@provider in prober.prices, the provider's own
 `price`, then provider in prober.prices), then litellm's bundled map for litellm-kind pairs
 (or all, with prober.litellm_prices), else unknown (the budget assumes the high unknown
 price); a request's cost is its tokens x its pair's price."""
@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from proxy.config import Config
-from proxy.domain import Pair
-from proxy.pricing import Pricing
+from proxy.core.domain import Pair
+from proxy.settings.config import Config
+from proxy.settings.pricing import Pricing
+from proxy.upstream.litellm_adapter import litellm_price
 
 
 def config(provider_price: dict[str, float] | None = None, **prober: Any) -> Config:
@@ -68,7 +69,7 @@ def test_config_prices_need_no_litellm() -> None:
 
 
 def test_litellm_pairs_are_priced_from_its_bundled_map() -> None:
-    pricing = Pricing(config(litellm_prices=True))
+    pricing = Pricing(config(litellm_prices=True), litellm_price)
     pricing.resolve()
     for provider in ("oai", "vllm"):
         price = pricing.get(Pair("m", provider))

@@ -6,19 +6,19 @@ from collections.abc import Sequence
 
 import pytest
 
-from proxy.domain import Outcome, Pair, Sample, Source
-from proxy.policy import ModelPolicy, Probe
-from proxy.probe_plan import (
+from proxy.core.domain import Outcome, Pair, Sample, Source
+from proxy.learning.coldness import learn_idle_to_cold
+from proxy.learning.stats import compute_score
+from proxy.probing.schedule import (
     Budget,
     PairView,
     Reason,
     Timing,
     is_bursting,
-    learn_idle_to_cold,
     plan,
     slot_due,
 )
-from proxy.stats import compute_score
+from proxy.settings.policy import ModelPolicy, Probe
 
 PAIR = Pair("m", "p")
 NOW = 1_000_000.0

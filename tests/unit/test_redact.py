@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from proxy.redact import REDACTED, LogRedaction, Redactor
+from proxy.upstream.redact import REDACTED, LogRedaction, Redactor
 
 SECRET = "configured-provider-key-123"
 

@@ -7,10 +7,10 @@ import logging
 
 import orjson
 
-from proxy import requestid
 from proxy.api import session
 from proxy.api.auth import KeySet
-from proxy.logs import JsonFormatter
+from proxy.core import requestid
+from proxy.telemetry.logs import JsonFormatter
 
 
 def test_a_safe_client_id_is_kept_anything_else_replaced() -> None:

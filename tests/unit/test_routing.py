@@ -3,11 +3,11 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from proxy.circuit import CircuitState
-from proxy.domain import Decision, Outcome, Pair, Sample, Score
-from proxy.policy import ModelPolicy
-from proxy.routing import Router, evidence_wanted, out_of_contention, rank
-from proxy.stats import score_model
+from proxy.core.domain import Decision, Outcome, Pair, Sample, Score
+from proxy.learning.stats import score_model
+from proxy.routing.circuit import CircuitState
+from proxy.routing.ranking import Router, evidence_wanted, out_of_contention, rank
+from proxy.settings.policy import ModelPolicy
 
 NOW = 1_000_000.0
 DEPLOYMENTS = [("a", "model-a"), ("b", "model-b"), ("c", "model-c")]

@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from proxy.config import MemoryStoreConfig
-from proxy.domain import Outcome, Pair, Sample
-from proxy.policy import PolicyHolder
-from proxy.scoreboard import Scoreboard
-from proxy.store.memory import MemoryStore
+from proxy.core.domain import Outcome, Pair, Sample
+from proxy.learning.scoreboard import Scoreboard
+from proxy.learning.store.memory import MemoryStore
+from proxy.settings.config import MemoryStoreConfig
+from proxy.settings.policy import PolicyHolder
 from tests.helpers import wait_until
 
 AGING = Pair("m", "aging")

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import orjson
 
-from proxy.assemble import assemble_chat, assemble_response
-from proxy.forward import ModelRewrite
+from proxy.serving.assemble import assemble_chat, assemble_response
+from proxy.serving.forward import ModelRewrite
 from proxy.upstream.sse import RESPONSES, EventSplitter, carries_output, iter_data
 
 

@@ -4,8 +4,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.domain import Outcome, Pair, Sample
-from proxy.stats import WindowParams, compute_score, cv_band, km_quantiles
+from proxy.core.domain import Outcome, Pair, Sample
+from proxy.learning.stats import compute_score, cv_band, km_quantiles
+from proxy.settings.policy import WindowParams
 
 PAIR = Pair("m", "p")
 NOW = 1_000_000.0

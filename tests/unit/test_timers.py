@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from proxy.timers import Deadline
+from proxy.core.timers import Deadline
 
 
 async def test_deadline_ends_a_hung_await_in_timeout_error() -> None:

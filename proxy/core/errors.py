@@ -1,0 +1,172 @@
+"""The one error tree of the proxy. Each class knows its HTTP status, OpenAI type and code,
+and the log level it deserves; `api` renders every one as `{"error": {...}}`.
+
+Nothing here does I/O. Foreign exceptions (aiohttp, litellm, redis) are translated into
+these or into `Outcome`s at their own boundary, never here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from proxy.core import requestid
+
+
+class ProxyError(Exception):
+    status: int = 500  # a class default; an instance may mirror an upstream's status
+    type: ClassVar[str] = "api_error"
+    code: ClassVar[str | None] = None
+    log_level: ClassVar[int] = logging.ERROR
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        error = {
+            "message": self.message,
+            "type": self.type,
+            "param": self.param,
+            "code": self.code,
+        }
+        request_id = requestid.current()
+        if request_id is not None:
+            error["request_id"] = request_id  # the response's x-request-id, to quote
+        return {"error": error}
+
+
+class InvalidRequest(ProxyError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+    log_level = logging.INFO
+
+
+class AuthenticationFailed(ProxyError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+    log_level = logging.INFO
+
+
+class PermissionDenied(ProxyError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+    log_level = logging.INFO
+
+
+class ModelNotFound(ProxyError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+    log_level = logging.INFO
+
+
+class NotFound(ProxyError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+    log_level = logging.INFO
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+    log_level = logging.INFO
+
+    def __init__(self, message: str, *, allow: str) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow}
+
+
+class PayloadTooLarge(ProxyError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+    log_level = logging.INFO
+
+
+class RateLimited(ProxyError):
+    """Every candidate answered 429; `retry_after_s` is the soonest any of them frees up."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    log_level = logging.WARNING
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+
+
+class UpstreamRejected(ProxyError):
+    """The provider refused the request as malformed (400/422): the client's to fix."""
+
+    type = "invalid_request_error"
+    code = "upstream_rejected"
+    log_level = logging.INFO
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NoProviderAvailable(ProxyError):
+    """Every provider of the model is out (open circuits, policy); `retry_after_s` is when
+    asking again can succeed (a circuit's next trial), sent as Retry-After."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "no_provider_available"
+    log_level = logging.WARNING
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+
+
+class StoreUnreachable(ProxyError):
+    """The shared store (the decision log, the sample windows) cannot be read right now."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "store_unavailable"
+    log_level = logging.WARNING
+
+
+class UpstreamFailed(ProxyError):
+    """Every candidate failed before its first token, not all with 429."""
+
+    status = 502
+    type = "api_error"
+    code = "upstream_failed"
+    log_level = logging.WARNING
+
+
+class UpstreamTimeout(ProxyError):
+    status = 504
+    type = "api_error"
+    code = "upstream_timeout"
+    log_level = logging.WARNING
+
+
+class ConfigError(Exception):
+    """A config or policy file is invalid. The message names file, field path and reason."""

@@ -1,0 +1,1 @@
+"""The learning loop: samples -> store -> statistics -> the scoreboard routing reads."""

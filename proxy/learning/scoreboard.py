@@ -1,0 +1,143 @@
+"""The in-memory scoreboard routing reads: store -> stats -> one immutable snapshot.
+
+A background loop asks the store for windows whose version changed since the last refresh
+and recomputes only those pairs' scores; every `full_every_s` it also recomputes the pairs
+whose window lost a sample to age since the last such pass, so that samples age out of a window
+with no new traffic; a policy change recomputes every pair. A pair's Belief (the posterior of
+its objective, stats.score_model) depends on the model's other pairs (the pooled prior) and on
+the clock (evidence ages), so a pair is always rescored with its whole model, and the periodic
+pass rescores every model. The snapshot is swapped whole: a reader never sees a half-updated board
+and never awaits; a refresh of many pairs yields to the event loop between batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from types import MappingProxyType
+
+from proxy.core.domain import Pair, Sample, Score
+from proxy.core.loops import pause
+from proxy.learning import stats
+from proxy.learning.coldness import cold_model
+from proxy.learning.stats import score_model
+from proxy.learning.store.base import Store, StoreUnavailable
+from proxy.settings.policy import PolicyHolder, WindowParams
+
+log = logging.getLogger("ttft_router.scoreboard")
+# Pairs scored between yields to the event loop (~200-400 us each with their posterior): a
+# refresh of many pairs must not stall the requests in flight for its whole duration.
+SCORE_BATCH = 30
+
+
+class Scoreboard:
+    def __init__(
+        self,
+        store: Store,
+        policies: PolicyHolder,
+        *,
+        refresh_s: float = 1.0,
+        full_every_s: float = 15.0,
+    ) -> None:
+        self._store = store
+        self._policies = policies
+        self.refresh_s = refresh_s
+        self._full_every_s = full_every_s
+        self._versions: dict[Pair, int] = {}
+        self._windows: dict[Pair, list[Sample]] = {}
+        self.snapshot: Mapping[Pair, Score] = MappingProxyType({})
+        self.refreshed_at: float | None = None
+        self.last_error: str | None = None
+        self.last_refresh_cpu_s = 0.0
+        self._last_full = 0.0
+        self._policy_seen = policies.current
+        self._seeds = random.Random()
+
+    def window(self, pair: Pair) -> Sequence[Sample]:
+        """The samples last read of `pair`, oldest first (empty when none); read-only."""
+        return self._windows.get(pair, ())
+
+    def age_s(self, now: float | None = None) -> float | None:
+        """Seconds since the last successful refresh; None before the first one."""
+        if self.refreshed_at is None:
+            return None
+        return (now if now is not None else time.time()) - self.refreshed_at
+
+    def window_samples(self, pair: Pair) -> list[Sample]:
+        """The pair's samples as last read from the store, oldest first (may hold samples
+        older than the policy's window: `stats.in_window` cuts them as scoring does)."""
+        return self._windows.get(pair, [])
+
+    async def refresh(self) -> int:
+        """Pull changed windows and rescore them. Returns the number of pairs rescored.
+        Raises StoreUnavailable (the snapshot stays as it was)."""
+        changed = await self._store.changed_windows(self._versions)
+        cpu = time.process_time()
+        now = time.time()
+        for pair, window in changed.items():
+            self._versions[pair] = window.version
+            self._windows[pair] = window.samples
+        if self._policies.current is not self._policy_seen:
+            self._policy_seen = self._policies.current
+            self._last_full = now
+            pairs = list(self._windows)
+        elif now - self._last_full >= self._full_every_s:
+            pairs = list(self._windows)  # every posterior ages, whether a sample left or not
+            self._last_full = now
+        else:
+            pairs = list(changed)
+        cpu = time.process_time() - cpu
+        if pairs:
+            board = dict(self.snapshot)
+            by_model: dict[str, dict[Pair, list[Sample]]] = {}
+            for pair, samples in self._windows.items():
+                by_model.setdefault(pair.model, {})[pair] = samples
+            models = list(dict.fromkeys(p.model for p in pairs))
+            done = 0
+            for model in models:
+                if done >= SCORE_BATCH:
+                    await asyncio.sleep(0)  # let requests run between batches
+                    done = 0
+                batch_cpu = time.process_time()
+                params = self._policies.current.for_model(model).window_params()
+                seed = self._seeds.getrandbits(64)
+                scored = score_model(by_model[model], params, now, seed)
+                board.update(with_cold_models(scored, by_model[model], params, now))
+                done += len(by_model[model])
+                cpu += time.process_time() - batch_cpu
+            self.snapshot = MappingProxyType(board)
+            pairs = list(dict.fromkeys(p for m in models for p in by_model[m]))
+        self.refreshed_at = now
+        self.last_refresh_cpu_s = cpu
+        return len(pairs)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.refresh()
+                if self.last_error is not None:
+                    log.info("scoreboard refresh recovered")
+                self.last_error = None
+            except StoreUnavailable as exc:
+                if self.last_error is None:
+                    log.warning("scoreboard refresh failed, routing on the last scores: %s", exc)
+                self.last_error = str(exc)
+            self._policies.reload_if_changed()  # logs itself; keeps the last good policy
+            await pause(stop, self.refresh_s)
+
+
+def with_cold_models(
+    scores: dict[Pair, Score], windows: Mapping[Pair, Sequence[Sample]], params: WindowParams,
+    now: float,
+) -> dict[Pair, Score]:  # fmt: skip
+    """`scores` with each pair's ColdModel (proxy.learning.coldness) from its window."""
+    for pair, score in scores.items():
+        recent = stats.in_window(windows.get(pair, ()), params, now)
+        cold = cold_model(recent, params.cold_factor, params.cold_floor_s)
+        if cold is not None:
+            scores[pair] = replace(score, cold=cold)
+    return scores

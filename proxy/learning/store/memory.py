@@ -1,0 +1,64 @@
+"""The embedded default store: per-pair windows and a decision log in this process's memory.
+
+The windows are a `LocalWindows`, the same view the Redis store keeps while Redis is away,
+so both stores age samples by one rule: trimmed by count and by age against the wall clock
+whenever a pair's window changes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from proxy.core.domain import Pair, Sample
+from proxy.learning.store.base import StoreHealth, Window
+from proxy.learning.store.local_windows import LocalWindows
+from proxy.settings.config import MemoryStoreConfig
+
+LEASES_KEPT = 1000  # expired leases are swept when there are more than this
+
+
+class MemoryStore:
+    kind = "memory"
+
+    def __init__(self, config: MemoryStoreConfig) -> None:
+        self._windows = LocalWindows(config.max_samples, config.max_age_s)
+        self._decisions: deque[dict[str, Any]] = deque(maxlen=config.max_decisions)
+        self._leases: dict[tuple[Pair, str], tuple[str, float]] = {}  # -> (holder, expiry)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def append(self, samples: Sequence[Sample], decisions: Sequence[dict[str, Any]]) -> None:
+        self._windows.add(samples)
+        self._decisions.extend(decisions)
+
+    async def changed_windows(self, known: Mapping[Pair, int]) -> dict[Pair, Window]:
+        return self._windows.changed(known)
+
+    async def recent_decisions(self, model: str | None, limit: int) -> list[dict[str, Any]]:
+        out = []
+        for decision in reversed(self._decisions):
+            if model is None or decision.get("model") == model:
+                out.append(decision)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def try_lease(self, pair: Pair, slot: str, holder: str, ttl_s: float) -> str | None:
+        now = time.monotonic()
+        if len(self._leases) > LEASES_KEPT:
+            self._leases = {k: v for k, v in self._leases.items() if v[1] > now}
+        held = self._leases.get((pair, slot))
+        if held is not None and held[1] > now:
+            return held[0]
+        self._leases[pair, slot] = (holder, now + ttl_s)
+        return holder
+
+    def health(self) -> StoreHealth:
+        return StoreHealth(self.kind, True, "in-memory (this process only)")

@@ -1,0 +1,204 @@
+"""The shared store's Redis keyspace: one function per key kind, the Lua scripts, the codec.
+
+Owns key names, how a sample and a pair are packed into bytes, and the scripts that change
+one model's keys atomically. Does no I/O (redis_store.py does) and imports no Redis client.
+
+Every key of a model carries the hash tag `{model}`, so on Redis Cluster a model's windows,
+versions, late marks, decisions and probe leases share one slot and one script may touch
+them together;
+the change index, the epoch and the global decision log share the tag `{_global}`. No
+script touches two slots. docs/redis.md lists every key with its type and TTL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+
+from proxy.core.domain import Outcome, Pair, Sample, Source
+
+log = logging.getLogger("ttft_router.store")
+
+GLOBAL_TAG = "_global"
+
+# A sample whose timestamp is this much older than its window's newest is "late": it lands
+# where a reader reading only the tail of the window would miss it (see READ_WINDOW).
+LATE_S = 10.0
+
+
+def window_key(prefix: str, pair: Pair) -> str:
+    """Sorted set: score = sample timestamp, member = packed sample."""
+    return f"{prefix}:{{{pair.model}}}:w:{pair.provider}"
+
+
+def versions_key(prefix: str, model: str) -> str:
+    """Hash: provider -> version of that pair's window (bumped by every append)."""
+    return f"{prefix}:{{{model}}}:versions"
+
+
+def late_key(prefix: str, model: str) -> str:
+    """Hash: provider -> version of the last append that held a late sample."""
+    return f"{prefix}:{{{model}}}:late"
+
+
+def lease_key(prefix: str, pair: Pair, slot: str) -> str:
+    """String with a TTL (SET NX PX): the replica holding this pair's probe slot."""
+    return f"{prefix}:{{{pair.model}}}:lease:{pair.provider}:{slot}"
+
+
+def model_decisions_key(prefix: str, model: str) -> str:
+    """List, newest first: one model's recent decisions (JSON)."""
+    return f"{prefix}:{{{model}}}:decisions"
+
+
+def decisions_key(prefix: str) -> str:
+    """List, newest first: every model's recent decisions (JSON)."""
+    return f"{prefix}:{{{GLOBAL_TAG}}}:decisions"
+
+
+def changes_key(prefix: str) -> str:
+    """Sorted set: member = packed pair, score = Redis server time (ms) of its last append."""
+    return f"{prefix}:{{{GLOBAL_TAG}}}:changes"
+
+
+def epoch_key(prefix: str) -> str:
+    """String: a random token set by the first writer into an empty keyspace."""
+    return f"{prefix}:{{{GLOBAL_TAG}}}:epoch"
+
+
+# Sample <-> bytes: a JSON array readable with redis-cli, timestamp first (the append script
+# reads it as the score). Model and provider are in the key; times are rounded to the
+# microsecond, which halves a member's size. Never contains a newline (batches are joined
+# with them).
+def pack_sample(s: Sample) -> bytes:
+    return orjson.dumps(
+        [round(s.timestamp, 6), s.outcome, _us(s.ttft_s), _us(s.ttfb_s), _us(s.total_s),
+         _us(s.censored_at_s), s.source, s.prompt_tokens, s.replica]
+    )  # fmt: skip
+
+
+def _us(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 6)
+
+
+_OUTCOMES = {o.value: o for o in Outcome}
+_SOURCES = {s.value: s for s in Source}
+
+
+def unpack_samples(pair: Pair, members: Iterable[bytes]) -> list[Sample]:
+    """Decode a window's members, in order; a member that does not decode is skipped, logged."""
+    model, provider = pair
+    out = []
+    for member in members:
+        try:
+            ts, outcome, ttft, ttfb, total, censored, source, tokens, replica = orjson.loads(member)
+            out.append(
+                Sample(model, provider, _OUTCOMES[outcome], ttft, ts, ttfb, total, censored,
+                       _SOURCES[source], tokens, replica)
+            )  # fmt: skip
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("skipped an undecodable sample of %s: %r (%s)", pair, member[:80], exc)
+    return out
+
+
+def pack_pair(pair: Pair) -> bytes:
+    return orjson.dumps([pair.model, pair.provider])
+
+
+def unpack_pair(member: bytes) -> Pair | None:
+    try:
+        model, provider = orjson.loads(member)
+    except (ValueError, TypeError):
+        log.warning("skipped an undecodable change-index entry: %r", member[:80])
+        return None
+    return Pair(str(model), str(provider))
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    text: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.text.encode()).hexdigest()
+
+
+APPEND_SAMPLES = Script(
+    "append_samples",
+    """
+-- Add samples to one pair's window, trim it by age and count, bump the pair's version.
+-- KEYS[1] window   KEYS[2] the model's versions   KEYS[3] the model's late marks
+-- ARGV[1] provider   ARGV[2] max_samples   ARGV[3] age cutoff (older samples are dropped)
+-- ARGV[4] ttl_s      ARGV[5] late_s       ARGV[6] oldest timestamp in this batch
+-- ARGV[7] packed samples, one per line; each starts with its timestamp: "[ts,..."
+-- Returns the pair's new version. The version is bumped first: a script is not rolled back
+-- on error, and when Redis refuses writes (OOM) it refuses this first one, so nothing is
+-- half-done; a retried batch re-adds the same members (a no-op) and bumps the version.
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
+local version = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+if not newest or tonumber(ARGV[6]) < tonumber(newest) - tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[3], ARGV[1], version)
+end
+local args = {}
+for member in string.gmatch(ARGV[7], '[^\\n]+') do
+  args[#args + 1] = string.match(member, '^%[([^,]+),')
+  args[#args + 1] = member
+  if #args >= 1000 then
+    redis.call('ZADD', KEYS[1], unpack(args))
+    args = {}
+  end
+end
+if #args > 0 then redis.call('ZADD', KEYS[1], unpack(args)) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[2]) - 1)
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+return version
+""",
+)
+
+TOUCH_INDEX = Script(
+    "touch_index",
+    """
+-- Mark pairs as changed now (Redis server time), drop entries older than the TTL, and
+-- give an empty keyspace its epoch token.
+-- KEYS[1] change index   KEYS[2] epoch
+-- ARGV[1] epoch token to set if there is none   ARGV[2] ttl_s   ARGV[3..] packed pairs
+-- Returns the score given (ms).
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 3, #ARGV do redis.call('ZADD', KEYS[1], now_ms, ARGV[i]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - tonumber(ARGV[2]) * 1000)
+redis.call('SET', KEYS[2], ARGV[1], 'NX')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return now_ms
+""",
+)
+
+READ_WINDOW = Script(
+    "read_window",
+    """
+-- One pair's window if its version differs from the caller's: all of it, or its tail.
+-- KEYS[1] window   KEYS[2] the model's versions   KEYS[3] the model's late marks
+-- ARGV[1] provider   ARGV[2] version the caller holds (-1: none, send everything)
+-- ARGV[3] tail bound: the caller keeps its samples scored below it
+-- Returns {version, 0} when unchanged; {version, 1, members} with the whole window when
+-- the caller holds nothing, the version went back (FLUSHALL) or a late sample arrived
+-- since the caller's version; else {version, 2, members scored >= bound}. Oldest first.
+local version = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local known = tonumber(ARGV[2])
+if version == known then return {version, 0} end
+local late = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+if known <= 0 or version < known or late > known then
+  return {version, 1, redis.call('ZRANGE', KEYS[1], 0, -1)}
+end
+return {version, 2, redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[3], '+inf')}
+""",
+)
+
+SCRIPTS = (APPEND_SAMPLES, TOUCH_INDEX, READ_WINDOW)

@@ -1,0 +1,1 @@
+"""Active measurement: scheduled probes of every pair, their leases and budget."""

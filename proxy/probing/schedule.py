@@ -1,0 +1,253 @@
+"""Pure: when a pair is probed next, why, and under which lease slot; and the probe budget.
+
+No I/O and no clock of its own (every function takes `now`), so a schedule can be replayed
+in a test. The prober (prober.py) calls `plan()` for each pair on every tick, fires the
+probes that are due, and asks `Budget` before each one. docs/probing.md tells the rules.
+
+Slots: time is cut into slots of a period (the interval for gap filling, the burst spacing
+for bursts); slot k of a pair is due at k x period plus an offset within `jitter` x period
+that is a hash of (pair, kind, k), so every replica computes the same moment and the lease
+of the slot (one per pair and slot, in the store) lets exactly one of them send it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from proxy.core.domain import Pair, Sample, Score, Source
+from proxy.learning.coldness import last_activity
+from proxy.settings.policy import ModelPolicy
+
+
+class Reason(enum.StrEnum):
+    BURST = "burst"  # a new or emptied pair, until min_samples
+    UNCERTAIN = "uncertain"  # routing asked for evidence about this pair
+    KEEP_WARM = "keep-warm"  # the model's chosen pair, before its learned idle-to-cold time
+    STALE = "stale"  # the newest sample is older than stale_after_s: probe at once
+    GAP = "gap"  # few recent passive samples: one probe per interval
+    SKIPPED = "skipped"  # enough passive traffic (or probing off for the model)
+    MANUAL = "manual"  # POST /admin/probe
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """A model's probe times in seconds of this market (policy x prober.time_scale)."""
+
+    interval_s: float
+    jitter: float
+    burst_spacing_s: float
+    stale_after_s: float
+    timeout_s: float
+    enough_passive: int
+    keep_warm: bool
+    margin: float
+    idle_to_cold_s: float
+    min_idle_s: float
+
+    @classmethod
+    def of(cls, policy: ModelPolicy, time_scale: float) -> Timing:
+        p = policy.probe
+        return cls(
+            interval_s=p.interval_s * time_scale, jitter=p.jitter,
+            burst_spacing_s=p.burst_spacing_s * time_scale,
+            stale_after_s=p.stale_after_s * time_scale, timeout_s=p.timeout_s * time_scale,
+            enough_passive=p.enough_passive,
+            keep_warm=p.keep_warm.enabled, margin=p.keep_warm.margin,
+            idle_to_cold_s=p.keep_warm.idle_to_cold_s * time_scale,
+            min_idle_s=p.keep_warm.min_idle_s * time_scale,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A pair's next probe: why, when (wall clock; None: nothing due) and its lease slot."""
+
+    reason: Reason
+    due: float | None
+    slot: str | None
+    period_s: float  # the slot's length: the lease lives this long
+    detail: str
+
+
+def slot_due(pair: Pair, kind: str, period_s: float, jitter: float, k: int) -> float:
+    """When slot `k` of `pair` (of lease kind `kind`) is due: the same on every replica."""
+    token = f"{pair.model}\0{pair.provider}\0{kind}{k}".encode()
+    share = zlib.crc32(token) / 2**32
+    return (k + share * jitter) * period_s
+
+
+def next_slot(
+    pair: Pair, kind: str, period_s: float, jitter: float, now: float, done: str | None
+) -> tuple[str, float]:
+    """The current slot of `now` unless this replica has already fired it (`done`), else the
+    next one: (slot name, due time)."""
+    k = math.floor(now / period_s)
+    if done == f"{kind}{k}":
+        k += 1
+    return f"{kind}{k}", slot_due(pair, kind, period_s, jitter, k)
+
+
+def is_bursting(was_bursting: bool, score: Score | None, min_samples: int) -> bool:
+    """A pair bursts from the moment its window is empty until it holds `min_samples`
+    attempts (errors count, so a failing pair's burst ends too)."""
+    attempts = score.n_attempts if score is not None else 0
+    return attempts == 0 or (was_bursting and attempts < min_samples)
+
+
+@dataclass(frozen=True, slots=True)
+class PairView:
+    """What `plan()` needs to know about one pair besides its policy."""
+
+    score: Score | None
+    window: Sequence[Sample]  # oldest first
+    bursting: bool
+    is_chosen: bool  # the model's current choice (keep-warm applies to it)
+    uncertain: str | None  # why routing wants evidence, or None
+    idle_to_cold_s: float | None  # learned from the window, None: not learned yet
+    done: str | None  # the last slot this replica fired
+    local_end: float | None = None  # when this replica's last probe of it ended (before the
+    # store and scoreboard show its sample)
+
+
+def plan(pair: Pair, timing: Timing, view: PairView, now: float) -> Plan:
+    """The earliest due of the reasons that apply (ties in Reason's order). Enough passive
+    samples within the last interval rule out gap and stale probes; so do burst, uncertain
+    and keep-warm, which probe more often than they would."""
+    options: list[Plan] = []
+    if view.bursting:
+        options.append(_slotted(pair, Reason.BURST, "b", timing.burst_spacing_s, timing, view,
+                                now, "fewer attempts than min_samples"))  # fmt: skip
+    if view.uncertain is not None:
+        options.append(_slotted(pair, Reason.UNCERTAIN, "u", timing.burst_spacing_s, timing,
+                                view, now, view.uncertain))  # fmt: skip
+    warm = _keep_warm(timing, view)
+    if warm is not None:
+        options.append(warm)
+    if options:  # each probes more often than gap filling would: they replace it
+        return _earliest(options)
+    passive = recent_passive(view.window, now - timing.interval_s)
+    counted = f"{passive} passive samples in the last {timing.interval_s:.3g} s"
+    if passive >= timing.enough_passive:
+        return Plan(Reason.SKIPPED, None, None, timing.interval_s, counted)
+    else:
+        age = view.score.age_s(now) if view.score is not None else None
+        if age is not None and age > timing.stale_after_s:
+            # at once, unless this slot was fired already: then at the next slot's time
+            slot, due = next_slot(pair, "g", timing.interval_s, timing.jitter, now, view.done)
+            at = now if slot == f"g{math.floor(now / timing.interval_s)}" else due
+            options.append(Plan(Reason.STALE, at, slot, timing.interval_s,
+                                f"newest sample {age:.3g} s old"))  # fmt: skip
+        else:
+            options.append(
+                _slotted(pair, Reason.GAP, "g", timing.interval_s, timing, view, now, counted)
+            )
+    return _earliest(options)
+
+
+REASON_ORDER = list(Reason)
+
+
+def _earliest(options: list[Plan]) -> Plan:
+    return min(options, key=lambda p: (p.due if p.due is not None else math.inf,
+                                       REASON_ORDER.index(p.reason)))  # fmt: skip
+
+
+def _slotted(
+    pair: Pair, reason: Reason, kind: str, period_s: float, timing: Timing, view: PairView,
+    now: float, detail: str,
+) -> Plan:  # fmt: skip
+    slot, due = next_slot(pair, kind, period_s, timing.jitter, now, view.done)
+    return Plan(reason, due, slot, period_s, detail)
+
+
+def _keep_warm(timing: Timing, view: PairView) -> Plan | None:
+    """Keep-warm for the chosen pair: due once it has been idle for the spacing."""
+    if not (timing.keep_warm and view.is_chosen):
+        return None
+    spacing = keep_warm_spacing(timing, view.idle_to_cold_s)
+    last_seen = last_activity(view.window)
+    if view.local_end is not None:
+        last_seen = max(last_seen or view.local_end, view.local_end)
+    if last_seen is None or spacing >= timing.interval_s:
+        return None
+    due = last_seen + spacing
+    k = math.floor(due / spacing)
+    if view.done == f"k{k}":
+        k += 1
+        due = max(due, k * spacing)
+    learned = "learned" if view.idle_to_cold_s is not None else "assumed"
+    idle = view.idle_to_cold_s if view.idle_to_cold_s is not None else timing.idle_to_cold_s
+    detail = f"idle-to-cold {idle:.3g} s ({learned}): probe after {spacing:.3g} s idle"
+    return Plan(Reason.KEEP_WARM, due, f"k{k}", spacing, detail)
+
+
+def keep_warm_spacing(timing: Timing, learned_s: float | None) -> float:
+    """How long the chosen pair may stay idle: margin x idle-to-cold, at least min_idle_s."""
+    idle = learned_s if learned_s is not None else timing.idle_to_cold_s
+    return max(timing.min_idle_s, timing.margin * idle)
+
+
+def recent_passive(window: Sequence[Sample], since: float) -> int:
+    count = 0
+    for sample in reversed(window):
+        if sample.timestamp < since:
+            break
+        count += sample.source is Source.PASSIVE
+    return count
+
+
+class Budget:
+    """Probes and their estimated cost in a sliding window (an hour of this market): a
+    probe is allowed while both stay under their caps. Per replica."""
+
+    def __init__(self, max_probes: int, max_cost_usd: float, window_s: float) -> None:
+        self.max_probes = max_probes
+        self.max_cost_usd = max_cost_usd
+        self.window_s = window_s
+        self._spent: deque[list[float]] = deque()  # [timestamp, cost]
+
+    def _expire(self, now: float) -> None:
+        while self._spent and self._spent[0][0] <= now - self.window_s:
+            self._spent.popleft()
+
+    def used(self, now: float) -> tuple[int, float]:
+        self._expire(now)
+        return len(self._spent), sum(cost for _, cost in self._spent)
+
+    def refusal(self, now: float, cost_usd: float) -> str | None:
+        """Why a probe estimated at `cost_usd` may not go now, or None when it may."""
+        probes, cost = self.used(now)
+        hour = f"per {self.window_s:.4g} s"
+        if probes >= self.max_probes:
+            return f"probe cap reached: {probes} of {self.max_probes} probes {hour}"
+        if cost + cost_usd > self.max_cost_usd:
+            return (f"cost cap reached: ${cost:.6f} of ${self.max_cost_usd:g} {hour} "
+                    f"(next probe ~${cost_usd:.6f})")  # fmt: skip
+        return None
+
+    def spend(self, now: float, cost_usd: float) -> list[float]:
+        """Count one probe; returns its entry, to correct its cost with `settle`."""
+        entry = [now, cost_usd]
+        self._spent.append(entry)
+        return entry
+
+    @staticmethod
+    def settle(entry: list[float], cost_usd: float) -> None:
+        entry[1] = cost_usd
+
+    def refund(self, entry: list[float]) -> None:
+        """Uncount a probe that was not sent (another replica held its slot)."""
+        for i, spent in enumerate(self._spent):
+            if spent is entry:
+                del self._spent[i]
+                return
+
+    def resumes_at(self, now: float) -> float | None:
+        """When the oldest spend leaves the window (None: nothing spent)."""
+        self._expire(now)
+        return self._spent[0][0] + self.window_s if self._spent else None

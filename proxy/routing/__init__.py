@@ -1,0 +1,1 @@
+"""The routing component: which provider serves this request, and why."""

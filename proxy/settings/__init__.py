@@ -1,0 +1,1 @@
+"""What the operator wrote: config.yaml, the routing policies, and the prices derived from them."""

@@ -1,0 +1,376 @@
+"""config.yaml as pydantic models, and `load_config(path)`.
+
+Owns: the shape of the file, `${ENV_VAR}` interpolation, and turning every problem into one
+`ConfigError` naming the file, the dotted field path and the reason. Knows nothing of
+policies' contents (see policy.py) and starts nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AliasChoices,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+
+from proxy.core.errors import ConfigError
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(Frozen):
+    connect_s: float = Field(10.0, gt=0)
+    first_token_s: float = Field(90.0, gt=0, description="cold starts last up to 90 s")
+    total_s: float = Field(600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Timeouts:
+        if self.first_token_s > self.total_s:
+            raise ValueError("timeouts.first_token_s must not exceed timeouts.total_s")
+        return self
+
+
+class Price(Frozen):
+    """USD per 1M tokens (proxy.settings.pricing). The names of `prober.prices`' first release,
+    `prompt_per_1m_usd` / `completion_per_1m_usd`, are still read."""
+
+    prompt_per_million: float = Field(
+        ge=0, validation_alias=AliasChoices("prompt_per_million", "prompt_per_1m_usd")
+    )
+    completion_per_million: float = Field(
+        ge=0, validation_alias=AliasChoices("completion_per_million", "completion_per_1m_usd")
+    )
+
+
+class OpenAIProvider(Frozen):
+    """Any OpenAI-compatible endpoint, spoken to over the shared aiohttp pool."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: AnyHttpUrl
+    api_key: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts = Timeouts()
+    stream_for_non_stream: bool = Field(
+        True, description="serve stream=false clients from an upstream stream (yields a TTFT)"
+    )
+    responses: bool = Field(
+        False,
+        description="the provider serves the Responses API (POST /responses); off: "
+        "/v1/responses requests skip it (most OpenAI-compatible providers serve only chat)",
+    )
+    price: Price | None = Field(None, description="for every model of this provider (pricing)")
+
+    @property
+    def url(self) -> str:
+        return str(self.base_url).rstrip("/")
+
+
+class LiteLLMProvider(Frozen):
+    """Any provider litellm speaks to (Anthropic, Bedrock, Vertex...); imported lazily."""
+
+    kind: Literal["litellm"]
+    litellm_provider: str = Field(
+        min_length=1, description="litellm's provider prefix, e.g. 'anthropic', 'bedrock'"
+    )
+    api_key: SecretStr | None = None
+    api_base: AnyHttpUrl | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts = Timeouts()
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="extra keyword arguments for litellm (e.g. region)"
+    )
+    forward_unknown_fields: bool = Field(
+        False,
+        description="send request fields that are not OpenAI parameters as litellm's "
+        "extra_body (merged into the provider's JSON body); off: they are dropped",
+    )
+    price: Price | None = Field(None, description="instead of litellm's price map (pricing)")
+
+
+Provider = Annotated[OpenAIProvider | LiteLLMProvider, Field(discriminator="kind")]
+
+
+class ModelEntry(Frozen):
+    providers: dict[str, str] = Field(
+        min_length=1, description="provider name -> that provider's own model id"
+    )
+
+
+class ServerConfig(Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    replica_id: str | None = Field(None, description="defaults to hostname-pid")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    workers: int = Field(1, ge=1, le=64)
+    # Connection limits (proxy/server.py): none of them needs a key to apply.
+    timeout_keep_alive_s: float = Field(
+        5.0, gt=0, description="an idle connection (before or between requests) is closed"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="from a request's first byte to the end of its headers (408)"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="from the end of the headers to the end of the body (408)"
+    )
+    max_connections: int = Field(
+        1000, gt=0, description="open client connections per process; past it: 503, closed"
+    )
+    shutdown_drain_s: float = Field(
+        25.0, ge=0, description="SIGTERM: streams in flight get this long to finish"
+    )
+    admin_listen: str | None = Field(
+        None, description="HOST:PORT of a separate listener for /admin and /metrics"
+    )
+
+    @model_validator(mode="after")
+    def _admin_listen(self) -> ServerConfig:
+        if self.admin_listen is not None:
+            parse_listen(self.admin_listen)
+            if self.workers > 1:
+                raise ValueError("server.admin_listen needs server.workers: 1 (one process "
+                                 "binds it); run replicas instead of workers")  # fmt: skip
+        return self
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 hosts in brackets) -> (host, port); ValueError naming the value."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"server.admin_listen: expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+HASHED_KEY = re.compile(r"sha256:([0-9a-fA-F]{64})")
+
+
+def key_digest(key: str) -> bytes:
+    """The SHA-256 digest of a configured key: given as ``sha256:<hex>``, or hashed here."""
+    hashed = HASHED_KEY.fullmatch(key)
+    if hashed:
+        return bytes.fromhex(hashed.group(1))
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+class AuthConfig(Frozen):
+    """Client and admin keys. Each is the key itself or ``sha256:<64 hex digits>`` (its digest)."""
+
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    admin_keys: list[SecretStr] = Field(default_factory=list)
+    allow_unauthenticated: bool = Field(
+        False, description="serve /v1 without a key (local development only)"
+    )
+
+    @model_validator(mode="after")
+    def _some_key(self) -> AuthConfig:
+        for field in ("api_keys", "admin_keys"):
+            for key in getattr(self, field):
+                value = key.get_secret_value()
+                if value.lower().startswith("sha256:") and not HASHED_KEY.fullmatch(value):
+                    raise ValueError(f"auth.{field}: a hashed key is 'sha256:' and 64 hex digits")
+        if not self.api_keys and not self.allow_unauthenticated:
+            raise ValueError(
+                "auth.api_keys is empty: list at least one client key "
+                "or set auth.allow_unauthenticated: true"
+            )
+        return self
+
+
+class MemoryStoreConfig(Frozen):
+    kind: Literal["memory"] = "memory"
+    max_samples: int = Field(1000, gt=0, description="samples kept per pair (newest)")
+    max_age_s: float = Field(86400.0, gt=0)
+    max_decisions: int = Field(1000, gt=0)
+
+
+class RedisStoreConfig(Frozen):
+    kind: Literal["redis"]
+    url: SecretStr = Field(description="redis://[user:password@]host:port/db or rediss://")
+    prefix: str = Field("ttft", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    max_samples: int = Field(1000, gt=0)
+    max_age_s: float = Field(86400.0, gt=0)
+    max_decisions: int = Field(1000, gt=0, description="decisions kept in the global log")
+    max_decisions_per_model: int = Field(100, gt=0, description="decisions kept per model")
+    socket_timeout_s: float = Field(0.5, gt=0)
+    connect_timeout_s: float = Field(0.5, gt=0)
+    pool_size: int = Field(16, gt=0)
+    sweep_s: float = Field(
+        30.0, gt=0, description="compare every pair's version this often (beside the index)"
+    )
+
+
+Store = Annotated[MemoryStoreConfig | RedisStoreConfig, Field(discriminator="kind")]
+
+
+class BufferConfig(Frozen):
+    max_items: int = Field(100_000, gt=0, description="samples buffered before the oldest drop")
+    flush_interval_s: float = Field(0.2, gt=0)
+    batch_size: int = Field(5000, gt=0)
+
+
+class ScoreboardConfig(Frozen):
+    refresh_s: float = Field(1.0, gt=0)
+    stale_after_s: float = Field(10.0, gt=0, description="/readyz fails past this age")
+
+
+class ProberConfig(Frozen):
+    """The prober of this replica (docs/probing.md); the schedule itself is policy."""
+
+    enabled: bool = Field(True, description="false: no scheduled probes at all")
+    time_scale: float = Field(
+        1.0, gt=0, description="multiplies every probe time setting and the budget's hour"
+    )
+    tick_s: float = Field(0.5, gt=0, description="how often the schedule is looked at")
+    max_in_flight: int = Field(16, ge=1, le=1000, description="probes at once, all pairs")
+    max_probes_per_hour: int = Field(600, ge=0, description="per replica")
+    max_cost_per_hour_usd: float = Field(0.05, ge=0, description="estimated, per replica")
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="'provider' or 'model@provider' -> price"
+    )
+    litellm_prices: bool = Field(
+        False,
+        description="look up openai-kind pairs in litellm's bundled price map too "
+        "(imports litellm); litellm-kind pairs are always looked up",
+    )
+    unknown_price: Price = Field(
+        Price(prompt_per_million=10.0, completion_per_million=30.0),
+        description="assumed for a pair whose price is known nowhere (kept high: safe)",
+    )
+
+
+class OtlpConfig(Frozen):
+    """OTLP/HTTP export of the TTFT histogram and decision counters (needs the `otel` extra)."""
+
+    enabled: bool = False
+    endpoint: str = Field(
+        "http://127.0.0.1:4318/v1/metrics", description="an OTLP/HTTP collector's metrics URL"
+    )
+    interval_s: float = Field(15.0, gt=0, le=3600)
+
+
+class TelemetryConfig(Frozen):
+    otlp: OtlpConfig = OtlpConfig()
+
+
+class Config(Frozen):
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig(allow_unauthenticated=True)
+    store: Store = MemoryStoreConfig()
+    buffer: BufferConfig = BufferConfig()
+    scoreboard: ScoreboardConfig = ScoreboardConfig()
+    prober: ProberConfig = ProberConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    providers: dict[str, Provider] = Field(min_length=1)
+    models: dict[str, ModelEntry] = Field(min_length=1)
+    policies: list[Path] = Field(
+        default_factory=list, description="policy files, relative to this file"
+    )
+    source: Path | None = Field(None, exclude=True, description="set by load_config")
+
+    @model_validator(mode="after")
+    def _providers_known(self) -> Config:
+        for model, entry in self.models.items():
+            for provider in entry.providers:
+                if provider not in self.providers:
+                    known = ", ".join(sorted(self.providers))
+                    raise ValueError(
+                        f"models.{model}.providers.{provider}: unknown provider "
+                        f"'{provider}' (known: {known})"
+                    )
+        return self
+
+    def policy_paths(self) -> list[Path]:
+        base = self.source.parent if self.source else Path.cwd()
+        return [p if p.is_absolute() else base / p for p in self.policies]
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate_env(node: Any, path: str = "") -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string of a YAML tree.
+
+    Raises ValueError naming the dotted path of the first unset variable.
+    """
+    if isinstance(node, dict):
+        return {k: interpolate_env(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [interpolate_env(v, f"{path}.{i}") for i, v in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name, default)
+        if value is None:
+            raise ValueError(f"{path}: environment variable {name} is not set")
+        return value
+
+    return _ENV.sub(substitute, node)
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file; raise ConfigError naming the file on any read or syntax error."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+
+
+def format_validation_error(
+    path: Path, exc: ValidationError, tag_at: dict[str, int] | None = None
+) -> ConfigError:
+    """One readable error per problem: `file: dotted.path: reason`.
+
+    `tag_at` maps a top-level key to the position of a discriminated union's tag in the
+    error location (pydantic inserts it), which is dropped from the path shown.
+    """
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        drop = (tag_at or {}).get(loc[0]) if loc else None
+        if drop is not None and len(loc) > drop + 1:
+            del loc[drop]
+        where = ".".join(loc) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{path}: {where}: {msg}")
+    return ConfigError("\n".join(lines))
+
+
+_TAG_AT = {"providers": 2, "store": 1}
+
+
+def parse_config(data: Any, path: Path) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        data = interpolate_env(data)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    try:
+        config = Config.model_validate({**data, "source": path})
+    except ValidationError as exc:
+        raise format_validation_error(path, exc, _TAG_AT) from exc
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, interpolate and validate a config file. Raises ConfigError on any problem."""
+    path = Path(path)
+    return parse_config(read_yaml(path), path)

@@ -1,0 +1,1 @@
+"""Counting what happens: Prometheus metrics, the optional OTLP export, log formats."""
