@@ -1,9 +1,10 @@
-"""Microseconds per request of request controls (proxy.routing.controls), beside the routing call
-they follow (Router.route, 10 proven providers, the same snapshot as benchmarks/micro.py).
+"""Microseconds per request of request controls (proxy.api.controls parses them,
+proxy.routing.steering applies them), beside the routing call they follow (Routing.plan,
+10 proven providers, the same snapshot as benchmarks/micro.py).
 
     no controls         what every request pays: the body's `provider` key looked up, the
                         header names scanned (10 ordinary headers), the policy checked for
-                        steering (`controls.steers`)
+                        steering (`steering.steers`)
     body controls       parse + validate `{"only": [5 providers], "sort": "price"}` and
                         steer the ranking (filter, sort by price)
     header controls     the same as headers
@@ -19,15 +20,17 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from proxy.routing import controls
-from proxy.routing.ranking import Router
+from proxy.api import controls
+from proxy.routing import RouteRequest
+from proxy.routing.ranking import ModelView, rank
+from proxy.routing.steering import steer, steers
 from proxy.settings.policy import ModelPolicy
 from proxy.settings.pricing import PairPrice
 
 try:
-    from benchmarks.micro import MODEL, best_us, decision_setup
+    from benchmarks.micro import MODEL, best_us, decision_setup, routing_for
 except ImportError:  # run as a script from the repository root
-    from micro import MODEL, best_us, decision_setup  # type: ignore[no-redef]
+    from micro import MODEL, best_us, decision_setup, routing_for  # type: ignore[no-redef]
 
 HEADERS = [
     (b"host", b"127.0.0.1:8080"), (b"accept", b"application/json"),
@@ -39,39 +42,39 @@ HEADERS = [
 
 
 def main() -> None:
-    args, now, policy, scores, deployments = decision_setup(__doc__ or "")
-    names = [p for p, _ in deployments]
+    args, now, policy, scores, pairs = decision_setup(__doc__ or "")
+    names = list(pairs)
     prices = {p: PairPrice((i + 1) * 1e-7, (i + 1) * 3e-7, "config") for i, p in enumerate(names)}
-    router = Router(random.Random(1))
-    ranking = router.route(policy, deployments, scores, MODEL, now)
+    routing, _ = routing_for(policy, scores, pairs)
+    ranking = rank(ModelView(policy, MODEL, pairs, scores, now), random.Random(1))
     body: dict[str, Any] = {"model": MODEL, "messages": [], "stream": True}
     only = names[::2]
 
     def none() -> object:
         given = controls.parse(body, HEADERS, policy, names)
-        return given is None and not controls.steers(policy)
+        return given is None and not steers(policy)
 
     def with_body() -> object:
         request = {**body, "provider": {"only": only, "sort": "price"}}
         given = controls.parse(request, HEADERS, policy, names)
-        return controls.steer(ranking, given, policy, prices)
+        return steer(ranking, given, policy, prices)
 
     header_form = [*HEADERS, (b"x-ttft-router-provider-only", ",".join(only).encode()),
                    (b"x-ttft-router-provider-sort", b"price")]  # fmt: skip
 
     def with_headers() -> object:
         given = controls.parse(body, header_form, policy, names)
-        return controls.steer(ranking, given, policy, prices)
+        return steer(ranking, given, policy, prices)
 
     pinned = ModelPolicy(pin=names[3], order=[names[5], names[1]])
 
     def steering() -> object:
-        return controls.steer(ranking, None, pinned, prices)
+        return steer(ranking, None, pinned, prices)
 
     n, r = args.number, args.repeat
     results = {
-        f"Router.route, {args.providers} providers (for scale)": best_us(
-            lambda: router.route(policy, deployments, scores, MODEL, now), n, r),
+        f"Routing.plan, {args.providers} providers (for scale)": best_us(
+            lambda: routing.plan(RouteRequest(MODEL, now)), n, r),
         "no controls (every request)": best_us(none, n, r),
         "body controls: parse + steer (only, sort price)": best_us(with_body, n, r),
         "header controls: parse + steer (only, sort price)": best_us(with_headers, n, r),

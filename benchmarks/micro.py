@@ -1,12 +1,12 @@
 """Microseconds per operation of the two things every request does besides moving bytes.
 
-    routing decision    Router.route on a scoreboard of 10 proven providers for one model
+    routing decision    Routing.plan on a scoreboard of 10 proven providers for one model
                         (target < 50 us): ranked anew (a new snapshot each call, as after
                         every scoreboard refresh) and on the same snapshot (a posterior
-                        draw per request; Router reuses a ranking only when the pairs'
-                        ranges of draws are disjoint, which these overlapping providers'
-                        are not); the reason text is rendered only when read, timed
-                        apart (ranking anew + rendering)
+                        draw per request; the component reuses a ranking only when the
+                        pairs' ranges of draws are disjoint, which these overlapping
+                        providers' are not); the reason text is rendered only when read,
+                        timed apart (ranking anew + rendering)
     recording a sample  Recorder.sample: SampleBuffer.add_sample + the Prometheus
                         attempt counter and TTFT histogram (target < 10 us)
     deadline            a first-token deadline armed and left unexpired under uvloop:
@@ -34,10 +34,11 @@ import uvloop
 
 from proxy.core.domain import Outcome, Pair, Sample, Score
 from proxy.learning.stats import compute_score
-from proxy.routing.ranking import Router
+from proxy.routing import RouteRequest, Routing
 from proxy.serving.recorder import Recorder
 from proxy.settings.config import BufferConfig, MemoryStoreConfig
-from proxy.settings.policy import ModelPolicy
+from proxy.settings.policy import ModelPolicy, PolicyHolder, PolicySet
+from proxy.settings.pricing import PairPrice
 from proxy.telemetry.metrics import Metrics
 
 try:
@@ -114,9 +115,30 @@ def timer_costs(number: int, repeat: int) -> dict[str, float]:
     return uvloop.run(measure())
 
 
+class Board:
+    """The scoreboard as routing reads it: one snapshot, swapped whole."""
+
+    def __init__(self, snapshot: Mapping[Pair, Score]) -> None:
+        self.snapshot = snapshot
+
+
+class NoPrices:
+    def for_model(self, model: str) -> Mapping[str, PairPrice]:
+        return {}
+
+
+def routing_for(
+    policy: ModelPolicy, scores: Mapping[Pair, Score], pairs: Mapping[str, str]
+) -> tuple[Routing, Board]:
+    """A routing component over `scores` (swap `board.snapshot` to rank anew)."""
+    board = Board(scores)
+    holder = PolicyHolder([], initial=PolicySet(default=policy))
+    return Routing(holder, board, {MODEL: pairs}, NoPrices(), rng=random.Random(1)), board
+
+
 def decision_setup(
     description: str,
-) -> tuple[argparse.Namespace, float, ModelPolicy, Mapping[Pair, Score], list[tuple[str, str]]]:
+) -> tuple[argparse.Namespace, float, ModelPolicy, Mapping[Pair, Score], dict[str, str]]:
     """The command line and one routing decision's inputs, shared with benchmarks/controls.py."""
     parser = argparse.ArgumentParser(description=description.split("\n\n")[0])
     parser.add_argument("--providers", type=int, default=10)
@@ -126,35 +148,39 @@ def decision_setup(
     now = time.time()
     policy = ModelPolicy()
     scores = MappingProxyType(scoreboard(args.providers, policy, now))
-    deployments = [(f"provider-{i}", f"org/model-{i}") for i in range(args.providers)]
-    return args, now, policy, scores, deployments
+    pairs = {f"provider-{i}": f"org/model-{i}" for i in range(args.providers)}
+    return args, now, policy, scores, pairs
 
 
 def main() -> None:
-    args, now, policy, scores, deployments = decision_setup(__doc__ or "")
-    router = Router(random.Random(1))
-    weighted = ModelPolicy(mode="weighted")
+    args, now, policy, scores, pairs = decision_setup(__doc__ or "")
+    routing, board = routing_for(policy, scores, pairs)
+    weighted, _ = routing_for(ModelPolicy(mode="weighted"), scores, pairs)
+    request = RouteRequest(MODEL, now)
+    fresh = dict(scores)
 
-    board = dict(scores)
+    def anew() -> object:
+        board.snapshot = MappingProxyType(fresh)  # a new snapshot: ranked anew
+        return routing.plan(request)
+
+    def same() -> object:
+        board.snapshot = scores
+        return routing.plan(request)
+
     n = args.providers
     results = {
-        f"Router.route, {n} providers, best, ranked anew": best_us(
-            lambda: router.route(policy, deployments, MappingProxyType(board), MODEL, now),
-            args.number, args.repeat),
-        f"Router.route, {n} providers, best, same snapshot": best_us(
-            lambda: router.route(policy, deployments, scores, MODEL, now),
-            args.number, args.repeat),
-        f"Router.route, {n} providers, weighted": best_us(
-            lambda: router.route(weighted, deployments, scores, MODEL, now),
-            args.number, args.repeat),
+        f"Routing.plan, {n} providers, best, ranked anew": best_us(anew, args.number, args.repeat),
+        f"Routing.plan, {n} providers, best, same snapshot": best_us(
+            same, args.number, args.repeat),
+        f"Routing.plan, {n} providers, weighted": best_us(
+            lambda: weighted.plan(request), args.number, args.repeat),
         "  ranked anew + its reason text rendered (when read)": best_us(
-            lambda: str(router.route(policy, deployments, MappingProxyType(board), MODEL,
-                                     now).reason), args.number, args.repeat),
+            lambda: str(anew().reason), args.number, args.repeat),  # type: ignore[attr-defined]
     }  # fmt: skip
 
     metrics = Metrics()
     buffer = SampleBuffer(BufferConfig(max_items=10**9), MemoryStore(MemoryStoreConfig()))
-    recorder = Recorder(buffer, router.breakers, metrics, "bench")
+    recorder = Recorder(buffer, routing, metrics, "bench")
     sample = Sample(MODEL, "provider-3", Outcome.OK, 0.42, now, ttfb_s=0.40, total_s=1.2)
     results["Recorder.sample (buffer + metrics)"] = best_us(
         lambda: recorder.sample(sample), args.number, args.repeat
@@ -166,7 +192,7 @@ def main() -> None:
         lambda: metrics.record_sample(sample), args.number, args.repeat
     )
     results.update(timer_costs(args.number, args.repeat))
-    targets = {"Router.route": 50.0, "Recorder.sample": 10.0}
+    targets = {"Routing.plan": 50.0, "Recorder.sample": 10.0}
     for name, us in results.items():
         limit = next((v for k, v in targets.items() if name.startswith(k)), None)
         verdict = "" if limit is None else ("  ok" if us < limit else f"  OVER {limit:.0f} us")

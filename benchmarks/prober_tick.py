@@ -19,6 +19,7 @@ import aiohttp
 
 from proxy.app import build_services
 from proxy.core.domain import Outcome, Sample, Source
+from proxy.routing import RouteRequest
 from proxy.settings.config import Config
 from proxy.settings.policy import ModelPolicy, PolicyHolder, PolicySet
 
@@ -44,7 +45,8 @@ async def tick_ms(models: int, providers: int, samples: int, number: int, keep_w
         ]  # fmt: skip
         await svc.store.append(batch, [])
         await svc.scoreboard.refresh()
-        svc.router.incumbents.update(dict.fromkeys(config.models, "p0"))
+        for model in config.models:  # each model's choice (keep-warm applies to it)
+            svc.routing.plan(RouteRequest(model, now))
         best = float("inf")
         for _ in range(5):
             start = time.perf_counter()

@@ -11,9 +11,9 @@ import asyncio
 import gc
 import logging
 import os
+import random
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -30,10 +30,11 @@ from proxy.learning.scoreboard import Scoreboard
 from proxy.learning.store.base import Store
 from proxy.learning.store.buffer import SampleBuffer
 from proxy.learning.store.memory import MemoryStore
-from proxy.probing.prober import Evidence, Prober
-from proxy.routing.affinity import AffinityTable
-from proxy.routing.ranking import Router, out_of_contention
+from proxy.probing.prober import Prober
+from proxy.probing.runner import ProbeRunner
+from proxy.routing import Routing
 from proxy.serving.dispatch import Dispatcher, ProviderUpstream
+from proxy.serving.endpoint import BY_ROUTE, ENDPOINTS
 from proxy.serving.recorder import Recorder
 from proxy.settings.config import Config, LiteLLMProvider, OpenAIProvider, RedisStoreConfig
 from proxy.settings.policy import PolicyHolder
@@ -107,7 +108,7 @@ class ProxyApp(FastAPI):
     FastAPI 0.165's middleware, router matching, dependency solving, telemetry check and
     the send wrappers around every streamed chunk cost about a fifth of the CPU of a
     streamed request (py-spy, docs/performance.md), so an exact /v1 POST path
-    (`openai.DIRECT_ROUTES`) is served straight from ASGI by `openai.serve_direct` and is
+    (`serving.endpoint.BY_ROUTE`) is served straight from ASGI by `openai.serve_direct` and is
     not registered with FastAPI at all. Everything else (admin, health, /v1/models, other
     methods and paths on /v1, lifespan) is FastAPI as usual. Errors leave both ways through
     one renderer (`api.errors.render_error`).
@@ -122,10 +123,10 @@ class ProxyApp(FastAPI):
         request_id = requestid.from_headers(scope["headers"])
         token = requestid.REQUEST_ID.set(request_id)
         try:
-            kind = openai.DIRECT_ROUTES.get(scope["path"])
-            if kind is not None:  # any method: serve_direct answers 405 to all but POST
+            endpoint = BY_ROUTE.get(scope["path"])
+            if endpoint is not None:  # any method: serve_direct answers 405 to all but POST
                 scope["app"] = self
-                await openai.serve_direct(scope, receive, send, kind)  # sets the header
+                await openai.serve_direct(scope, receive, send, endpoint)  # sets the header
                 return
             await super().__call__(scope, receive, requestid.with_header(send, request_id))
         finally:
@@ -136,12 +137,21 @@ def build_services(
     config: Config, policies: PolicyHolder, session: aiohttp.ClientSession
 ) -> Services:
     replica = config.server.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    seeds = random.Random(config.routing.seed)  # seeded: a run can be replayed
     metrics = Metrics()
     store = build_store(config, replica)
     buffer = SampleBuffer(config.buffer, store)
-    buffer.on_drop(lambda kind: metrics.dropped.labels(kind).inc())
-    scoreboard = Scoreboard(store, policies, refresh_s=config.scoreboard.refresh_s)
-    router = Router()
+    buffer.on_drop(lambda item: metrics.dropped.labels(item).inc())
+    scoreboard = Scoreboard(
+        store, policies, refresh_s=config.scoreboard.refresh_s,
+        rng=random.Random(seeds.getrandbits(64)),
+    )  # fmt: skip
+    pairs = {model: dict(entry.providers) for model, entry in config.models.items()}
+    pricing = Pricing(config, litellm_price)  # probes, controls, the cost of each request
+    routing = Routing(
+        policies, scoreboard, pairs, pricing, rng=random.Random(seeds.getrandbits(64)),
+        probing=config.prober.enabled,
+    )  # fmt: skip
     redact = redact_from_config(config)
     upstreams = {
         name: ProviderUpstream(
@@ -153,28 +163,25 @@ def build_services(
         for name, provider in config.providers.items()
     }
     metrics.watch(health.StateCollector(scoreboard, buffer, store))
-    recorder = Recorder(buffer, router.breakers, metrics, replica)
-    pricing = Pricing(config, litellm_price)  # probes, controls, the cost of each request
-    dispatcher = Dispatcher(upstreams, recorder, router, redact)
+    recorder = Recorder(buffer, routing, metrics, replica)
+    dispatcher = Dispatcher(upstreams, recorder, redact)
     metrics.watch_hedge_budgets(dispatcher.hedge_budgets.left)
     if config.telemetry.otlp.enabled:
         metrics.export = build_otlp_export(config, replica)
-    prober = Prober(
-        config, policies, scoreboard, buffer, store,
-        upstreams={name: u.upstream for name, u in upstreams.items()},
-        router=router, metrics=metrics, replica=replica, redact=redact,
-        wanted=_evidence_wanted(config, policies, scoreboard, router), pricing=pricing,
-    )  # fmt: skip
-    router.probing = config.prober.enabled
+    runner = ProbeRunner(
+        {name: u.upstream for name, u in upstreams.items()}, pricing, redact, replica
+    )
+    prober = Prober(config, policies, scoreboard, routing, runner, buffer, store, metrics)
     metrics.watch(health.ProberCollector(prober))
     return Services(
         config=config,
         policies=policies,
-        deployments={m: list(e.providers.items()) for m, e in config.models.items()},
+        pairs=pairs,
+        served_by={e.name: e.served_by(config.providers) for e in ENDPOINTS},
         store=store,
         buffer=buffer,
         scoreboard=scoreboard,
-        router=router,
+        routing=routing,
         dispatcher=dispatcher,
         metrics=metrics,
         prober=prober,
@@ -182,36 +189,7 @@ def build_services(
         client_keys=KeySet(k.get_secret_value() for k in config.auth.api_keys),
         admin_keys=KeySet(k.get_secret_value() for k in config.auth.admin_keys),
         pricing=pricing,
-        affinity=AffinityTable(),
     )
-
-
-def _evidence_wanted(
-    config: Config, policies: PolicyHolder, scoreboard: Scoreboard, router: Router
-) -> Callable[[str], Evidence]:
-    """The prober's `wanted`: per model, the pairs routing wants measured and why
-    (routing.evidence_wanted) and those out of contention (routing.out_of_contention),
-    computed once per scores snapshot and policy."""
-    deployments = {m: list(e.providers.items()) for m, e in config.models.items()}
-    memo: dict[str, tuple[object, object, Evidence]] = {}
-
-    def wanted(model: str) -> Evidence:
-        snapshot, policy = scoreboard.snapshot, policies.current.for_model(model)
-        known = memo.get(model)
-        if known is not None and known[0] is snapshot and known[1] is policy:
-            return known[2]
-        now = time.time()
-        found = {
-            w.provider: w.reason
-            for w in router.evidence_wanted(policy, deployments[model], snapshot, model, now)
-        }
-        incumbent = router.incumbents.get(model)
-        settled = out_of_contention(policy, deployments[model], snapshot, model, incumbent)
-        evidence = Evidence(found, settled)
-        memo[model] = (snapshot, policy, evidence)
-        return evidence
-
-    return wanted
 
 
 def build_otlp_export(config: Config, replica: str) -> ExportSink:

@@ -8,31 +8,33 @@ draw): it sends nothing and changes nothing.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from proxy.api.context import Services, admin, deployments_of
+from proxy.api.context import Services, authenticate_admin, pairs_of
 from proxy.core.domain import Candidate, Pair, empty_score
-from proxy.core.errors import InvalidRequest, RateLimited, StoreUnreachable
+from proxy.core.errors import InvalidRequest, RateLimited, ServiceUnavailable
 from proxy.learning.stats import cv_band, in_window
 from proxy.learning.store.base import StoreUnavailable
 from proxy.probing.prober import BudgetExhausted
+from proxy.probing.status import prober_status
 
 router = APIRouter(prefix="/admin")
 
 
 @router.get("/scores")
 async def scores(request: Request, model: str | None = None) -> dict[str, Any]:
-    svc = admin(request)
+    svc = authenticate_admin(request)
     now = time.time()
     pairs = []
-    for name, deployments in svc.deployments.items():
+    for name, model_pairs in svc.pairs.items():
         if model is not None and name != model:
             continue
         policy = svc.policies.current.for_model(name)
-        for provider, upstream_model in deployments:
+        for provider, upstream_model in model_pairs.items():
             pair = Pair(name, provider)
             score = svc.scoreboard.snapshot.get(pair) or empty_score(pair)
             row = score.to_dict(now)
@@ -53,24 +55,23 @@ async def decisions(
     model: str | None = None,
     limit: int = Query(50, ge=1, le=1000),
 ) -> dict[str, Any]:
-    svc = admin(request)
+    svc = authenticate_admin(request)
     _known(svc, model)
     try:
         rows = await svc.store.recent_decisions(model, limit)
     except StoreUnavailable as exc:
-        raise StoreUnreachable(f"the decision log is unreachable: {exc}") from exc
+        raise ServiceUnavailable(f"the decision log is unreachable: {exc}") from exc
     return {"decisions": rows, "count": len(rows)}
 
 
 @router.get("/explain")
 async def explain(request: Request, model: str) -> dict[str, Any]:
-    svc = admin(request)
-    deployments = _known(svc, model)
+    svc = authenticate_admin(request)
+    _known(svc, model)
     policy = svc.policies.current.for_model(model)
     now = time.time()
-    ranking = svc.router.route(
-        policy, deployments, svc.scoreboard.snapshot, model, now, dry_run=True
-    )
+    explained = svc.routing.explain(model, now)
+    ranking = explained.ranking
 
     def row(c: Candidate) -> dict[str, Any]:
         return {
@@ -87,22 +88,21 @@ async def explain(request: Request, model: str) -> dict[str, Any]:
         "order": [c.provider for c in ranking.ranked],
         "reason": str(ranking.reason),
         "is_exploration": ranking.is_exploration,
-        "incumbent": svc.router.incumbents.get(model),
+        "incumbent": explained.incumbent,
         "candidates": [row(c) for c in (*ranking.ranked, *ranking.excluded)],
-        "probed": svc.router.probes(policy),
+        "probed": explained.probed,
         "evidence_wanted": [
             {"provider": w.provider, "reason": w.reason, "chance": w.chance}
-            for w in svc.router.evidence_wanted(
-                policy, deployments, svc.scoreboard.snapshot, model, now
-            )
+            for w in explained.evidence.wanted
         ],
+        "out_of_contention": sorted(explained.evidence.settled),
         "policy": policy.model_dump(),
     }
 
 
 @router.get("/policy")
 async def policy(request: Request) -> dict[str, Any]:
-    svc = admin(request)
+    svc = authenticate_admin(request)
     return {
         **svc.policies.current.to_dict(),
         "last_reload_error": svc.policies.last_error,
@@ -112,7 +112,7 @@ async def policy(request: Request) -> dict[str, Any]:
 
 @router.post("/policy/reload")
 async def reload_policy(request: Request) -> dict[str, Any]:
-    svc = admin(request)
+    svc = authenticate_admin(request)
     error = svc.policies.reload()
     if error is not None:
         raise InvalidRequest(f"policy not reloaded, the last good one stays: {error}")
@@ -121,7 +121,7 @@ async def reload_policy(request: Request) -> dict[str, Any]:
 
 @router.get("/status")
 async def status(request: Request) -> dict[str, Any]:
-    svc = admin(request)
+    svc = authenticate_admin(request)
     return {
         "replica": svc.replica,
         "store": _store_status(svc),
@@ -133,18 +133,18 @@ async def status(request: Request) -> dict[str, Any]:
 
 @router.get("/prober")
 async def prober(request: Request, model: str | None = None) -> dict[str, Any]:
-    svc = admin(request)
+    svc = authenticate_admin(request)
     _known(svc, model)
-    return svc.prober.status(time.time(), model)
+    return prober_status(svc.prober, time.time(), model)
 
 
 @router.post("/probe")
 async def probe(request: Request, model: str, provider: str) -> dict[str, Any]:
     """Probe one pair now (the scheduled probe's request) and return its sample."""
-    svc = admin(request)
-    deployments = _known(svc, model)
-    if provider not in {name for name, _ in deployments}:
-        known = ", ".join(name for name, _ in deployments)
+    svc = authenticate_admin(request)
+    model_pairs = _known(svc, model)
+    if provider not in model_pairs:
+        known = ", ".join(model_pairs)
         raise InvalidRequest(
             f"provider '{provider}' does not serve model '{model}' (known: {known})",
             param="provider",
@@ -162,7 +162,7 @@ def _store_status(svc: Services) -> dict[str, Any]:
     health = svc.store.health()
     buffer = svc.buffer
     return {
-        "kind": health.kind,
+        "backend": health.backend,
         "ok": health.ok,
         "detail": health.detail,
         "buffered_samples": len(buffer),
@@ -173,8 +173,8 @@ def _store_status(svc: Services) -> dict[str, Any]:
     }
 
 
-def _known(svc: Services, model: str | None) -> list[tuple[str, str]]:
-    return [] if model is None else deployments_of(svc, model)
+def _known(svc: Services, model: str | None) -> Mapping[str, str]:
+    return {} if model is None else pairs_of(svc, model)
 
 
 @router.get("/samples")
@@ -186,16 +186,16 @@ async def samples(
 ) -> dict[str, Any]:
     """The samples each pair's score is computed from now (its routing window), newest
     `limit`, with the cold-start threshold that splits them (the dashboard's charts)."""
-    svc = admin(request)
-    deployments = _known(svc, model)
-    if provider is not None and provider not in dict(deployments):
-        known = ", ".join(p for p, _ in deployments)
+    svc = authenticate_admin(request)
+    model_pairs = _known(svc, model)
+    if provider is not None and provider not in model_pairs:
+        known = ", ".join(model_pairs)
         raise InvalidRequest(f"'{provider}' does not serve '{model}' (known: {known})",
                              param="provider")  # fmt: skip
     params = svc.policies.current.for_model(model).window_params()
     now = time.time()
     pairs = []
-    for name, _ in deployments:
+    for name in model_pairs:
         if provider is not None and name != provider:
             continue
         pair = Pair(model, name)
@@ -226,9 +226,9 @@ async def report(
     from proxy.method.plan import PairSpec, judgement_from_policies
     from proxy.method.report import build_live_report, csv_text, live_json, live_markdown
 
-    svc = admin(request)
+    svc = authenticate_admin(request)
     _known(svc, model)
-    models = [m for m in svc.deployments if model is None or m == model]
+    models = [m for m in svc.pairs if model is None or m == model]
     policies = svc.policies.current
     judgement = judgement_from_policies(
         policies, models, policies.default.min_samples, max_error_rate
@@ -238,7 +238,7 @@ async def report(
         (PairSpec(m, provider, upstream), snapshot.get(Pair(m, provider)) or
          empty_score(Pair(m, provider)))
         for m in models
-        for provider, upstream in svc.deployments[m]
+        for provider, upstream in svc.pairs[m].items()
     ]  # fmt: skip
     live = build_live_report(scores, judgement, svc.replica, time.time())
     if format == "markdown":

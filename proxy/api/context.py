@@ -1,6 +1,6 @@
 """The objects every surface reads, built once by `app.py` and passed in via app.state, and
-the checks every surface shares: who may call it (`client`, `admin`) and which models exist
-(`deployments_of`), each written once."""
+the checks every surface shares: who may call it (`authenticate_client`,
+`authenticate_admin`) and which models exist (`pairs_of`), each written once."""
 
 from __future__ import annotations
 
@@ -16,8 +16,7 @@ from proxy.learning.scoreboard import Scoreboard
 from proxy.learning.store.base import Store
 from proxy.learning.store.buffer import SampleBuffer
 from proxy.probing.prober import Prober
-from proxy.routing.affinity import AffinityTable
-from proxy.routing.ranking import Router
+from proxy.routing import Routing
 from proxy.serving.dispatch import Dispatcher
 from proxy.settings.config import Config
 from proxy.settings.policy import PolicyHolder
@@ -29,12 +28,14 @@ from proxy.telemetry.metrics import Metrics
 class Services:
     config: Config
     policies: PolicyHolder
-    # public model name -> [(provider, provider's model id)], in config order
-    deployments: Mapping[str, list[tuple[str, str]]]
+    # model -> (provider -> that provider's model id), in config order
+    pairs: Mapping[str, Mapping[str, str]]
+    # endpoint name -> the providers that serve it (None: all of them)
+    served_by: Mapping[str, frozenset[str] | None]
     store: Store
     buffer: SampleBuffer
     scoreboard: Scoreboard
-    router: Router
+    routing: Routing
     dispatcher: Dispatcher
     metrics: Metrics
     prober: Prober
@@ -42,7 +43,6 @@ class Services:
     client_keys: KeySet
     admin_keys: KeySet
     pricing: Pricing
-    affinity: AffinityTable
 
 
 def services(request: Request) -> Services:
@@ -50,18 +50,20 @@ def services(request: Request) -> Services:
     return svc
 
 
-def client(request: Request) -> Services:
-    """The services, for a client of /v1. Raises AuthenticationFailed without a client key
-    (none is needed when the config has none and allows unauthenticated use)."""
+def authenticate_client(request: Request) -> Services:
+    """Check the request's client key; returns the services. Raises AuthenticationFailed
+    without a client key (none is needed when the config has none and allows
+    unauthenticated use)."""
     svc = services(request)
     if not (svc.config.auth.allow_unauthenticated and not svc.client_keys):
         require_key(svc.client_keys, request, "API key")
     return svc
 
 
-def admin(request: Request) -> Services:
-    """The services, for an admin (an admin key, or the dashboard's login cookie). Raises
-    PermissionDenied when no admin key is configured, AuthenticationFailed without one."""
+def authenticate_admin(request: Request) -> Services:
+    """Check the request's admin key (or the dashboard's login cookie); returns the
+    services. Raises PermissionDenied when no admin key is configured, AuthenticationFailed
+    without one."""
     svc = services(request)
     if not svc.admin_keys:
         raise PermissionDenied("the admin API is disabled: set auth.admin_keys in the config")
@@ -71,10 +73,10 @@ def admin(request: Request) -> Services:
     return svc
 
 
-def deployments_of(svc: Services, model: str) -> list[tuple[str, str]]:
-    """The model's (provider, provider's model id) pairs. Raises ModelNotFound (404)."""
-    deployments = svc.deployments.get(model)
-    if deployments is None:
-        known = ", ".join(svc.deployments)
+def pairs_of(svc: Services, model: str) -> Mapping[str, str]:
+    """The model's pairs: provider -> the provider's model id. Raises ModelNotFound (404)."""
+    pairs = svc.pairs.get(model)
+    if pairs is None:
+        known = ", ".join(svc.pairs)
         raise ModelNotFound(f"model '{model}' is not configured (known: {known})", param="model")
-    return deployments
+    return pairs

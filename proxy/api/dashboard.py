@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
 from proxy.api import session
-from proxy.api.context import admin, services
+from proxy.api.context import authenticate_admin, services
 from proxy.core.errors import NotFound
 
 log = logging.getLogger("ttft_router.dashboard")
@@ -98,7 +98,7 @@ async def logout() -> Response:
 @router.get("/dashboard/features")
 async def features(request: Request) -> dict[str, list[str]]:
     """Which optional admin routes this app serves (the page skips the others)."""
-    admin(request)
+    authenticate_admin(request)
     paths = {getattr(route, "path", "") for route in request.app.routes}
     return {"routes": [p for p in OPTIONAL_ROUTES if p in paths]}
 

@@ -52,7 +52,7 @@ async def readyz(request: Request) -> Response:
         status, code = "ready", 200
     body = {
         "status": status,
-        "store": {"kind": health.kind, "ok": health.ok, "detail": health.detail},
+        "store": {"backend": health.backend, "ok": health.ok, "detail": health.detail},
         "scoreboard_age_s": age,
         "buffered_samples": len(svc.buffer),
         "dropped_samples": svc.buffer.dropped_samples,

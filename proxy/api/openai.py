@@ -2,10 +2,9 @@
 /v1/models and /v1/models/{model}.
 
 A request is parsed once (orjson) and only what routing needs is checked: the model, the
-stream flag, the field that carries the prompt. Everything else passes upstream untouched.
-/v1/responses goes through the same routing, dispatch and measurement as chat; only the
-providers whose config says `responses: true` are tried, the others are excluded in the
-decision with that reason.
+stream flag, the field that carries the prompt (the endpoint value, serving.endpoint, says
+which). /v1/responses goes through the same routing, dispatch and measurement as chat; the
+providers that do not serve it are excluded in the decision with that reason.
 The response is a `DispatchResponse`, which runs dispatch inside the ASGI call so that a
 client leaving at any moment (even during a 60 s cold start) cancels the upstream request.
 """
@@ -16,7 +15,6 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -25,57 +23,42 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from proxy.api.context import Services, client, deployments_of
+from proxy.api import controls
+from proxy.api.context import Services, authenticate_client, pairs_of
 from proxy.api.errors import render_error, render_unexpected
-from proxy.api.steer import route_request
 from proxy.core import requestid
-from proxy.core.domain import Candidate, Decision, LazyText
+from proxy.core.domain import Decision
 from proxy.core.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, ProxyError
-from proxy.serving.dispatch import Call, Dispatcher, Kind
-from proxy.settings.config import OpenAIProvider
+from proxy.routing import RouteRequest
+from proxy.serving.call import Call
+from proxy.serving.dispatch import Dispatcher
+from proxy.serving.endpoint import Endpoint
+from proxy.serving.metering import meter_for
 from proxy.upstream.measure import estimate_prompt_tokens
 
 log = logging.getLogger("ttft_router.api")
 router = APIRouter()
 
-# The POST routes that `app.ProxyApp` serves straight from ASGI (see `serve_direct`).
-DIRECT_ROUTES: dict[str, Kind] = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "completion",
-    "/v1/embeddings": "embedding",
-    "/v1/responses": "responses",
-}
-
-# kind -> (the field carrying the prompt, its types, whether it is required). A Responses
-# request may have no `input` (a stored `prompt` template, `previous_response_id`).
-PROMPT_FIELD: dict[Kind, tuple[str, type | tuple[type, ...], bool]] = {
-    "chat": ("messages", list, True),
-    "completion": ("prompt", (str, list), True),
-    "embedding": ("input", (str, list), True),
-    "responses": ("input", (str, list), False),
-}
-NO_RESPONSES_API = "does not serve the Responses API (its config has responses: false)"
-
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
-    svc = client(request)
+    svc = authenticate_client(request)
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "ttft-router"}
-        for name in svc.deployments
+        for name in svc.pairs
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
 @router.get("/v1/models/{model:path}")
 async def retrieve_model(request: Request, model: str) -> Response:
-    svc = client(request)
-    deployments_of(svc, model)  # 404 model_not_found, OpenAI-shaped
+    svc = authenticate_client(request)
+    pairs_of(svc, model)  # 404 model_not_found, OpenAI-shaped
     entry = {"id": model, "object": "model", "created": 0, "owned_by": "ttft-router"}
     return Response(orjson.dumps(entry), media_type="application/json")
 
 
-async def serve_direct(scope: Scope, receive: Receive, send: Send, kind: Kind) -> None:
+async def serve_direct(scope: Scope, receive: Receive, send: Send, endpoint: Endpoint) -> None:
     """One /v1 POST as a plain ASGI call, without FastAPI's middleware, routing and
     dependency machinery in front of it and around every streamed chunk (measured at about
     a fifth of the proxy's CPU per streamed request; docs/performance.md). These paths are
@@ -88,7 +71,7 @@ async def serve_direct(scope: Scope, receive: Receive, send: Send, kind: Kind) -
         await render_error(error, scope["method"], path)(scope, receive, send)
         return
     try:
-        response: ASGIApp = await _proxy(request, kind)
+        response: ASGIApp = await _proxy(request, endpoint)
     except ProxyError as exc:
         response = render_error(exc, "POST", path)
     except ClientDisconnect:
@@ -121,94 +104,42 @@ async def read_body(request: Request, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def parse_request(raw: bytes, kind: Kind) -> dict[str, Any]:
-    """The client's JSON object, checked only for what routing needs."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required and must be a string", param="model")
-    field, types, required = PROMPT_FIELD[kind]
-    if (required or field in body) and not isinstance(body.get(field), types):
-        raise InvalidRequest(f"'{field}' is required for this endpoint", param=field)
-    stream = body.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be a boolean", param="stream")
-    return body
-
-
-async def _proxy(request: Request, kind: Kind) -> DispatchResponse:
-    svc = client(request)
+async def _proxy(request: Request, endpoint: Endpoint) -> DispatchResponse:
+    svc = authenticate_client(request)
     raw = await read_body(request, svc.config.server.max_body_bytes)
-    body = parse_request(raw, kind)
+    body = endpoint.parse(raw)
     model = body["model"]
-    deployments = deployments_of(svc, model)
+    pairs = pairs_of(svc, model)
     policy = svc.policies.current.for_model(model)
-    now = time.time()
-    if kind == "responses" and not any(serves_responses(svc, p) for p, _ in deployments):
+    served_by = svc.served_by[endpoint.name]
+    if served_by is not None and not served_by.intersection(pairs):
         raise InvalidRequest(
-            f"model '{model}' has no provider serving the Responses API (providers: "
-            f"{', '.join(p for p, _ in deployments)}; set responses: true on those that do)",
+            f"model '{model}' has no provider serving {endpoint.route} (providers "
+            f"{', '.join(pairs)}: each {endpoint.unserved_reason})",
             param="model",
         )
-    # routing, shaped by the request's controls and the policy (removes body["provider"])
-    headers = request.scope["headers"]
-    route = route_request(svc, policy, model, deployments, body, headers, now, kind)
-    ranked, excluded, reason = route.ranked, route.excluded, route.reason
-    candidates = route.candidates  # the ranking's own rendering, while the lists are its own
-    if kind == "responses":
-        ranked, excluded, reason = _responses_only(svc, ranked, excluded, reason)
-        if ranked is not route.ranked:
-            candidates = None
+    now = time.time()
+    given = controls.parse(body, request.scope["headers"], policy, list(pairs))
+    plan = svc.routing.plan(RouteRequest(model, now, given, served_by, endpoint.unserved_reason))
     decision = Decision(
         id=f"{random.getrandbits(64):016x}",  # no syscall per request (os.urandom)
         model=model,
         timestamp=now,
-        ranked=ranked,
-        excluded=excluded,
-        reason=reason,
+        ranked=plan.ranked,
+        excluded=plan.excluded,
+        reason=plan.reason,
         replica=svc.replica,
-        kind=route.kind,
+        verdict=plan.verdict,
         request_id=requestid.current() or "",
-        controls=route.shaped_by,
-        candidates=candidates,
+        controls=plan.shaped_by,
+        candidates=plan.candidates,
     )
-    stream = bool(body.get("stream")) and kind != "embedding"
-    call = Call(kind, model, body, stream, estimate_prompt_tokens(len(raw)), decision, policy)
-    call.meter, call.bind = route.meter, route.bind
+    call = Call(
+        endpoint, model, body, endpoint.is_streamed(body), estimate_prompt_tokens(len(raw)),
+        decision, policy, meter_for(svc.pricing.for_model(model), body, endpoint.usage_in_stream),
+        plan.affinity_key, plan.blocked,
+    )  # fmt: skip
     return DispatchResponse(svc.dispatcher, call, svc)
-
-
-def serves_responses(svc: Services, provider: str) -> bool:
-    """Whether the provider's config says it serves the Responses API (litellm: never)."""
-    config = svc.config.providers[provider]
-    return isinstance(config, OpenAIProvider) and config.responses
-
-
-def _responses_only(
-    svc: Services,
-    ranked: tuple[Candidate, ...],
-    excluded: tuple[Candidate, ...],
-    reason: LazyText,
-) -> tuple[tuple[Candidate, ...], tuple[Candidate, ...], LazyText]:
-    """The route without the candidates that do not serve the Responses API: those move to
-    the excluded ones with that reason (new lists: the ranking's are shared)."""
-    serving = tuple(c for c in ranked if serves_responses(svc, c.provider))
-    if len(serving) == len(ranked):
-        return ranked, excluded, reason
-    skipped = [
-        replace(c, excluded_because=NO_RESPONSES_API)
-        for c in ranked
-        if not serves_responses(svc, c.provider)
-    ]
-    names = ", ".join(c.provider for c in skipped)
-    text = LazyText(lambda: f"{reason}; for /v1/responses, not tried: {names} "
-                            f"({NO_RESPONSES_API})")  # fmt: skip
-    return serving, (*excluded, *skipped), text
 
 
 # A request still running after this long gets a task watching for its client's disconnect

@@ -345,7 +345,7 @@ class HedgeRecord:
     """What hedging did for one request: fired (after `after_s`, on `basis`) or not (`skipped`
     says why), and, once the race is over, the winner and how long the loser had waited.
 
-    `kind`: "late" (no first token after the delay) or "cold" (the primary was probably
+    `trigger`: "late" (no first token after the delay) or "cold" (the primary was probably
     cold: hedged at once). `winner_ttft_s`: the client's TTFT (from the request's first
     attempt). `saved_s`: when the hedge won, the primary's expected TTFT given it had none
     after `loser_censored_at_s` (its cold-start TTFT when it was cold-likely, else its tail
@@ -354,7 +354,7 @@ class HedgeRecord:
     primary: str
     after_s: float
     basis: str
-    kind: str = "late"
+    trigger: str = "late"
     fired: bool = False
     skipped: str | None = None
     winner: str | None = None
@@ -367,7 +367,7 @@ class HedgeRecord:
             "primary": self.primary,
             "after_s": round(self.after_s, 6),
             "basis": self.basis,
-            "kind": self.kind,
+            "trigger": self.trigger,
             "fired": self.fired,
             "skipped": self.skipped,
             "winner": self.winner,
@@ -396,7 +396,7 @@ class Decision:
     winner: str | None = None
     replica: str = ""
     request_id: str = ""  # the client request's x-request-id (proxy.core.requestid)
-    kind: str = ""  # best, holding, exploring, failover, ... (metrics.decision_kind)
+    verdict: str = ""  # best, holding, exploring, failover, ... (metrics.verdict_of)
     hedge: HedgeRecord | None = None
     controls: list[str] | None = None  # what shaped the route besides measurements (controls)
     cost_usd: float | None = None  # usage x the winner's price, when both are known (pricing)
@@ -418,7 +418,7 @@ class Decision:
         return {
             "id": self.id,
             "request_id": self.request_id,
-            "kind": self.kind,
+            "verdict": self.verdict,
             "model": self.model,
             "timestamp": self.timestamp,
             "replica": self.replica,

@@ -1,5 +1,11 @@
-"""The one error tree of the proxy. Each class knows its HTTP status, OpenAI type and code,
-and the log level it deserves; `api` renders every one as `{"error": {...}}`.
+"""The one error tree of the proxy, rooted at `TtftRouterError`.
+
+`ProxyError` and its subclasses are what a client is told: each knows its HTTP status,
+OpenAI type and code, and the log level it deserves; `api` renders every one as
+`{"error": {...}}`. The other branches stay inside the proxy and are defined where they are
+raised, under the same root: `ConfigError` (here), `learning.store.base.StoreUnavailable`,
+`upstream.base.UpstreamFailure`, `probing.prober.BudgetExhausted`,
+`method.plan.BenchError`, `method.plots.PlotsUnavailable`.
 
 Nothing here does I/O. Foreign exceptions (aiohttp, litellm, redis) are translated into
 these or into `Outcome`s at their own boundary, never here.
@@ -13,7 +19,11 @@ from typing import Any, ClassVar
 from proxy.core import requestid
 
 
-class ProxyError(Exception):
+class TtftRouterError(Exception):
+    """The root of every exception the proxy defines."""
+
+
+class ProxyError(TtftRouterError):
     status: int = 500  # a class default; an instance may mirror an upstream's status
     type: ClassVar[str] = "api_error"
     code: ClassVar[str | None] = None
@@ -143,8 +153,8 @@ class NoProviderAvailable(ProxyError):
         return {"Retry-After": str(max(1, round(self.retry_after_s)))}
 
 
-class StoreUnreachable(ProxyError):
-    """The shared store (the decision log, the sample windows) cannot be read right now."""
+class ServiceUnavailable(ProxyError):
+    """Something the answer needs cannot be reached right now (the store's decision log)."""
 
     status = 503
     type = "service_unavailable_error"
@@ -168,5 +178,5 @@ class UpstreamTimeout(ProxyError):
     log_level = logging.WARNING
 
 
-class ConfigError(Exception):
+class ConfigError(TtftRouterError):
     """A config or policy file is invalid. The message names file, field path and reason."""

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -42,7 +42,12 @@ class Scoreboard:
         *,
         refresh_s: float = 1.0,
         full_every_s: float = 15.0,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`rng` seeds each refresh's posterior draws (a seeded one replays a run); `clock`
+        is the wall clock the evidence ages by (a test's synthetic one replays it too)."""
+        self._clock = clock
         self._store = store
         self._policies = policies
         self.refresh_s = refresh_s
@@ -55,7 +60,7 @@ class Scoreboard:
         self.last_refresh_cpu_s = 0.0
         self._last_full = 0.0
         self._policy_seen = policies.current
-        self._seeds = random.Random()
+        self._seeds = rng or random.Random()
 
     def window(self, pair: Pair) -> Sequence[Sample]:
         """The samples last read of `pair`, oldest first (empty when none); read-only."""
@@ -65,7 +70,7 @@ class Scoreboard:
         """Seconds since the last successful refresh; None before the first one."""
         if self.refreshed_at is None:
             return None
-        return (now if now is not None else time.time()) - self.refreshed_at
+        return (now if now is not None else self._clock()) - self.refreshed_at
 
     def window_samples(self, pair: Pair) -> list[Sample]:
         """The pair's samples as last read from the store, oldest first (may hold samples
@@ -77,7 +82,7 @@ class Scoreboard:
         Raises StoreUnavailable (the snapshot stays as it was)."""
         changed = await self._store.changed_windows(self._versions)
         cpu = time.process_time()
-        now = time.time()
+        now = self._clock()
         for pair, window in changed.items():
             self._versions[pair] = window.version
             self._windows[pair] = window.samples

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from proxy.core.domain import Pair
+from proxy.core.errors import TtftRouterError
 from proxy.learning.stats import OBJECTIVE_QUANTILE
 from proxy.settings.config import Config, LiteLLMProvider
 from proxy.settings.policy import ModelPolicy, PolicySet, WindowParams
@@ -26,7 +27,7 @@ DEFAULT_PROMPT = "Reply with one word: ready."
 METHOD_REQUESTS = 75  # the published method's count for a verdict
 
 
-class BenchError(Exception):
+class BenchError(TtftRouterError):
     """Bad input or a refused resume. The message is one line naming what is wrong."""
 
 

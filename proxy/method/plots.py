@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proxy.core.domain import Sample
+from proxy.core.errors import TtftRouterError
 from proxy.method.report import Report, Row, format_seconds
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-class PlotsUnavailable(Exception):
+class PlotsUnavailable(TtftRouterError):
     """matplotlib is not installed."""
 
 

@@ -1,6 +1,6 @@
 """Scheduled probes of every pair: one streamed request through the same upstream and clock.
 
-Owns the probe loop of this replica: on every tick it plans each pair (probe_plan.plan),
+Owns the probe loop of this replica: on every tick it plans each pair (probing.schedule.plan),
 and for each probe that is due asks the budget, takes the pair's lease for the slot in the
 store (so that replicas sharing the store send one probe per slot, not one each), sends it
 and puts the sample (source=probe) into the same buffer as real traffic, so it enters the
@@ -14,18 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
 
-import orjson
-
-from proxy.core.domain import Outcome, Pair, Sample, Source
+from proxy.core.domain import Pair, Sample
+from proxy.core.errors import TtftRouterError
 from proxy.core.loops import pause
 from proxy.learning.coldness import learn_idle_to_cold
 from proxy.learning.scoreboard import Scoreboard
 from proxy.learning.store.base import Store, StoreUnavailable
 from proxy.learning.store.buffer import SampleBuffer
+from proxy.probing.runner import ProbeRunner
 from proxy.probing.schedule import (
     Budget,
     PairView,
@@ -33,35 +31,17 @@ from proxy.probing.schedule import (
     Reason,
     Timing,
     is_bursting,
-    keep_warm_spacing,
     plan,
 )
-from proxy.routing.ranking import Router
+from proxy.routing import Routing
 from proxy.settings.config import Config
 from proxy.settings.policy import ModelPolicy, PolicyHolder
-from proxy.settings.pricing import Pricing
 from proxy.telemetry.metrics import Metrics
-from proxy.upstream.base import Upstream
-from proxy.upstream.measure import Usage, estimate_prompt_tokens, measure_stream
-from proxy.upstream.redact import Redactor
 
 log = logging.getLogger("ttft_router.prober")
 
-CHAT_PATH = "/chat/completions"
 HOUR_S = 3600.0
 MIN_TICK_S = 0.01
-
-
-class Evidence(NamedTuple):
-    """What routing says of a model's pairs: the ones it wants measured (provider -> why)
-    and the ones clearly worse than the leader (their burst of probes ends early)."""
-
-    wanted: Mapping[str, str]
-    settled: frozenset[str]
-
-
-# `wanted(model)` -> the model's Evidence (routing.evidence_wanted, out_of_contention)
-Wanted = Callable[[str], Evidence]
 
 
 @dataclass(slots=True)
@@ -93,40 +73,36 @@ class Prober:
         config: Config,
         policies: PolicyHolder,
         scoreboard: Scoreboard,
+        routing: Routing,
+        runner: ProbeRunner,
         buffer: SampleBuffer,
         store: Store,
-        *,
-        upstreams: Mapping[str, Upstream],
-        router: Router,
         metrics: Metrics,
-        replica: str,
-        redact: Redactor,
-        wanted: Wanted | None = None,
-        pricing: Pricing | None = None,
     ) -> None:
+        """`routing` advises which pairs want evidence (routing.advice) and names each
+        model's choice (keep-warm); `runner` sends one probe; the sample goes into `buffer`
+        like a real request's; `store` holds the leases replicas share."""
         self._config = config
-        self._settings = config.prober
+        self.settings = config.prober
         self._policies = policies
         self._scoreboard = scoreboard
+        self._routing = routing
+        self._runner = runner
         self._buffer = buffer
-        self._store = store
-        self._upstreams = upstreams
-        self._router = router
+        self.store = store
         self._metrics = metrics
-        self.replica = replica
-        self._redact = redact
-        self._wanted = wanted
-        self.time_scale = self._settings.time_scale
+        self.replica = runner.replica
+        self.pricing = runner.pricing
+        self.time_scale = self.settings.time_scale
         self.budget = Budget(
-            self._settings.max_probes_per_hour,
-            self._settings.max_cost_per_hour_usd,
+            self.settings.max_probes_per_hour,
+            self.settings.max_cost_per_hour_usd,
             HOUR_S * self.time_scale,
         )
-        self.pricing = pricing or Pricing(config)  # the app passes its own (proxy.settings.pricing)
         self.paused_because: str | None = None
         self.coordination_error: str | None = None
-        self._slots = asyncio.Semaphore(self._settings.max_in_flight)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(self.settings.max_in_flight)
+        self.tasks: set[asyncio.Task[None]] = set()
         self.upstream_models = {
             Pair(model, provider): upstream_model
             for model, entry in config.models.items()
@@ -139,18 +115,18 @@ class Prober:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Plan and fire due probes every tick until `stop`; then cancel probes in flight."""
-        tick = max(MIN_TICK_S, self._settings.tick_s * self.time_scale)
+        tick = max(MIN_TICK_S, self.settings.tick_s * self.time_scale)
         try:
             while not stop.is_set():
                 self.tick(time.time())
                 if await pause(stop, tick):
                     break
         finally:
-            if self._tasks:
-                log.info("prober stopping: cancelling %d probes in flight", len(self._tasks))
-                for task in list(self._tasks):
+            if self.tasks:
+                log.info("prober stopping: cancelling %d probes in flight", len(self.tasks))
+                for task in list(self.tasks):
                     task.cancel()
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+                await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def tick(self, now: float) -> None:
         if self.paused_because is not None and self.budget.refusal(now, 0.0) is None:
@@ -171,23 +147,23 @@ class Prober:
             task = asyncio.create_task(
                 self._scheduled(pair, state, state.plan, entry), name="probe"
             )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     def _plan(self, pair: Pair, state: PairState, now: float) -> Plan:
         policy = self._policies.current.for_model(pair.model)
         timing = Timing.of(policy, self.time_scale)
-        if not policy.probe.enabled or not self._settings.enabled:
-            off = "off in the config" if not self._settings.enabled else "off in the policy"
+        if not policy.probe.enabled or not self.settings.enabled:
+            off = "off in the config" if not self.settings.enabled else "off in the policy"
             return Plan(Reason.SKIPPED, None, None, timing.interval_s, f"probing {off}")
         score = self._scoreboard.snapshot.get(pair)
-        evidence = self._wanted(pair.model) if self._wanted else None
-        state.bursting = is_bursting(state.bursting, score, policy.min_samples) and not (
-            evidence is not None and pair.provider in evidence.settled
+        evidence = self._routing.evidence(pair.model, now)
+        state.bursting = is_bursting(state.bursting, score, policy.min_samples) and (
+            pair.provider not in evidence.settled
         )
         window = self._scoreboard.window(pair)
-        uncertain = evidence.wanted.get(pair.provider) if evidence is not None else None
-        is_chosen = self._is_chosen(pair)
+        uncertain = evidence.reasons().get(pair.provider)
+        is_chosen = self.is_chosen(pair)
         learning = timing.keep_warm and is_chosen  # the window is walked only then
         view = PairView(
             score=score, window=window, bursting=state.bursting, is_chosen=is_chosen,
@@ -196,8 +172,9 @@ class Prober:
         )  # fmt: skip
         return plan(pair, timing, view, now)
 
-    def _is_chosen(self, pair: Pair) -> bool:
-        incumbent = self._router.incumbents.get(pair.model)
+    def is_chosen(self, pair: Pair) -> bool:
+        """The pair is its model's current choice (keep-warm applies to it)."""
+        incumbent = self._routing.incumbent(pair.model)
         if incumbent is not None:
             return incumbent == pair.provider
         providers = self._config.models[pair.model].providers
@@ -222,13 +199,8 @@ class Prober:
     # -- budget -------------------------------------------------------------------------
 
     def _estimate_usd(self, pair: Pair) -> float:
-        """A probe's cost before it is sent: the body's size as prompt tokens (an
-        overestimate), max_tokens completion tokens."""
-        price, _ = self.pricing.for_budget(pair)
-        per_prompt, per_completion = price.prompt_usd, price.completion_usd
-        policy = self._policies.current.for_model(pair.model).probe
-        prompt = estimate_prompt_tokens(len(self.body(pair)))
-        return prompt * per_prompt + policy.max_tokens * per_completion
+        probe = self._policies.current.for_model(pair.model).probe
+        return self._runner.estimate_usd(pair, self.upstream_models[pair], probe)
 
     def _refusal(self, pair: Pair, now: float) -> str | None:
         return self.budget.refusal(now, self._estimate_usd(pair))
@@ -264,12 +236,12 @@ class Prober:
     async def _lease(self, pair: Pair, planned: Plan) -> str:
         assert planned.slot is not None
         try:
-            holder = await self._store.try_lease(pair, planned.slot, self.replica, planned.period_s)
+            holder = await self.store.try_lease(pair, planned.slot, self.replica, planned.period_s)
         except StoreUnavailable as exc:
             if self.coordination_error is None:
                 log.warning("probe leases unavailable, probing on this replica's own schedule "
                             "within its budget: %s", exc)  # fmt: skip
-            self.coordination_error = self._redact(str(exc))
+            self.coordination_error = self._runner.redact(str(exc))
             return f"{self.replica} (store unavailable)"
         if self.coordination_error is not None:
             log.info("probe leases available again")
@@ -291,61 +263,19 @@ class Prober:
         self, pair: Pair, state: PairState, reason: Reason, entry: list[float]
     ) -> tuple[Sample, str | None]:
         async with state.lock:  # concurrency 1 per pair
-            if not self.pricing.resolved:  # the app resolves at start-up; a bare prober here
-                await asyncio.to_thread(self.pricing.resolve)
-            found, _ = self.pricing.for_budget(pair)
-            price = (found.prompt_usd, found.completion_usd)
-            policy = self._policies.current.for_model(pair.model)
-            body = self.body(pair)
-            usage = Usage()
-            timeout = policy.probe.timeout_s * self.time_scale
-            clock, outcome, error = await measure_stream(
-                self._upstreams[pair.provider], CHAT_PATH, body, timeout, usage
-            )
-            prompt_tokens = estimate_prompt_tokens(len(body))
-            sample = clock.sample(
-                pair.model, pair.provider, outcome, source=Source.PROBE,
-                prompt_tokens=prompt_tokens, replica=self.replica,
-            )  # fmt: skip
+            probe = self._policies.current.for_model(pair.model).probe
+            timeout = probe.timeout_s * self.time_scale
+            result = await self._runner.run(pair, self.upstream_models[pair], probe, timeout)
+            sample = result.sample
             self._buffer.add_sample(sample)
-            spent = self._cost(usage, prompt_tokens, policy.probe.max_tokens, price, outcome)
-            self.budget.settle(entry, spent)
-            error = self._redact.provider_text(error) if error is not None else None
-            state.last, state.last_reason, state.last_error = sample, reason, error
+            self.budget.correct(entry, result.cost_usd)
+            state.last, state.last_reason, state.last_error = sample, reason, result.error
             state.probes += 1
-            state.cost_usd += spent
-            self._metrics.count_probe(pair, outcome.value, reason.value)
-            if error is not None:
-                log.info("probe %s (%s): %s: %s", pair, reason, outcome, error)
-            return sample, error
-
-    @staticmethod
-    def _cost(
-        usage: Usage, prompt_estimate: int, max_tokens: int, price: tuple[float, float],
-        outcome: Outcome,
-    ) -> float:  # fmt: skip
-        """Reported tokens x price; the estimate where the stream reported none (a probe cut
-        off may still be billed for its prompt; a refused one, HTTP 4xx/429, is not)."""
-        if outcome in (Outcome.HTTP_4XX, Outcome.RATE_LIMITED, Outcome.CONNECT_ERROR):
-            return 0.0
-        prompt = usage.prompt_tokens if usage.prompt_tokens is not None else prompt_estimate
-        completion = usage.completion_tokens
-        if completion is None:
-            completion = max_tokens if outcome is Outcome.OK else 0
-        return prompt * price[0] + completion * price[1]
-
-    def body(self, pair: Pair) -> bytes:
-        """The probe request: the policy's fixed prompt, temperature 0, max_tokens, streamed
-        with usage."""
-        probe = self._policies.current.for_model(pair.model).probe
-        return orjson.dumps({
-            "model": self.upstream_models[pair],
-            "messages": [{"role": "user", "content": probe.prompt}],
-            "max_tokens": probe.max_tokens,
-            "temperature": 0,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        })  # fmt: skip
+            state.cost_usd += result.cost_usd
+            self._metrics.count_probe(pair, sample.outcome.value, reason.value)
+            if result.error is not None:
+                log.info("probe %s (%s): %s: %s", pair, reason, sample.outcome, result.error)
+            return sample, result.error
 
     # -- what admin and metrics show ------------------------------------------------------
 
@@ -353,74 +283,14 @@ class Prober:
         probes, cost = self.budget.used(now)
         return self.budget.max_probes - probes, self.budget.max_cost_usd - cost
 
-    def status(self, now: float, model: str | None = None) -> dict[str, Any]:
-        probes, cost = self.budget.used(now)
-        resumes = self.budget.resumes_at(now) if self.paused_because else None
-        return {
-            "replica": self.replica,
-            "enabled": self._settings.enabled,
-            "time_scale": self.time_scale,
-            "coordination": self._coordination(),
-            "budget": {
-                "window_s": self.budget.window_s,
-                "max_probes": self.budget.max_probes,
-                "used_probes": probes,
-                "max_cost_usd": self.budget.max_cost_usd,
-                "used_cost_usd": round(cost, 9),
-                "paused": self.paused_because is not None,
-                "paused_because": self.paused_because,
-                "resumes_at": resumes,
-            },
-            "in_flight": len(self._tasks),
-            "pairs": [
-                self._pair_status(pair, state, now)
-                for pair, state in self.states.items()
-                if model is None or pair.model == model
-            ],
-        }
+    def policy(self, model: str) -> ModelPolicy:
+        return self._policies.current.for_model(model)
 
-    def _coordination(self) -> dict[str, Any]:
-        if self.coordination_error is not None:
-            return {"ok": False, "mode": "local: this replica's own schedule within its budget",
-                    "detail": self.coordination_error}  # fmt: skip
-        shared = self._store.kind != "memory"
-        mode = f"leases in the {self._store.kind} store" + ("" if shared else " (this process)")
-        return {"ok": True, "mode": mode, "detail": None}
-
-    def _pair_status(self, pair: Pair, state: PairState, now: float) -> dict[str, Any]:
-        planned = state.plan or self._plan(pair, state, now)
-        policy = self._policies.current.for_model(pair.model)
-        learned = self.idle_to_cold_s(pair, policy)
-        timing = Timing.of(policy, self.time_scale)
-        price, own = self.pricing.for_budget(pair)
-        last = state.last
-        return {
-            "model": pair.model,
-            "provider": pair.provider,
-            "reason": planned.reason.value,
-            "detail": planned.detail,
-            "next_due": planned.due,
-            "next_due_in_s": None if planned.due is None else round(planned.due - now, 6),
-            "slot": planned.slot,
-            "in_flight": state.in_flight,
-            "lease_holder": state.lease_holder,
-            "last_probe": None if last is None else {
-                **last.to_dict(), "reason": state.last_reason, "error": state.last_error,
-            },
-            "probes": state.probes,
-            "cost_usd": round(state.cost_usd, 9),
-            "price_per_1m_usd": {
-                "prompt": price.prompt_per_million, "completion": price.completion_per_million,
-                "from": price.source if own else "unknown (config prober.unknown_price)",
-            },
-            "keep_warm": {
-                "enabled": timing.keep_warm,
-                "is_chosen": self._is_chosen(pair),
-                "idle_to_cold_s": learned,
-                "spacing_s": keep_warm_spacing(timing, learned),
-            },
-        }  # fmt: skip
+    def plan_of(self, pair: Pair, now: float) -> Plan:
+        """The pair's current plan (as of the last tick, else made now)."""
+        state = self.states[pair]
+        return state.plan or self._plan(pair, state, now)
 
 
-class BudgetExhausted(Exception):
+class BudgetExhausted(TtftRouterError):
     """A probe was refused: the budget of this hour is spent."""

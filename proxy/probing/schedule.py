@@ -117,13 +117,15 @@ class PairView:
 def plan(pair: Pair, timing: Timing, view: PairView, now: float) -> Plan:
     """The earliest due of the reasons that apply (ties in Reason's order). Enough passive
     samples within the last interval rule out gap and stale probes; so do burst, uncertain
-    and keep-warm, which probe more often than they would."""
+    and keep-warm, which probe more often than they would. Burst and uncertain share their
+    slots (kind "b", one per burst spacing): a pair both bursting and wanted by routing is
+    probed once per slot, not once per reason."""
     options: list[Plan] = []
     if view.bursting:
         options.append(_slotted(pair, Reason.BURST, "b", timing.burst_spacing_s, timing, view,
                                 now, "fewer attempts than min_samples"))  # fmt: skip
-    if view.uncertain is not None:
-        options.append(_slotted(pair, Reason.UNCERTAIN, "u", timing.burst_spacing_s, timing,
+    elif view.uncertain is not None:
+        options.append(_slotted(pair, Reason.UNCERTAIN, "b", timing.burst_spacing_s, timing,
                                 view, now, view.uncertain))  # fmt: skip
     warm = _keep_warm(timing, view)
     if warm is not None:
@@ -237,7 +239,8 @@ class Budget:
         return entry
 
     @staticmethod
-    def settle(entry: list[float], cost_usd: float) -> None:
+    def correct(entry: list[float], cost_usd: float) -> None:
+        """The probe cost what it reported, not what was estimated."""
         entry[1] = cost_usd
 
     def refund(self, entry: list[float]) -> None:

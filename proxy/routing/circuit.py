@@ -62,8 +62,9 @@ class Breakers:
     can change a routing decision (open, trial, close).
 
     Also counts, per pair, the attempts whose result the scores do not hold yet (`pending`:
-    in flight, or ended since the last scoreboard snapshot; `settle()` is called by the
-    router when a new snapshot arrives): routing treats them as evidence on its way."""
+    in flight, or ended since the last scoreboard snapshot; `on_snapshot()` is called by
+    the routing component when a new snapshot arrives): routing treats them as evidence on
+    its way."""
 
     def __init__(self) -> None:
         self.states: dict[Pair, CircuitState] = {}
@@ -71,7 +72,7 @@ class Breakers:
         self.pending: dict[Pair, int] = {}
         self._in_flight: dict[Pair, int] = {}
 
-    def settle(self) -> None:
+    def on_snapshot(self) -> None:
         """A new scores snapshot: attempts that ended before it are in it (or lost)."""
         self.pending = dict(self._in_flight)
 

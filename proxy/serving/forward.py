@@ -17,17 +17,14 @@ import orjson
 
 from proxy.core import requestid
 from proxy.core.domain import Attempt, Candidate, Outcome
-from proxy.serving.assemble import assemble_chat, assemble_completion, assemble_response
 from proxy.serving.metering import UsageTap
 from proxy.upstream.base import UpstreamFailure, UpstreamResponse
 from proxy.upstream.measure import AttemptClock
 from proxy.upstream.redact import Redactor
 from proxy.upstream.sse import (
     CHAT,
-    RESPONSES,
     EventSplitter,
     StreamGrammar,
-    is_error_event,
     iter_data,
     parse_payload,
 )
@@ -149,11 +146,14 @@ def _screen(redact: Redactor, events: bytes, may_hold_error: Callable[[bytes], b
 
 
 async def whole_body(
-    started: Started, kind: str, public_model: str, tap: UsageTap | None = None
+    started: Started,
+    assemble: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    public_model: str,
+    tap: UsageTap | None = None,
 ) -> bytes:
-    """The client's JSON answer: the upstream body renamed, or assembled from its stream.
-    Raises UpstreamFailure when the stream carries an error event. `tap` (metering) is
-    given the answer's usage."""
+    """The client's JSON answer: the upstream body renamed, or assembled from its stream by
+    the endpoint's `assemble` (which raises UpstreamFailure when the stream carries an error
+    event). `tap` (metering) is given the answer's usage."""
     if not started.upstream_stream:
         if tap is not None:
             parsed = parse_payload(started.prelude)
@@ -165,26 +165,11 @@ async def whole_body(
     async for data in started.chunks:
         parts.append(started.splitter.feed(data))
     chunks = [c for c in map(parse_payload, iter_data(b"".join(parts))) if c is not None]
-    if kind == "responses":
-        answer = _whole_response(chunks)
-    else:
-        for chunk in chunks:
-            if is_error_event(chunk):
-                raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
-        answer = assemble_chat(chunks) if kind == "chat" else assemble_completion(chunks)
+    answer = assemble(chunks)
     answer["model"] = public_model
     if tap is not None:
         tap.note_body(answer)
     return orjson.dumps(answer)
-
-
-def _whole_response(events: list[dict[str, Any]]) -> dict[str, Any]:
-    if any(RESPONSES.is_error(event) for event in events):
-        raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
-    answer = assemble_response(events)
-    if answer is None:
-        raise UpstreamFailure(Outcome.STREAM_ERROR, "the stream ended without its response")
-    return answer
 
 
 def _stream_error_body(provider: str, failure: UpstreamFailure) -> dict[str, Any]:

@@ -21,11 +21,11 @@ from proxy.settings.policy import Hedge
 @dataclass(frozen=True, slots=True)
 class HedgeDelay:
     """Seconds to wait for the primary's first token, and why that many (for the decision).
-    `kind`: "late" (a delay) or "cold" (the pair is probably cold: at once)."""
+    `trigger`: "late" (a delay) or "cold" (the pair is probably cold: at once)."""
 
     seconds: float
     basis: str
-    kind: str = "late"
+    trigger: str = "late"
 
 
 def hedge_delay(policy: Hedge, primary: Score, now: float = 0.0, busy: bool = False) -> HedgeDelay:
@@ -49,12 +49,12 @@ def hedge_delay(policy: Hedge, primary: Score, now: float = 0.0, busy: bool = Fa
     return HedgeDelay(clamped, basis)
 
 
-def expected_saving(primary: Score, kind: str, waited_s: float, delivered_s: float) -> float:
+def expected_saving(primary: Score, trigger: str, waited_s: float, delivered_s: float) -> float:
     """What a winning hedge saved, estimated: the primary's expected TTFT given it had none
     after `waited_s` (its cold-start TTFT when hedged as cold, else its tail mean, at least
     `waited_s`), minus the client's TTFT `delivered_s`; never below 0."""
     expected = primary.tail_mean
-    if kind == "cold" and primary.cold is not None and primary.cold.cold_ttft_s is not None:
+    if trigger == "cold" and primary.cold is not None and primary.cold.cold_ttft_s is not None:
         expected = primary.cold.cold_ttft_s
     return max(0.0, max(expected or 0.0, waited_s) - delivered_s)
 

@@ -64,6 +64,18 @@ class UsageTap:
         self.usage.note(dict(answer))
 
 
+def meter_for(
+    prices: Mapping[str, PairPrice], body: Mapping[str, Any], usage_in_stream: bool
+) -> Meter | None:
+    """A request's meter when its model is priced (else None). `usage_in_stream`: the
+    endpoint's stream reports usage in a usage-only chunk when asked, which is dropped again
+    unless the client asked for it; other streams report it in their last event, which
+    every client gets."""
+    if not prices:
+        return None
+    return Meter(prices, UsageTap(strip=usage_in_stream and not asks_for_usage(body)))
+
+
 @dataclass(slots=True)
 class Meter:
     """One request's metering: its model's prices (provider -> price) and what it used."""

@@ -227,6 +227,14 @@ class ScoreboardConfig(Frozen):
     stale_after_s: float = Field(10.0, gt=0, description="/readyz fails past this age")
 
 
+class RoutingConfig(Frozen):
+    seed: int | None = Field(
+        None,
+        description="seeds the router's posterior draws and the scoreboard's posteriors, so "
+        "a run can be replayed; null: a random seed per process",
+    )
+
+
 class ProberConfig(Frozen):
     """The prober of this replica (docs/probing.md); the schedule itself is policy."""
 
@@ -272,6 +280,7 @@ class Config(Frozen):
     store: Store = MemoryStoreConfig()
     buffer: BufferConfig = BufferConfig()
     scoreboard: ScoreboardConfig = ScoreboardConfig()
+    routing: RoutingConfig = RoutingConfig()
     prober: ProberConfig = ProberConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
     providers: dict[str, Provider] = Field(min_length=1)

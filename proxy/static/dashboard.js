@@ -64,7 +64,7 @@ function renderHealth(status, scores, prober) {
                       text.length > 160 ? text.slice(0, 157) + "…" : text);
   }
   document.getElementById("health").replaceChildren(
-    card("store", store.kind + (store.ok ? ": reachable" : ": unreachable"), store.ok ? "ok" : "bad",
+    card("store", store.backend + (store.ok ? ": reachable" : ": unreachable"), store.ok ? "ok" : "bad",
          (store.detail ? store.detail + " · " : "") + store.buffered_samples + " buffered, " +
          store.dropped_samples + " samples / " + store.dropped_decisions + " decisions dropped" +
          (store.last_flush_error ? " · last flush error: " + store.last_flush_error : "")),
@@ -250,7 +250,7 @@ function renderDecisions(rows) {
     el("td", { class: "l" }, new Date(d.timestamp * 1000).toLocaleTimeString()),
     el("td", { class: "l rid" }, d.request_id || d.id),
     el("td", { class: "l" }, d.model),
-    el("td", { class: "l " + (["failover", "hedged", "unavailable"].includes(d.kind) ? "warn" : "") }, d.kind || ""),
+    el("td", { class: "l " + (["failover", "hedged", "unavailable"].includes(d.verdict) ? "warn" : "") }, d.verdict || ""),
     el("td", { class: "l" }, d.choice || "–"),
     el("td", { class: "l " + (d.winner ? "" : "bad") }, d.winner || "failed"),
     el("td", { class: "l" }, attemptsText(d)),

@@ -60,7 +60,7 @@ class Metrics:
         )  # fmt: skip
         self.dropped = Counter(
             "ttft_router_buffer_dropped", "Samples/decisions dropped because the buffer was full",
-            ["kind"], registry=self.registry,
+            ["item"], registry=self.registry,
         )  # fmt: skip
 
         self.probes = Counter(
@@ -68,8 +68,8 @@ class Metrics:
             ["model", "provider", "outcome", "reason"], registry=self.registry,
         )  # fmt: skip
         self.decisions = Counter(
-            "ttft_router_decisions", "Routing decisions by model, chosen provider and reason kind",
-            ["model", "provider", "reason"], registry=self.registry,
+            "ttft_router_decisions", "Routing decisions by model, chosen provider and verdict",
+            ["model", "provider", "verdict"], registry=self.registry,
         )  # fmt: skip
         self.cost = Counter(
             "ttft_router_cost_usd", "USD of answered requests: reported usage x the pair's price",
@@ -100,11 +100,11 @@ class Metrics:
                 self.export.ttft(sample)
 
     def count_decision(self, decision: Decision) -> None:
-        """One finished request's decision: sets `decision.kind` and counts it by model, the
-        provider that served it (else the first choice, else "none") and that kind."""
-        kind = decision.kind = decision_kind(decision)
+        """One finished request's decision: sets `decision.verdict` and counts it by model,
+        the provider that served it (else the first choice, else "none") and that verdict."""
+        verdict = decision.verdict = verdict_of(decision)
         provider = decision.winner or decision.choice or "none"
-        key = (decision.model, provider, kind)
+        key = (decision.model, provider, verdict)
         child = self._decision_children.get(key)
         if child is None:
             child = self._decision_children[key] = self.decisions.labels(*key)
@@ -123,7 +123,7 @@ class Metrics:
         """One request's hedge: fired (and won, when the hedge served it) or skipped."""
         if hedge.fired:
             self.hedges.labels(model, "fired").inc()
-            if hedge.kind == "cold":
+            if hedge.trigger == "cold":
                 self.cold_hedges.labels(model).inc()
             if hedge.winner is not None and hedge.winner != hedge.primary:
                 self.hedges.labels(model, "won").inc()
@@ -156,24 +156,24 @@ class ExportSink(Protocol):
 
     def ttft(self, sample: Sample) -> None: ...
 
-    def decision(self, model: str, provider: str, kind: str) -> None: ...
+    def decision(self, model: str, provider: str, verdict: str) -> None: ...
 
     def shutdown(self) -> None: ...
 
 
-# The label values of ttft_router_decisions_total{reason} (Ranking.kind, plus dispatch's own).
-DECISION_KINDS = ("best", "holding", "exploring", "failover", "hedged", "measuring",
+# The label values of ttft_router_decisions_total{verdict} (Ranking.verdict, plus dispatch's own).
+VERDICTS = ("best", "holding", "exploring", "failover", "hedged", "measuring",
                   "weighted", "trial", "unavailable")  # fmt: skip
 
 
-def decision_kind(decision: Decision) -> str:
+def verdict_of(decision: Decision) -> str:
     """best | holding | exploring | failover | hedged | measuring | weighted | trial |
     unavailable.
 
     hedged: a hedge fired beside the first choice (the hedge counters say who won);
     failover: more than one attempt was made otherwise; unavailable: nothing could be tried.
-    Otherwise the routing's own kind (`Ranking.kind`, set on the decision when it is made),
-    so the reason text is never rendered for a counter.
+    Otherwise the routing's own verdict (`Ranking.verdict`, set on the decision when it is
+    made), so the reason text is never rendered for a counter.
     """
     if not decision.ranked:
         return "unavailable"
@@ -181,7 +181,7 @@ def decision_kind(decision: Decision) -> str:
         return "hedged"
     if len(decision.attempts) > 1:
         return "failover"
-    return decision.kind or "best"
+    return decision.verdict or "best"
 
 
 class _HedgeBudgetCollector(Collector):

@@ -49,7 +49,7 @@ class OtlpExport:
             TTFT_NAME, unit="s", description="Time to first chunk of successful attempts"
         )
         self._decisions = meter.create_counter(
-            DECISIONS_NAME, unit="{decision}", description="Routing decisions by reason kind"
+            DECISIONS_NAME, unit="{decision}", description="Routing decisions by verdict"
         )
 
     def ttft(self, sample: Sample) -> None:
@@ -59,9 +59,9 @@ class OtlpExport:
             "ttft_router.source": sample.source.value,
         })  # fmt: skip
 
-    def decision(self, model: str, provider: str, kind: str) -> None:
+    def decision(self, model: str, provider: str, verdict: str) -> None:
         self._decisions.add(1, {"gen_ai.request.model": model, "gen_ai.provider.name": provider,
-                                "ttft_router.reason": kind})  # fmt: skip
+                                "ttft_router.verdict": verdict})  # fmt: skip
 
     def shutdown(self) -> None:
         self.provider.shutdown(timeout_millis=5000)

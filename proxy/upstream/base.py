@@ -14,13 +14,14 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from proxy.core.domain import Outcome
+from proxy.core.errors import TtftRouterError
 from proxy.upstream.redact import Redactor
 
 # Bytes of a provider's error body kept (what a message is looked for in).
 MAX_ERROR_BODY = 4096
 
 
-class UpstreamFailure(Exception):
+class UpstreamFailure(TtftRouterError):
     """An attempt failed at the transport level or with a non-2xx status.
 
     `message` and `body` may quote the provider's own text, which can hold a credential or an

@@ -1,4 +1,6 @@
-"""One attempt -> one Sample: the TTFT clock and censoring, and nothing else.
+"""One attempt measured: the TTFT clock and censoring (-> one Sample), first-output
+detection, a whole stream measured end to end (probes and the published method's bench use
+`measure_stream`), and the usage an answer reported.
 
 The clock starts when the upstream request is sent and stops at the first streamed chunk
 that carries output (the endpoint's `upstream.sse.StreamGrammar`: a chat delta, a Responses

@@ -45,7 +45,7 @@ async def test_admin_surfaces(tmp_path: Path) -> None:
                 scores = (await admin.get("/admin/scores")).json()
                 assert {p["provider"] for p in scores["pairs"]} == {"p", "q"}
                 assert sum(p["n"] for p in scores["pairs"]) == 8
-                assert scores["store"]["kind"] == "memory" and scores["store"]["ok"]
+                assert scores["store"]["backend"] == "memory" and scores["store"]["ok"]
 
                 explain = (await admin.get("/admin/explain", params={"model": "m"})).json()
                 assert explain["would_choose"] in ("p", "q") and explain["reason"]

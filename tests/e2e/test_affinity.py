@@ -51,7 +51,7 @@ async def test_affinity_holds_a_conversation_and_releases_it_when_the_pair_fails
             assert await served(proxy, "conv-2") == "p0"
             held = (await decisions(proxy, 4))[2]  # newest first
             assert held["winner"] == "p1"
-            assert "held for affinity on p1" in held["controls"]
+            assert "bound by affinity to p1" in held["controls"]
             p1.mode = "500"  # the pair fails: failover to p0, and the key moves there
             assert await served(proxy, "conv-1") == "p0"
             p1.mode = "ok"

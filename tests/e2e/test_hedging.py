@@ -175,11 +175,11 @@ async def test_a_probably_cold_primary_is_hedged_at_once(tmp_path: Path) -> None
 
         decision = await proxy.decision(r.headers["x-ttft-router-decision-id"])
         hedge = decision["hedge"]
-        assert hedge["kind"] == "cold" and hedge["fired"] and hedge["after_s"] == 0.0
+        assert hedge["trigger"] == "cold" and hedge["fired"] and hedge["after_s"] == 0.0
         assert hedge["basis"].startswith("p0 idle ") and "likely cold" in hedge["basis"]
         assert hedge["winner"] == "p1" and hedge["winner_ttft_s"] < 2.0
         assert hedge["saved_s"] == pytest.approx(12.0 - hedge["winner_ttft_s"], abs=0.01)
-        assert decision["kind"] == "hedged"
+        assert decision["verdict"] == "hedged"
         primary, second = decision["attempts"]
         assert (primary["provider"], primary["outcome"]) == ("p0", "cancelled")
         assert second["hedge"] and second["started_s"] < 0.5

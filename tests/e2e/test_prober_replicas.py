@@ -3,9 +3,6 @@ redis-server of the test's own, the simulated market in the test's loop."""
 
 from __future__ import annotations
 
-import asyncio
-import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +11,6 @@ from redis.asyncio import Redis
 
 from proxy.core.domain import Pair
 from proxy.learning.store.redis_schema import unpack_samples, window_key
-from proxy.probing.schedule import slot_due
 from proxy.simulator import Market
 from tests.e2e.conftest import ADMIN_KEY, CLIENT_KEY, scenario
 from tests.e2e.test_replicas import Replica, replicas
@@ -65,14 +61,6 @@ def pairs() -> list[tuple[Pair, str]]:
     return [(Pair(m, p), u) for m, ids in MODELS.items() for p, u in ids.items()]
 
 
-def expected_slots(pair: Pair, start: float, end: float) -> int:
-    """Gap slots of `pair` due within [start, end): one probe each, in total."""
-    period = INTERVAL_S * TIME_SCALE
-    first, last = math.floor(start / period) - 1, math.floor(end / period) + 1
-    dues = (slot_due(pair, "g", period, JITTER, k) for k in range(first, last + 1))
-    return sum(1 for due in dues if start <= due < end)
-
-
 def requests(sim: Market) -> dict[Pair, int]:
     return {
         pair: sim.stats(pair.provider)["models"][upstream]["requests"] for pair, upstream in pairs()
@@ -92,9 +80,13 @@ async def probe_replicas(redis_url: str) -> set[str]:
         await redis.aclose()
 
 
-async def test_three_replicas_probe_each_pair_once_per_interval_in_total(
+async def test_three_serve_processes_share_the_probes_and_outlive_a_killed_one(
     tmp_path: Path,
 ) -> None:
+    """Three real `serve` processes on one Redis: the probes are shared out between them
+    through the leases, and when one is killed (maybe holding a lease) the others go on
+    probing every pair. That each slot is probed exactly once across replicas is checked
+    slot by slot on a synthetic clock (tests/e2e/test_prober_slots.py)."""
     redis = await RedisServer(tmp_path).start_async()
     try:
         async with market() as sim:
@@ -106,25 +98,18 @@ async def test_three_replicas_probe_each_pair_once_per_interval_in_total(
                     return all(r["reason"] == "gap" for r in rows)
 
                 await wait_until(burst_over, timeout=15)
-                sim.reset_stats()
-                start = time.time()
-                await asyncio.sleep(2.0)  # the run: ~7 slots of 0.3 s per pair
                 assert three.process is not None
                 three.process.kill()  # dies, maybe holding a lease: costs at most its slot
-                await asyncio.sleep(2.0)
-                end = time.time()
-                counts = requests(sim)
+                sim.reset_stats()
+
+                async def every_pair_probed_again() -> bool:
+                    return all(n >= 2 for n in requests(sim).values())
+
+                await wait_until(every_pair_probed_again, timeout=10)
                 holders = await probe_replicas(redis.url)
                 status = await one.admin("/admin/prober")
     finally:
         redis.kill()
-    for pair, _ in pairs():
-        expected = expected_slots(pair, start, end)
-        print(f"{pair}: {counts[pair]} requests, {expected} slots")  # shown with -s
-        # within 2 of the slots: one may fall either side of each end of the window, and
-        # the killed replica may have held one (a duplicate per replica would be +13 or more)
-        assert abs(counts[pair] - expected) <= 2, (pair, counts[pair], expected)
-    assert sum(counts.values()) >= 4 * 12
     assert len(holders) >= 2, holders  # the probes were shared out, not all sent by one
     assert status["coordination"]["ok"] and "redis" in status["coordination"]["mode"]
     assert one.unexpected_log_lines() == []

@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from proxy.api.openai import NO_RESPONSES_API
 from proxy.core.domain import Pair
+from proxy.serving.endpoint import RESPONSES_API
 from proxy.settings.config import Config
 from proxy.simulator import Market
 from tests.e2e.conftest import (
@@ -126,8 +126,8 @@ async def test_a_provider_without_the_responses_api_is_skipped(tmp_path: Path) -
             assert market.stats("chat-only")["requests"] == 0  # never tried
             row = await proxy.decision(raw.headers["x-ttft-router-decision-id"])
             skipped = {c["provider"]: c["excluded_because"] for c in row["candidates"]}
-            assert skipped == {"full": None, "chat-only": NO_RESPONSES_API}
-            assert "not tried: chat-only" in row["reason"]
+            assert skipped == {"full": None, "chat-only": RESPONSES_API.unserved_reason}
+            assert row["reason"].startswith("full has the lowest")  # ranked among servers
             assert [a["provider"] for a in row["attempts"]] == ["full"]
             # chat still goes to the preferred provider
             chat = await client.chat.completions.with_raw_response.create(
@@ -143,7 +143,7 @@ async def test_no_provider_with_the_responses_api_is_a_400() -> None:
     ):
         with pytest.raises(openai.BadRequestError) as caught:
             await proxy.client().responses.create(model="m", input="hi")
-        assert "no provider serving the Responses API" in caught.value.message
+        assert "no provider serving /v1/responses" in caught.value.message
         assert market.stats("chat-only")["requests"] == 0
 
 

@@ -65,7 +65,7 @@ async def test_metrics_parse_and_count_every_request_and_decision(tmp_path: Path
             assert inf == sent
             decisions = metric_samples(text, "ttft_router_decisions_total")
             assert sum(v for _, v in decisions) == sent
-            kinds = {labels["reason"] for labels, _ in decisions}
+            kinds = {labels["verdict"] for labels, _ in decisions}
             assert kinds <= {"best", "holding", "measuring"} and "measuring" in kinds
             # min_samples 3 on each of two pairs: after 6 measured requests every one is "best"
             # or "holding", by the provider that served it
@@ -73,10 +73,10 @@ async def test_metrics_parse_and_count_every_request_and_decision(tmp_path: Path
             rows = (await admin.get("/admin/decisions", params={"limit": sent})).json()
             by_kind: dict[tuple[str, str], int] = {}
             for d in rows["decisions"]:
-                key = (d["winner"], d["kind"])
+                key = (d["winner"], d["verdict"])
                 by_kind[key] = by_kind.get(key, 0) + 1
             assert by_kind == {
-                (labels["provider"], labels["reason"]): int(v) for labels, v in decisions
+                (labels["provider"], labels["verdict"]): int(v) for labels, v in decisions
             }
 
 
@@ -118,7 +118,7 @@ async def test_failed_request_shares_one_request_id(tmp_path: Path) -> None:
 
                 decision = await wait_until(logged, timeout=5)
                 assert decision["request_id"] == "client-req.42"
-                assert decision["kind"] == "failover" and decision["winner"] is None
+                assert decision["verdict"] == "failover" and decision["winner"] is None
                 assert [a["outcome"] for a in decision["attempts"]] == ["http_5xx", "http_5xx"]
 
                 # an unsafe id (space, too long) is replaced by one of the proxy's own

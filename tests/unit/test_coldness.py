@@ -13,7 +13,8 @@ from proxy.core.domain import ColdModel, Outcome, Pair, Sample, Score, Source
 from proxy.learning.coldness import cold_model, describe
 from proxy.learning.scoreboard import with_cold_models
 from proxy.learning.stats import compute_score, score_model
-from proxy.routing.ranking import evidence_wanted, prepare, rank
+from proxy.routing.advice import evidence_wanted
+from proxy.routing.ranking import ModelView, prepare, rank
 from proxy.serving.hedge import expected_saving, hedge_delay
 from proxy.settings.policy import Hedge, ModelPolicy
 
@@ -78,15 +79,12 @@ def steady(provider: str, ttft: float, end: float) -> list[Sample]:
 
 def test_expected_objective_avoids_a_fast_pair_that_is_probably_cold_now() -> None:
     policy = ModelPolicy(objective="expected", exploration_share=0.0)
-    deployments = [("a", "ua"), ("b", "ub")]
+    pairs = {"a": "ua", "b": "ub"}
     # a: fast when warm (0.3 s) but idle-cold; b: 0.8 s, always warm, busy just now.
     scores = scored({"a": idle_pattern(end=NOW - 300), "b": steady("b", 0.8, NOW)}, policy)
 
     def choose(now: float) -> tuple[str, str]:
-        ranking = rank(
-            policy, deployments, scores, "m", incumbent=None, rate_limited_until={},
-            rng=random.Random(1), now=now,
-        )  # fmt: skip
+        ranking = rank(ModelView(policy, "m", pairs, scores, now), random.Random(1))
         return ranking.ranked[0].provider, str(ranking.reason)
 
     chosen, reason = choose(NOW)  # a idle 300 s: 83% likely cold, expected ~16.7 s
@@ -94,15 +92,11 @@ def test_expected_objective_avoids_a_fast_pair_that_is_probably_cold_now() -> No
     assert "a idle 300 s, 83% likely cold" in reason and "expected TTFT" in reason
     # a moment after a's last request it is warm: its 0.3 s median wins
     assert choose(NOW - 300 + 5)[0] == "a"
-    field = prepare(
-        policy, deployments, scores, "m", incumbent=None, rate_limited_until={}, now=NOW
-    )
-    assert not field.lasts  # the chance moves with the clock: the router does not keep it
+    standing = prepare(ModelView(policy, "m", pairs, scores, NOW))
+    assert not standing.lasts  # the chance moves with the clock: the router does not keep it
     tail = ModelPolicy(exploration_share=0.0)
-    assert prepare(
-        tail, deployments, scored({"b": steady("b", 0.8, NOW)}, tail), "m", incumbent=None,
-        rate_limited_until={}, now=NOW,
-    ).lasts  # fmt: skip
+    only_b = scored({"b": steady("b", 0.8, NOW)}, tail)
+    assert prepare(ModelView(tail, "m", pairs, only_b, NOW)).lasts
 
 
 def test_a_probably_cold_primary_is_hedged_at_once() -> None:
@@ -111,11 +105,11 @@ def test_a_probably_cold_primary_is_hedged_at_once() -> None:
     warm = compute_score(Pair("m", "b"), steady("b", 0.3, NOW - 240), params, NOW)
     score = replace(warm, cold=cold)
     delay = hedge_delay(Hedge(enabled=True), score, NOW)
-    assert (delay.seconds, delay.kind) == (0.0, "cold")
+    assert (delay.seconds, delay.trigger) == (0.0, "cold")
     assert delay.basis == "b idle 240 s, 80% likely cold"
     # busy (a request in flight on it), or below the policy's chance: the usual delay
-    assert hedge_delay(Hedge(enabled=True), score, NOW, busy=True).kind == "late"
-    assert hedge_delay(Hedge(enabled=True, cold_chance=0.9), score, NOW).kind == "late"
+    assert hedge_delay(Hedge(enabled=True), score, NOW, busy=True).trigger == "late"
+    assert hedge_delay(Hedge(enabled=True, cold_chance=0.9), score, NOW).trigger == "late"
     # what the hedge saved: the primary's cold start against the hedge's answer
     assert expected_saving(score, "cold", 0.4, 0.7) == pytest.approx(COLD - 0.7)
     assert expected_saving(score, "late", 0.4, 0.7) == pytest.approx(0.0, abs=1e-9)
@@ -152,17 +146,18 @@ def test_a_hedged_away_tail_is_recovered_by_probes(seed: int) -> None:
     alone, truth = hedged_window(seed, probes=0)
     blind = compute_score(Pair("m", "a"), alone, params, NOW)
     assert blind.p95 == 1.0  # a lower bound: every attempt past 1 s was hedged away
-    wanted = evidence_wanted(
-        policy, [("a", "ua"), ("b", "ub")],
+    pairs = {"a": "ua", "b": "ub"}
+    wanted = evidence_wanted(ModelView(
+        policy, "m", pairs,
         score_model({Pair("m", "a"): alone, Pair("m", "b"): steady("b", 0.5, NOW)}, params,
-                    NOW, 1), "m",
-    )  # fmt: skip
+                    NOW, 1), NOW,
+    ))  # fmt: skip
     assert [w.provider for w in wanted] == ["a"] and "censored tail" in wanted[0].reason
     probed, truth = hedged_window(seed, probes=2 * policy.min_samples)
     score = compute_score(Pair("m", "a"), probed, params, NOW)
     assert score.p95 is not None and abs(score.p95 - truth) / truth < 0.35
-    assert not evidence_wanted(
-        policy, [("a", "ua"), ("b", "ub")],
+    assert not evidence_wanted(ModelView(
+        policy, "m", pairs,
         score_model({Pair("m", "a"): probed, Pair("m", "b"): steady("b", 0.5, NOW)}, params,
-                    NOW, 1), "m",
-    )  # fmt: skip
+                    NOW, 1), NOW,
+    ))  # fmt: skip

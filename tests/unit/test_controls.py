@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from proxy.api.controls import parse
 from proxy.core.domain import Pair
 from proxy.core.errors import ConfigError, InvalidRequest
-from proxy.routing.controls import Controls, parse, steer, steers
-from proxy.routing.ranking import Ranking, rank
+from proxy.routing.ranking import ModelView, Ranking, rank
+from proxy.routing.steering import Controls, steer, steers
 from proxy.settings.policy import ModelPolicy, load_policies
 from proxy.settings.pricing import PairPrice
 from tests.unit.test_routing import NOW, board
@@ -34,13 +35,12 @@ def policy(**kw: Any) -> ModelPolicy:
 
 
 def measured(pol: ModelPolicy) -> Ranking:
-    return rank(pol, DEPLOYMENTS, SCORES, "m", incumbent=None, rate_limited_until={},
-                rng=random.Random(1), now=NOW)  # fmt: skip
+    return rank(ModelView(pol, "m", dict(DEPLOYMENTS), SCORES, NOW), random.Random(1))
 
 
-def order_of(pol: ModelPolicy, controls: Controls | None = None, held: str | None = None,
+def order_of(pol: ModelPolicy, controls: Controls | None = None, bound: str | None = None,
              prices: dict[str, PairPrice] | None = None) -> list[str]:  # fmt: skip
-    steered = steer(measured(pol), controls, pol, PRICES if prices is None else prices, held)
+    steered = steer(measured(pol), controls, pol, PRICES if prices is None else prices, bound)
     return [c.provider for c in steered.ranked]
 
 
@@ -192,16 +192,16 @@ def test_sort_price_and_latency() -> None:
 
 def test_precedence_request_order_then_pin_then_affinity_then_policy_order() -> None:
     assert order_of(policy(order=["c", "b"])) == ["c", "b", "a"]
-    assert order_of(policy(order=["c", "b"]), held="a") == ["a", "c", "b"]
-    assert order_of(policy(order=["c"], pin="b"), held="a") == ["b", "a", "c"]
+    assert order_of(policy(order=["c", "b"]), bound="a") == ["a", "c", "b"]
+    assert order_of(policy(order=["c"], pin="b"), bound="a") == ["b", "a", "c"]
     request = Controls(order=("c",), given={"order": "body"})
-    assert order_of(policy(order=["b"], pin="b"), request, held="a") == ["c", "b", "a"]
+    assert order_of(policy(order=["b"], pin="b"), request, bound="a") == ["c", "b", "a"]
 
 
-def test_a_held_provider_that_is_not_ranked_is_not_held() -> None:
+def test_a_bound_provider_that_is_not_ranked_is_not_moved_first() -> None:
     pol = policy(exclude=["a"])
-    steered = steer(measured(pol), None, pol, PRICES, held="a")
-    assert [c.provider for c in steered.ranked] == ["b", "c"] and steered.held is None
+    steered = steer(measured(pol), None, pol, PRICES, bound="a")
+    assert [c.provider for c in steered.ranked] == ["b", "c"] and steered.bound is None
 
 
 def test_allow_fallbacks_false_keeps_only_what_was_named() -> None:
@@ -218,8 +218,8 @@ def test_allow_fallbacks_false_keeps_only_what_was_named() -> None:
 def test_only_a_provider_that_is_out_leaves_nothing_and_names_it() -> None:
     pol = policy()
     limits = {Pair("m", "b"): NOW + 30}
-    r = rank(pol, DEPLOYMENTS, SCORES, "m", incumbent=None, rate_limited_until=limits,
-             rng=random.Random(1), now=NOW)  # fmt: skip
+    r = rank(ModelView(pol, "m", dict(DEPLOYMENTS), SCORES, NOW, rate_limited_until=limits),
+             random.Random(1))  # fmt: skip
     steered = steer(r, Controls(only=("b",), given={"only": "body"}), pol, PRICES)
     assert steered.ranked == ()
     text = str(steered.reason)

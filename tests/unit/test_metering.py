@@ -74,11 +74,11 @@ def test_asks_for_usage() -> None:
 def test_affinity_holds_until_its_time_and_is_bounded() -> None:
     table, policy = AffinityTable(), Affinity(enabled=True, ttl_s=10, max_keys=2)
     table.bind("m", "k1", "a", 100.0, policy)
-    assert table.held("m", "k1", 105.0) == "a"
-    assert table.held("other", "k1", 105.0) is None  # per model
+    assert table.lookup("m", "k1", 105.0) == "a"
+    assert table.lookup("other", "k1", 105.0) is None  # per model
     table.bind("m", "k1", "b", 105.0, policy)  # served elsewhere: the binding moves
-    assert table.held("m", "k1", 114.0) == "b"
-    assert table.held("m", "k1", 115.0) is None and len(table) == 0  # expired, forgotten
+    assert table.lookup("m", "k1", 114.0) == "b"
+    assert table.lookup("m", "k1", 115.0) is None and len(table) == 0  # expired, forgotten
     for i, key in enumerate(("k1", "k2", "k3")):
         table.bind("m", key, "a", 200.0 + i, policy)
-    assert len(table) == 2 and table.held("m", "k1", 203.0) is None  # the oldest went
+    assert len(table) == 2 and table.lookup("m", "k1", 203.0) is None  # the oldest went

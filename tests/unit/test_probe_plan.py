@@ -142,7 +142,7 @@ def test_the_budget_caps_probes_and_cost_per_window_and_refunds_unsent_probes() 
     assert "probe cap reached: 3 of 3" in (budget.refusal(NOW + 3, 0.1) or "")
     budget.refund(entries[2])
     assert budget.refusal(NOW + 3, 0.1) is None
-    budget.settle(entries[1], 0.85)
+    budget.correct(entries[1], 0.85)
     assert "cost cap reached" in (budget.refusal(NOW + 3, 0.1) or "")
     assert budget.resumes_at(NOW + 3) == NOW + 3600.0
     assert budget.refusal(NOW + 3602, 0.1) is None  # the hour has moved on

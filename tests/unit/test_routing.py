@@ -2,15 +2,65 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.core.domain import Decision, Outcome, Pair, Sample, Score
 from proxy.learning.stats import score_model
+from proxy.routing import AttemptEnded, AttemptStarted, Plan, RouteRequest, Routing
+from proxy.routing.advice import evidence_wanted, out_of_contention
 from proxy.routing.circuit import CircuitState
-from proxy.routing.ranking import Router, evidence_wanted, out_of_contention, rank
-from proxy.settings.policy import ModelPolicy
+from proxy.routing.ranking import ModelView, Ranking, rank
+from proxy.settings.policy import ModelPolicy, PolicyHolder, PolicySet
+from proxy.settings.pricing import PairPrice
 
 NOW = 1_000_000.0
-DEPLOYMENTS = [("a", "model-a"), ("b", "model-b"), ("c", "model-c")]
+PAIRS = {"a": "model-a", "b": "model-b", "c": "model-c"}
+
+
+def view(pol: ModelPolicy, scores: Mapping[Pair, Score], now: float = NOW, **kw: Any) -> ModelView:
+    return ModelView(
+        pol, "m", kw.get("pairs", PAIRS), scores, now, incumbent=kw.get("incumbent"),
+        rate_limited_until=kw.get("limits", {}), circuits=kw.get("circuits") or {},
+    )  # fmt: skip
+
+
+@dataclass
+class Board:
+    """The scoreboard as routing sees it: a snapshot, swapped whole."""
+
+    snapshot: Mapping[Pair, Score] = field(default_factory=dict)
+
+
+class NoPrices:
+    def for_model(self, model: str) -> Mapping[str, PairPrice]:
+        return {}
+
+
+class Router:
+    """A routing component over a board and a policy the test can swap."""
+
+    def __init__(self, pol: ModelPolicy, seed: int = 0) -> None:
+        self.board = Board()
+        self.policies = PolicyHolder([], initial=PolicySet(default=pol))
+        self.routing = Routing(
+            self.policies, self.board, {"m": PAIRS}, NoPrices(), rng=random.Random(seed)
+        )
+
+    def route(
+        self, scores: Mapping[Pair, Score], now: float = NOW, pol: ModelPolicy | None = None
+    ) -> Ranking:
+        """The ranking of one request (a Plan's lists, as the Ranking it was made from)."""
+        self.board.snapshot = scores
+        if pol is not None:
+            self.policies.current = PolicySet(default=pol)
+        plan = self.routing.plan(RouteRequest("m", now))
+        return Ranking(plan.ranked, plan.excluded, plan.reason, verdict=plan.verdict)
+
+    def plan(self, scores: Mapping[Pair, Score], now: float = NOW) -> Plan:
+        self.board.snapshot = scores
+        return self.routing.plan(RouteRequest("m", now))
 
 
 def samples(provider: str, values: list[float], age_s: float = 10.0) -> list[Sample]:
@@ -42,18 +92,8 @@ def exploit(**kw: object) -> ModelPolicy:
     return policy(exploration_share=0.0, **kw)
 
 
-def ranked(pol: ModelPolicy, scores: dict[Pair, Score], **kw: object) -> list[str]:
-    r = rank(
-        pol,
-        DEPLOYMENTS,
-        scores,
-        "m",
-        incumbent=kw.get("incumbent"),  # type: ignore[arg-type]
-        rate_limited_until=kw.get("limits", {}),
-        rng=random.Random(1),
-        now=NOW,
-        circuits=kw.get("circuits"),
-    )  # type: ignore[arg-type]
+def ranked(pol: ModelPolicy, scores: dict[Pair, Score], **kw: Any) -> list[str]:
+    r = rank(view(pol, scores, **kw), random.Random(1))
     return [c.provider for c in r.ranked]
 
 
@@ -62,11 +102,9 @@ def firsts(
 ) -> Counter[str]:
     rng = random.Random(7)
     out: Counter[str] = Counter()
+    standing = view(pol, scores)
     for _ in range(count):
-        r = rank(
-            pol, DEPLOYMENTS, scores, "m", incumbent=None, rate_limited_until={}, rng=rng,
-            now=NOW, **kw,  # type: ignore[arg-type]
-        )  # fmt: skip
+        r = rank(standing, rng, **kw)
         out[r.ranked[0].provider] += 1
     return out
 
@@ -86,10 +124,7 @@ def test_fifteen_tight_samples_beat_twenty_one_with_a_cold_tail_and_reason_says_
         share = firsts(policy(), scores)
         # c's cold tail is plain after 21 samples; b, never measured, gets a fair look
         assert share["a"] > 1.2 * share["b"] and share["c"] < 0.03 * 2000, share
-    r = rank(
-        exploit(), DEPLOYMENTS, board(a=a, c=c), "m", incumbent=None, rate_limited_until={},
-        rng=random.Random(0), now=NOW,
-    )  # fmt: skip
+    r = rank(view(exploit(), board(a=a, c=c)), random.Random(0))
     reason = str(r.reason)
     assert reason.startswith("a has the lowest estimated tail mean (slowest 5%)")
     assert "a: tail mean (slowest 5%) " in reason and "90% range" in reason
@@ -137,21 +172,21 @@ def test_an_unmeasured_pair_is_neither_starved_nor_preferred_blindly() -> None:
     share = firsts(policy(), scores)
     assert 0.01 * 2000 < share["c"] < 0.5 * 2000, share  # but it is explored
     assert share["a"] > share["c"]
-    wanted = evidence_wanted(policy(), DEPLOYMENTS, scores, "m")
+    wanted = evidence_wanted(view(policy(), scores))
     assert wanted[0].provider == "c" and wanted[0].reason == "not measured yet"
     # thin and plausibly the best (in >= 10% of draws; the burst of a new pair measures it
     # to probe.burst_min samples whatever its chance)
     thin = board(a=tight(0.3, 60, 1), b=tight(0.27, 3, 2), c=tight(0.9, 60, 3))
-    reasons = {w.provider: w.reason for w in evidence_wanted(policy(), DEPLOYMENTS, thin, "m")}
+    reasons = {w.provider: w.reason for w in evidence_wanted(view(policy(), thin))}
     assert list(reasons) == ["b"] and reasons["b"].startswith("plausibly the best on thin")
 
 
 def test_nothing_measured_spreads_a_burst_by_pending_attempts() -> None:
-    router = Router(random.Random(0))
+    router = Router(policy())
     counts: Counter[str] = Counter()
     for _ in range(9):  # one scoreboard refresh: nothing measured, all nine in flight
-        first = router.route(policy(), DEPLOYMENTS, {}, "m", NOW).ranked[0].provider
-        router.breakers.on_start(Pair("m", first))
+        first = router.route({}).ranked[0].provider
+        router.routing.observe(AttemptStarted(Pair("m", first)))
         counts[first] += 1
     assert counts == {"a": 3, "b": 3, "c": 3}
 
@@ -171,14 +206,14 @@ def test_exploration_stops_when_a_pair_is_clearly_worse_and_the_ranking_is_reuse
     )
     share = firsts(policy(), scores)
     assert share["a"] == 2000, share
-    router = Router(random.Random(0))
     pol = policy()
-    router.route(pol, DEPLOYMENTS, scores, "m", NOW)
-    first = router.route(pol, DEPLOYMENTS, scores, "m", NOW)
-    assert router.route(pol, DEPLOYMENTS, scores, "m", NOW + 60) is first  # steady: reused
-    assert evidence_wanted(pol, DEPLOYMENTS, scores, "m", "a") == []
+    router = Router(pol)
+    router.plan(scores)
+    first = router.plan(scores)
+    assert router.plan(scores, NOW + 60) is first  # steady: the very same plan, reused
+    assert evidence_wanted(view(pol, scores, incumbent="a")) == []
     # one provider: nothing to decide, so nothing is wanted (the prober's own schedule runs)
-    assert evidence_wanted(pol, [("a", "model-a")], {}, "m") == []
+    assert evidence_wanted(view(pol, {}, pairs={"a": "model-a"})) == []
 
 
 def test_aged_evidence_widens_and_is_wanted_again() -> None:
@@ -190,7 +225,7 @@ def test_aged_evidence_widens_and_is_wanted_again() -> None:
     assert f is not None and o is not None
     assert o.n_eff < f.n_eff / 20
     assert o.high - o.low > 2 * (f.high - f.low)
-    wanted = {w.provider: w.reason for w in evidence_wanted(policy(), DEPLOYMENTS, old, "m")}
+    wanted = {w.provider: w.reason for w in evidence_wanted(view(policy(), old))}
     assert wanted["a"].startswith("evidence aged")
 
 
@@ -212,16 +247,9 @@ def test_hysteresis_holds_incumbent_within_margin() -> None:
 def test_filters_exclude_circuit_and_rate_limit_with_reasons() -> None:
     scores = board(a=[0.4] * 30, b=[0.6] * 30, c=[0.7] * 30)
     circuits = {Pair("m", "a"): CircuitState(5, NOW + 20, trial_in_flight=True)}
+    limits = {Pair("m", "b"): NOW + 10}
     r = rank(
-        exploit(exclude=["c"]),
-        DEPLOYMENTS,
-        scores,
-        "m",
-        incumbent=None,
-        rate_limited_until={Pair("m", "b"): NOW + 10},
-        rng=random.Random(0),
-        now=NOW,
-        circuits=circuits,
+        view(exploit(exclude=["c"]), scores, limits=limits, circuits=circuits), random.Random(0)
     )
     assert r.ranked == ()
     reasons = {c.provider: c.excluded_because for c in r.excluded}
@@ -258,66 +286,61 @@ def test_when_every_circuit_is_open_the_soonest_due_pairs_go_as_trials() -> None
 
 def test_weighted_mode_shares_traffic_by_inverse_objective() -> None:
     scores = board(a=[1.0] * 30, b=[2.0] * 30, c=[4.0] * 30)
-    router = Router(random.Random(3))
-    pol = policy(mode="weighted")
+    router = Router(policy(mode="weighted"), 3)
     counts = {"a": 0, "b": 0, "c": 0}
     for _ in range(3000):
-        counts[router.route(pol, DEPLOYMENTS, scores, "m", NOW).ranked[0].provider] += 1
+        counts[router.route(scores).ranked[0].provider] += 1
     assert counts["a"] > counts["b"] > counts["c"] > 0
 
 
 def test_router_remembers_the_leader_as_incumbent_but_not_from_dry_runs() -> None:
-    router = Router(random.Random(0))
+    router = Router(policy())
     scores = board(a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
-    router.route(policy(), DEPLOYMENTS, scores, "m", NOW, dry_run=True)
-    assert "m" not in router.incumbents
-    router.route(policy(), DEPLOYMENTS, scores, "m", NOW)
-    assert router.incumbents["m"] == "a"
+    router.board.snapshot = scores
+    assert router.routing.explain("m", NOW).ranking.ranked[0].provider == "a"
+    assert router.routing.incumbent("m") is None
+    router.route(scores)
+    assert router.routing.incumbent("m") == "a"
 
 
 def test_router_reuses_a_steady_ranking_only_while_its_inputs_are_the_same() -> None:
-    router = Router(random.Random(0))
     pol = policy(uncertainty={"prior_weight": 0})
+    router = Router(pol)
     scores = board(pol, a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
-    router.route(pol, DEPLOYMENTS, scores, "m", NOW)  # the incumbent is set
-    first = router.route(pol, DEPLOYMENTS, scores, "m", NOW)
-    assert router.route(pol, DEPLOYMENTS, scores, "m", NOW + 60) is first
+    router.plan(scores)  # the incumbent is set
+    first = router.plan(scores)
+    assert router.plan(scores, NOW + 60) is first
     # a new snapshot, a new policy object, or a rate limit: ranked again
     fresh = board(pol, a=[0.9] * 30, b=[0.6] * 30, c=[0.7] * 30)
-    assert router.route(pol, DEPLOYMENTS, fresh, "m", NOW).ranked[0].provider == "b"
-    assert (
-        router.route(policy(uncertainty={"prior_weight": 0}), DEPLOYMENTS, fresh, "m", NOW)
-        is not first
-    )
-    again = router.route(pol, DEPLOYMENTS, fresh, "m", NOW)
-    router.note_rate_limited(Pair("m", "b"), NOW + 10)
-    limited = router.route(pol, DEPLOYMENTS, fresh, "m", NOW)
+    assert router.route(fresh).ranked[0].provider == "b"
+    router.policies.current = PolicySet(default=policy(uncertainty={"prior_weight": 0}))
+    assert router.plan(fresh) is not first
+    again = router.plan(fresh)
+    router.routing.observe(AttemptEnded(Pair("m", "b"), Outcome.RATE_LIMITED, NOW, 10.0))
+    limited = router.routing.plan(RouteRequest("m", NOW))
     assert limited is not again and limited.ranked[0].provider != "b"
     # excluded by a rate limit that ends with time: never reused
-    assert router.route(pol, DEPLOYMENTS, fresh, "m", NOW + 20).ranked[0].provider == "b"
+    assert router.route(fresh, NOW + 20).ranked[0].provider == "b"
 
 
 def test_router_never_reuses_weighted_or_uncertain_rankings() -> None:
-    router = Router(random.Random(0))
     scores = board(a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
-    weighted = policy(mode="weighted")
-    assert router.route(weighted, DEPLOYMENTS, scores, "m", NOW) is not router.route(
-        weighted, DEPLOYMENTS, scores, "m", NOW
-    )
+    weighted = Router(policy(mode="weighted"))
+    assert weighted.plan(scores) is not weighted.plan(scores)
     uncertain = board(a=[0.5] * 30, b=[0.6] * 3, c=[0.7] * 30)
-    assert router.route(policy(), DEPLOYMENTS, uncertain, "m", NOW) is not router.route(
-        policy(), DEPLOYMENTS, uncertain, "m", NOW
-    )
+    router = Router(policy())
+    assert router.plan(uncertain) is not router.plan(uncertain)
 
 
 def test_a_shared_steady_ranking_is_immutable_and_renders_its_candidates_once() -> None:
-    router = Router(random.Random(0))
     pol = policy(uncertainty={"prior_weight": 0})
+    router = Router(pol)
     scores = board(pol, a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
-    router.route(pol, DEPLOYMENTS, scores, "m", NOW)
-    first = router.route(pol, DEPLOYMENTS, scores, "m", NOW)
-    assert router.route(pol, DEPLOYMENTS, scores, "m", NOW) is first
+    router.plan(scores)
+    first = router.routing.plan(RouteRequest("m", NOW))
+    assert router.routing.plan(RouteRequest("m", NOW)) is first
     assert isinstance(first.ranked, tuple) and isinstance(first.excluded, tuple)
+    assert first.candidates is not None
     rows = first.candidates(NOW)
     assert first.candidates(NOW) is rows  # one flush: rendered once for all its decisions
     assert [r["provider"] for r in rows] == ["a", "b", "c"]
@@ -333,13 +356,13 @@ def test_a_clearly_worse_pair_is_out_of_contention_a_close_or_thin_one_is_not() 
     posterior draws: after `probe.burst_min` samples, fresh, not the leader."""
     pol = policy()
     scores = board(a=tight(0.3, 30, 1), b=tight(3.0, 6, 2), c=tight(0.32, 6, 3))
-    assert out_of_contention(pol, DEPLOYMENTS, scores, "m") == {"b"}  # c is close: not out
+    assert out_of_contention(view(pol, scores)) == {"b"}  # c is close: not out
     few = board(a=tight(0.3, 30, 1), b=tight(3.0, 4, 2), c=tight(0.32, 6, 3))
-    assert out_of_contention(pol, DEPLOYMENTS, few, "m") == set()  # b: under burst_min
+    assert out_of_contention(view(pol, few)) == set()  # b: under burst_min
     aged = board(a=tight(0.3, 30, 1), b=samples("b", tight(3.0, 6, 2), age_s=3000))
-    assert out_of_contention(pol, DEPLOYMENTS, aged, "m") == set()  # b's evidence aged
-    assert out_of_contention(pol, DEPLOYMENTS, {}, "m") == set()  # nothing measured
-    assert out_of_contention(pol, [("a", "model-a")], scores, "m") == set()  # one pair
+    assert out_of_contention(view(pol, aged)) == set()  # b's evidence aged
+    assert out_of_contention(view(pol, {})) == set()  # nothing measured
+    assert out_of_contention(view(pol, scores, pairs={"a": "model-a"})) == set()  # one pair
 
 
 def test_a_long_window_of_fresh_probes_is_not_aged_for_ever() -> None:
@@ -354,14 +377,10 @@ def test_a_long_window_of_fresh_probes_is_not_aged_for_ever() -> None:
     scores = board(pol, a=probes, b=rival)
     belief = scores[Pair("m", "a")].belief
     assert belief is not None and belief.n_eff < 200 / 2
-    fresh = {
-        w.provider: w.reason for w in evidence_wanted(pol, DEPLOYMENTS, scores, "m", None, NOW)
-    }
+    fresh = {w.provider: w.reason for w in evidence_wanted(view(pol, scores))}
     assert not fresh.get("a", "").startswith("evidence aged"), fresh
     later = NOW + 200  # nothing new for 210 s
-    stale = {
-        w.provider: w.reason for w in evidence_wanted(pol, DEPLOYMENTS, scores, "m", None, later)
-    }
+    stale = {w.provider: w.reason for w in evidence_wanted(view(pol, scores, later))}
     assert stale["a"].startswith("evidence aged"), stale
 
 
@@ -371,5 +390,5 @@ def test_a_pair_that_only_fails_is_not_wanted_as_unmeasured_for_ever() -> None:
     failing = [Sample("m", "c", Outcome.HTTP_5XX, None, NOW - 5)]
     few = board(a=tight(0.3, 30, 1), b=tight(0.5, 30, 2), c=failing * 3)
     many = board(a=tight(0.3, 30, 1), b=tight(0.5, 30, 2), c=failing * 20)
-    assert "c" in {w.provider for w in evidence_wanted(policy(), DEPLOYMENTS, few, "m")}
-    assert "c" not in {w.provider for w in evidence_wanted(policy(), DEPLOYMENTS, many, "m")}
+    assert "c" in {w.provider for w in evidence_wanted(view(policy(), few))}
+    assert "c" not in {w.provider for w in evidence_wanted(view(policy(), many))}

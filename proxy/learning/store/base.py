@@ -14,15 +14,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from proxy.core.domain import Pair, Sample
+from proxy.core.errors import TtftRouterError
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(TtftRouterError):
     """The backing service cannot be reached; callers keep their data and retry later."""
 
 
 @dataclass(frozen=True, slots=True)
 class StoreHealth:
-    kind: str
+    backend: str
     ok: bool
     detail: str = ""
 
@@ -36,7 +37,7 @@ class Window:
 
 
 class Store(Protocol):
-    kind: str
+    backend: str
 
     async def start(self) -> None: ...
 

@@ -21,7 +21,7 @@ LEASES_KEPT = 1000  # expired leases are swept when there are more than this
 
 
 class MemoryStore:
-    kind = "memory"
+    backend = "memory"
 
     def __init__(self, config: MemoryStoreConfig) -> None:
         self._windows = LocalWindows(config.max_samples, config.max_age_s)
@@ -61,4 +61,4 @@ class MemoryStore:
         return holder
 
     def health(self) -> StoreHealth:
-        return StoreHealth(self.kind, True, "in-memory (this process only)")
+        return StoreHealth(self.backend, True, "in-memory (this process only)")

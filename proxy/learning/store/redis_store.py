@@ -80,7 +80,7 @@ class _Remote:
 
 
 class RedisStore:
-    kind = "redis"
+    backend = "redis"
 
     def __init__(self, config: RedisStoreConfig, replica: str) -> None:
         self._config = config
@@ -97,7 +97,7 @@ class RedisStore:
         self._sweep_queue: list[str] = []
         self._sweep_round = 0
         self._last_pull = 0.0
-        self._health = StoreHealth(self.kind, False, f"redis {self._where}: not started")
+        self._health = StoreHealth(self.backend, False, f"redis {self._where}: not started")
         self._reported_down = False
 
     async def start(self) -> None:
@@ -365,7 +365,7 @@ class RedisStore:
             f"redis {self._where} unavailable ({doing}: {why}); "
             "routing on the windows last read plus this replica's own samples"
         )
-        self._health = StoreHealth(self.kind, False, detail)
+        self._health = StoreHealth(self.backend, False, detail)
         return StoreUnavailable(detail)
 
     def _report_outage(self, exc: StoreUnavailable) -> None:
@@ -379,7 +379,7 @@ class RedisStore:
             log.info("redis %s reachable again", self._where)
             self._reported_down = False
         if not self._health.ok:
-            self._health = StoreHealth(self.kind, True, f"redis {self._where}, "
+            self._health = StoreHealth(self.backend, True, f"redis {self._where}, "
                                        f"prefix {self._prefix!r}")  # fmt: skip
 
 

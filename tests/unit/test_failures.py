@@ -1,4 +1,4 @@
-"""dispatch's pure helpers: a provider's 400/413/422 is the client's fault (returned, with the
+"""serving.failures: a provider's 400/413/422 is the client's fault (returned, with the
 provider's own message when it sent one in OpenAI's shape), anything else fails over."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from proxy.core.domain import Outcome
 from proxy.core.errors import UpstreamRejected
-from proxy.serving.dispatch import _raise_if_client_fault, _upstream_message
+from proxy.serving.failures import _upstream_message, raise_if_client_fault
 from proxy.upstream.base import UpstreamFailure
 
 
@@ -25,10 +25,10 @@ def test_the_providers_openai_shaped_message_is_quoted_else_the_failure() -> Non
 @pytest.mark.parametrize("status", [400, 413, 422])
 def test_a_client_fault_is_raised_with_the_providers_status(status: int) -> None:
     with pytest.raises(UpstreamRejected) as rejected:
-        _raise_if_client_fault(failure(status))
+        raise_if_client_fault(failure(status))
     assert rejected.value.status == status
 
 
 @pytest.mark.parametrize("status", [401, 404, 429, 500])
 def test_other_statuses_are_left_to_failover(status: int) -> None:
-    _raise_if_client_fault(failure(status))  # returns: the next candidate is tried
+    raise_if_client_fault(failure(status))  # returns: the next candidate is tried

@@ -1,5 +1,5 @@
-"""Decision kinds (metrics.decision_kind) from real rankings: each routing path names its
-kind (Ranking.kind), and the decision's kind follows it unless a hedge or failover happened."""
+"""Verdicts (metrics.verdict_of) from real rankings: each routing path names its verdict
+(Ranking.verdict), and the decision's follows it unless a hedge or failover happened."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 from proxy.core.domain import Attempt, Decision, HedgeRecord, Outcome, Pair, Sample, Score
 from proxy.learning.stats import score_model
 from proxy.routing.circuit import CircuitState
-from proxy.routing.ranking import Ranking, rank
+from proxy.routing.ranking import ModelView, Ranking, rank
 from proxy.settings.policy import ModelPolicy, WindowParams
-from proxy.telemetry.metrics import DECISION_KINDS, Metrics, decision_kind
+from proxy.telemetry.metrics import VERDICTS, Metrics, verdict_of
 
 NOW = 1_000_000.0
 DEPLOYMENTS = [("a", "model-a"), ("b", "model-b")]
@@ -28,52 +28,59 @@ def scores(**values: list[float]) -> dict[Pair, Score]:
 
 def ranking(board: dict[Pair, Score], seed: int = 3, **kw: Any) -> Ranking:
     policy = ModelPolicy.model_validate({"exploration_share": 0.0, **kw.pop("policy", {})})
-    return rank(policy, DEPLOYMENTS, board, "m", incumbent=kw.get("incumbent"),
-                rate_limited_until={}, rng=random.Random(seed), now=NOW,
-                circuits=kw.get("circuits"))  # fmt: skip
+    view = ModelView(
+        policy,
+        "m",
+        dict(DEPLOYMENTS),
+        board,
+        NOW,
+        incumbent=kw.get("incumbent"),
+        circuits=kw.get("circuits") or {},
+    )
+    return rank(view, random.Random(seed))  # fmt: skip
 
 
-def kind(r: Ranking, attempts: int = 1) -> str:
-    decision = Decision("d1", "m", NOW, r.ranked, r.excluded, r.reason, kind=r.kind)
+def verdict(r: Ranking, attempts: int = 1) -> str:
+    decision = Decision("d1", "m", NOW, r.ranked, r.excluded, r.reason, verdict=r.verdict)
     decision.attempts = [Attempt(c.provider, Outcome.OK) for c in r.ranked[:attempts]]
-    return decision_kind(decision)
+    return verdict_of(decision)
 
 
 PROVEN = {"a": [0.3] * 25, "b": [0.5] * 25}
 
 
-def test_each_kind_from_a_real_ranking() -> None:
-    assert kind(ranking(scores(**PROVEN))) == "best"
-    assert kind(ranking(scores(a=[0.5] * 25, b=[0.48] * 25), incumbent="a")) == "holding"
-    assert kind(ranking({})) == "measuring"  # nothing of the model measured yet
+def test_each_verdict_from_a_real_ranking() -> None:
+    assert verdict(ranking(scores(**PROVEN))) == "best"
+    assert verdict(ranking(scores(a=[0.5] * 25, b=[0.48] * 25), incumbent="a")) == "holding"
+    assert verdict(ranking({})) == "measuring"  # nothing of the model measured yet
     uncertain = scores(a=[0.3 + 0.01 * (i % 5) for i in range(25)])  # b: never measured
     draws = [ranking(uncertain, seed, policy={"exploration_share": 1.0}) for seed in range(50)]
     exploring = next(r for r in draws if r.is_exploration)
-    assert kind(exploring) == "exploring"
+    assert verdict(exploring) == "exploring"
     weighted = ranking(scores(**PROVEN), policy={"mode": "weighted"})
-    assert kind(weighted) == "weighted"
-    assert kind(ranking(scores(**PROVEN)), attempts=2) == "failover"
+    assert verdict(weighted) == "weighted"
+    assert verdict(ranking(scores(**PROVEN)), attempts=2) == "failover"
     hedged = ranking(scores(**PROVEN))
     decision = Decision("d2", "m", NOW, hedged.ranked, hedged.excluded, hedged.reason)
     decision.attempts = [Attempt("a", Outcome.CANCELLED), Attempt("b", Outcome.OK, hedge=True)]
     decision.hedge = HedgeRecord(primary="a", after_s=0.5, basis="p95", fired=True, winner="b")
-    assert decision_kind(decision) == "hedged"
+    assert verdict_of(decision) == "hedged"
     out = {Pair("m", p): CircuitState(failures=5, open_until=NOW + 30) for p in ("a", "b")}
-    assert kind(ranking(scores(**PROVEN), circuits=out)) == "trial"
+    assert verdict(ranking(scores(**PROVEN), circuits=out)) == "trial"
     excluded = ranking(scores(**PROVEN), policy={"exclude": ["a", "b"]})
-    assert not excluded.ranked and kind(excluded) == "unavailable"
+    assert not excluded.ranked and verdict(excluded) == "unavailable"
 
 
-def test_count_decision_sets_the_kind_and_labels_the_server() -> None:
+def test_count_decision_sets_the_verdict_and_labels_the_server() -> None:
     metrics = Metrics()
     r = ranking(scores(**PROVEN))
     decision = Decision("d1", "m", NOW, r.ranked, r.excluded, r.reason)
     decision.attempts = [Attempt("a", Outcome.HTTP_5XX), Attempt("b", Outcome.OK)]
     decision.winner = "b"
     metrics.count_decision(decision)
-    assert decision.kind == "failover" and decision.to_dict(NOW)["kind"] == "failover"
+    assert decision.verdict == "failover" and decision.to_dict(NOW)["verdict"] == "failover"
     value = metrics.registry.get_sample_value(
-        "ttft_router_decisions_total", {"model": "m", "provider": "b", "reason": "failover"}
+        "ttft_router_decisions_total", {"model": "m", "provider": "b", "verdict": "failover"}
     )
     assert value == 1.0
-    assert set(DECISION_KINDS) >= {"best", "holding", "exploring", "failover"}
+    assert set(VERDICTS) >= {"best", "holding", "exploring", "failover"}

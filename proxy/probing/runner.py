@@ -1,0 +1,98 @@
+"""One probe: the request, sent through the same upstream and TTFT clock as real traffic,
+measured to its end, priced.
+
+The prober (probing.prober) decides when and asks the budget; this module only runs a
+probe and says what it measured and cost. It does not route and never touches a client's
+request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import orjson
+
+from proxy.core.domain import Outcome, Pair, Sample, Source
+from proxy.settings.policy import Probe
+from proxy.settings.pricing import Pricing
+from proxy.upstream.base import Upstream
+from proxy.upstream.measure import Usage, estimate_prompt_tokens, measure_stream
+from proxy.upstream.redact import Redactor
+
+CHAT_PATH = "/chat/completions"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    sample: Sample
+    error: str | None  # the failure's text, redacted; None when it succeeded
+    cost_usd: float
+
+
+class ProbeRunner:
+    def __init__(
+        self, upstreams: Mapping[str, Upstream], pricing: Pricing, redact: Redactor, replica: str
+    ) -> None:
+        self._upstreams = upstreams
+        self.pricing = pricing
+        self.redact = redact
+        self.replica = replica
+
+    @staticmethod
+    def body(upstream_model: str, probe: Probe) -> bytes:
+        """The probe request: the policy's fixed prompt, temperature 0, max_tokens, streamed
+        with usage."""
+        return orjson.dumps({
+            "model": upstream_model,
+            "messages": [{"role": "user", "content": probe.prompt}],
+            "max_tokens": probe.max_tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        })  # fmt: skip
+
+    def estimate_usd(self, pair: Pair, upstream_model: str, probe: Probe) -> float:
+        """A probe's cost before it is sent: the body's size as prompt tokens (an
+        overestimate), max_tokens completion tokens, at the budget's price."""
+        price, _ = self.pricing.for_budget(pair)
+        prompt = estimate_prompt_tokens(len(self.body(upstream_model, probe)))
+        return prompt * price.prompt_usd + probe.max_tokens * price.completion_usd
+
+    async def run(
+        self, pair: Pair, upstream_model: str, probe: Probe, timeout_s: float
+    ) -> ProbeResult:
+        """Send one probe and measure it (first-token timeout `timeout_s`)."""
+        if not self.pricing.resolved:  # the app resolves at start-up; a bare runner here
+            await asyncio.to_thread(self.pricing.resolve)
+        found, _ = self.pricing.for_budget(pair)
+        body = self.body(upstream_model, probe)
+        usage = Usage()
+        clock, outcome, error = await measure_stream(
+            self._upstreams[pair.provider], CHAT_PATH, body, timeout_s, usage
+        )
+        prompt_tokens = estimate_prompt_tokens(len(body))
+        sample = clock.sample(
+            pair.model, pair.provider, outcome, source=Source.PROBE,
+            prompt_tokens=prompt_tokens, replica=self.replica,
+        )  # fmt: skip
+        cost = _cost(usage, prompt_tokens, probe.max_tokens, found.prompt_usd,
+                     found.completion_usd, outcome)  # fmt: skip
+        redacted = self.redact.provider_text(error) if error is not None else None
+        return ProbeResult(sample, redacted, cost)
+
+
+def _cost(
+    usage: Usage, prompt_estimate: int, max_tokens: int, prompt_usd: float,
+    completion_usd: float, outcome: Outcome,
+) -> float:  # fmt: skip
+    """Reported tokens x price; the estimate where the stream reported none (a probe cut
+    off may still be billed for its prompt; a refused one, HTTP 4xx/429, is not)."""
+    if outcome in (Outcome.HTTP_4XX, Outcome.RATE_LIMITED, Outcome.CONNECT_ERROR):
+        return 0.0
+    prompt = usage.prompt_tokens if usage.prompt_tokens is not None else prompt_estimate
+    completion = usage.completion_tokens
+    if completion is None:
+        completion = max_tokens if outcome is Outcome.OK else 0
+    return prompt * prompt_usd + completion * completion_usd
