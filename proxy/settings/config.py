@@ -22,10 +22,12 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
 from proxy.core.errors import ConfigError
+from proxy.settings.redis_url import RedisTarget, parse_redis_url
 
 
 class Frozen(BaseModel):
@@ -197,9 +199,28 @@ class MemoryStoreConfig(Frozen):
     max_decisions: int = Field(1000, gt=0)
 
 
+class RedisTlsConfig(Frozen):
+    """TLS options of a `rediss` URL (every connection, Sentinels included). Paths as given:
+    relative ones are relative to the working directory."""
+
+    ca_file: Path | None = Field(None, description="CA bundle (PEM); default: the system's")
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = Field(None, description="the client certificate's key")
+    check_hostname: bool = Field(True, description="the server certificate names the host")
+
+    @model_validator(mode="after")
+    def _pair(self) -> RedisTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("store.tls.cert_file and store.tls.key_file go together")
+        return self
+
+
 class RedisStoreConfig(Frozen):
     kind: Literal["redis"]
-    url: SecretStr = Field(description="redis://[user:password@]host:port/db or rediss://")
+    url: SecretStr = Field(
+        description="redis[s]://, redis[s]+cluster://h:p,h:p or redis[s]+sentinel://h:p,h:p/"
+        "service (docs/redis.md)"
+    )
     prefix: str = Field("ttft", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
     max_samples: int = Field(1000, gt=0)
     max_age_s: float = Field(86400.0, gt=0)
@@ -207,10 +228,37 @@ class RedisStoreConfig(Frozen):
     max_decisions_per_model: int = Field(100, gt=0, description="decisions kept per model")
     socket_timeout_s: float = Field(0.5, gt=0)
     connect_timeout_s: float = Field(0.5, gt=0)
-    pool_size: int = Field(16, gt=0)
+    pool_size: int = Field(16, gt=0, description="connections (per node on a Cluster)")
     sweep_s: float = Field(
         30.0, gt=0, description="compare every pair's version this often (beside the index)"
     )
+    tls: RedisTlsConfig | None = Field(None, description="with a rediss URL only")
+    sentinel_username: str | None = Field(None, description="the Sentinels' own ACL user")
+    sentinel_password: SecretStr | None = Field(None, description="the Sentinels' own password")
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, url: SecretStr) -> SecretStr:
+        parse_redis_url(url.get_secret_value())  # a ValueError says what is wrong
+        return url
+
+    @model_validator(mode="after")
+    def _url_fits(self) -> RedisStoreConfig:
+        target = self.target
+        if self.tls is not None and not target.tls:
+            raise ValueError("store.tls is set but store.url is not a rediss URL")
+        sentinel_auth = self.sentinel_username is not None or self.sentinel_password is not None
+        if sentinel_auth and target.mode != "sentinel":
+            raise ValueError(
+                "store.sentinel_username/sentinel_password are set but store.url is not a "
+                "redis+sentinel URL"
+            )
+        return self
+
+    @property
+    def target(self) -> RedisTarget:
+        """The deployment `url` names (validated at load)."""
+        return parse_redis_url(self.url.get_secret_value())
 
 
 Store = Annotated[MemoryStoreConfig | RedisStoreConfig, Field(discriminator="kind")]

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from proxy.core.domain import Pair, Sample
-from proxy.learning.store.base import StoreHealth, Window
+from proxy.learning.store.base import BudgetLimits, BudgetUse, ProbeSpend, StoreHealth, Window
+from proxy.learning.store.budget import LocalBudget
 from proxy.learning.store.local_windows import LocalWindows
 from proxy.settings.config import MemoryStoreConfig
 
@@ -27,6 +28,7 @@ class MemoryStore:
         self._windows = LocalWindows(config.max_samples, config.max_age_s)
         self._decisions: deque[dict[str, Any]] = deque(maxlen=config.max_decisions)
         self._leases: dict[tuple[Pair, str], tuple[str, float]] = {}  # -> (holder, expiry)
+        self._budget = LocalBudget()
 
     async def start(self) -> None:
         return None
@@ -59,6 +61,12 @@ class MemoryStore:
             return held[0]
         self._leases[pair, slot] = (holder, now + ttl_s)
         return holder
+
+    async def spend_budget(self, spend: ProbeSpend, limits: BudgetLimits) -> BudgetUse:
+        return self._budget.spend(spend, limits)
+
+    async def refund_budget(self, spend: ProbeSpend, limits: BudgetLimits) -> BudgetUse:
+        return self._budget.refund(spend, limits)
 
     def health(self) -> StoreHealth:
         return StoreHealth(self.backend, True, "in-memory (this process only)")

@@ -5,9 +5,9 @@ one model's keys atomically. Does no I/O (redis_store.py does) and imports no Re
 
 Every key of a model carries the hash tag `{model}`, so on Redis Cluster a model's windows,
 versions, late marks, decisions and probe leases share one slot and one script may touch
-them together;
-the change index, the epoch and the global decision log share the tag `{_global}`. No
-script touches two slots. docs/redis.md lists every key with its type and TTL.
+them together; the change index, the epoch and the global decision log share the tag
+`{_global}`; the fleet's probe budget, per model and overall, the tag `{_budget}`. No script
+touches two slots. docs/redis.md lists every key with its type and TTL.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -24,6 +25,16 @@ from proxy.core.domain import Outcome, Pair, Sample, Source
 log = logging.getLogger("ttft_router.store")
 
 GLOBAL_TAG = "_global"
+BUDGET_TAG = "_budget"
+
+# One command as redis-py's `execute_command` takes it: plain data, so it can be re-sent.
+Command = tuple[Any, ...]
+
+# A pair's version grows by a random step of 1..VERSION_STEP_MAX per append, not by one: after
+# a failover that lost the last acknowledged writes, new writes then almost never bring a pair
+# back to a version a replica already read with other samples (docs/redis.md, "Failover").
+# Small enough that a version stays exact in Lua's doubles for thousands of years of appends.
+VERSION_STEP_MAX = 1 << 20
 
 # A sample whose timestamp is this much older than its window's newest is "late": it lands
 # where a reader reading only the tail of the window would miss it (see READ_WINDOW).
@@ -68,6 +79,14 @@ def changes_key(prefix: str) -> str:
 def epoch_key(prefix: str) -> str:
     """String: a random token set by the first writer into an empty keyspace."""
     return f"{prefix}:{{{GLOBAL_TAG}}}:epoch"
+
+
+def budget_keys(prefix: str) -> tuple[str, str, str]:
+    """The fleet's probe budget, one slot: a sorted set (spend id -> server time in ms it was
+    counted), a hash (spend id -> "nano-USD|model") and a hash of running totals ("n",
+    "usd", "n:MODEL", "usd:MODEL"; USD in nano-dollars)."""
+    base = f"{prefix}:{{{BUDGET_TAG}}}:budget"
+    return f"{base}:spends", f"{base}:spent", f"{base}:totals"
 
 
 # Sample <-> bytes: a JSON array readable with redis-cli, timestamp first (the append script
@@ -135,17 +154,18 @@ APPEND_SAMPLES = Script(
 -- KEYS[1] window   KEYS[2] the model's versions   KEYS[3] the model's late marks
 -- ARGV[1] provider   ARGV[2] max_samples   ARGV[3] age cutoff (older samples are dropped)
 -- ARGV[4] ttl_s      ARGV[5] late_s       ARGV[6] oldest timestamp in this batch
--- ARGV[7] packed samples, one per line; each starts with its timestamp: "[ts,..."
+-- ARGV[7] version step (1..VERSION_STEP_MAX, random)
+-- ARGV[8] packed samples, one per line; each starts with its timestamp: "[ts,..."
 -- Returns the pair's new version. The version is bumped first: a script is not rolled back
 -- on error, and when Redis refuses writes (OOM) it refuses this first one, so nothing is
 -- half-done; a retried batch re-adds the same members (a no-op) and bumps the version.
 local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
-local version = redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+local version = redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[7])
 if not newest or tonumber(ARGV[6]) < tonumber(newest) - tonumber(ARGV[5]) then
   redis.call('HSET', KEYS[3], ARGV[1], version)
 end
 local args = {}
-for member in string.gmatch(ARGV[7], '[^\\n]+') do
+for member in string.gmatch(ARGV[8], '[^\\n]+') do
   args[#args + 1] = string.match(member, '^%[([^,]+),')
   args[#args + 1] = member
   if #args >= 1000 then
@@ -201,4 +221,75 @@ return {version, 2, redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[3], '+inf')}
 """,
 )
 
-SCRIPTS = (APPEND_SAMPLES, TOUCH_INDEX, READ_WINDOW)
+SPEND_BUDGET = Script(
+    "spend_budget",
+    """
+-- The fleet's probe budget in a sliding window: count, settle or refund one probe's spend,
+-- checking the overall and the model's caps atomically. Every replica calls this one script.
+-- KEYS[1] spends (id -> ms counted)   KEYS[2] spent (id -> "nano|model")   KEYS[3] totals
+-- ARGV[1] "spend" or "refund"   ARGV[2] spend id   ARGV[3] model   ARGV[4] cost (nano-USD)
+-- ARGV[5] window (ms)   ARGV[6] max probes   ARGV[7] max cost (nano-USD)
+-- ARGV[8] max probes of the model   ARGV[9] max cost of the model (nano-USD); -1: no cap
+-- A spend whose id is counted already is settled: its cost becomes ARGV[4], never refused.
+-- Returns {granted 0/1, refusal (0 none, 1 probes, 2 cost, 3 model probes, 4 model cost),
+--          probes, cost, the model's probes, the model's cost (after the call),
+--          ms until the oldest spend leaves the window (-1: nothing spent)}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[5])
+local function add(field, delta)
+  if delta ~= 0 and redis.call('HINCRBY', KEYS[3], field, delta) == 0 then
+    redis.call('HDEL', KEYS[3], field)
+  end
+end
+local function count(model, probes, nano)
+  add('n', probes); add('usd', nano); add('n:' .. model, probes); add('usd:' .. model, nano)
+end
+local function entry(id)
+  local packed = redis.call('HGET', KEYS[2], id)
+  if not packed then return nil end
+  local nano, model = string.match(packed, '^(%-?%d+)|(.*)$')
+  return tonumber(nano), model
+end
+local function forget(id)
+  local nano, model = entry(id)
+  if nano then count(model, -1, -nano); redis.call('HDEL', KEYS[2], id) end
+end
+local function total(field) return tonumber(redis.call('HGET', KEYS[3], field) or '0') end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)) do
+  forget(id)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local id, model, cost = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local granted, refusal = 1, 0
+local known_cost, known_model = entry(id)
+if ARGV[1] == 'refund' then
+  forget(id)
+  redis.call('ZREM', KEYS[1], id)
+elseif known_cost then
+  count(known_model, 0, cost - known_cost)
+  redis.call('HSET', KEYS[2], id, ARGV[4] .. '|' .. known_model)
+else
+  local n_cap, usd_cap = tonumber(ARGV[8]), tonumber(ARGV[9])
+  if total('n') >= tonumber(ARGV[6]) then refusal = 1
+  elseif total('usd') + cost > tonumber(ARGV[7]) then refusal = 2
+  elseif n_cap >= 0 and total('n:' .. model) >= n_cap then refusal = 3
+  elseif usd_cap >= 0 and total('usd:' .. model) + cost > usd_cap then refusal = 4
+  end
+  if refusal == 0 then
+    redis.call('ZADD', KEYS[1], now, id)
+    redis.call('HSET', KEYS[2], id, ARGV[4] .. '|' .. model)
+    count(model, 1, cost)
+  else
+    granted = 0
+  end
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], window) end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+local frees = oldest and (tonumber(oldest) + window - now) or -1
+return {granted, refusal, total('n'), total('usd'), total('n:' .. model),
+        total('usd:' .. model), frees}
+""",
+)
+
+SCRIPTS = (APPEND_SAMPLES, TOUCH_INDEX, READ_WINDOW, SPEND_BUDGET)
