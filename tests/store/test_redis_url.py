@@ -49,11 +49,11 @@ def test_a_bad_url_says_what_is_wrong_without_the_password(url: str, reason: str
 
 
 def test_tls_and_sentinel_fields_need_their_kind_of_url() -> None:
-    with pytest.raises(ValidationError, match="store.tls is set but store.url is not a rediss"):
+    with pytest.raises(ValidationError, match=r"store\.tls is set but store\.url is not a rediss"):
         RedisStoreConfig(kind="redis", url="redis://h", tls={"ca_file": "ca.pem"})
-    with pytest.raises(ValidationError, match="sentinel_password are set but store.url is not"):
+    with pytest.raises(ValidationError, match=r"sentinel_password are set but store\.url is not"):
         RedisStoreConfig(kind="redis", url="redis+cluster://h:1", sentinel_password="x")
-    with pytest.raises(ValidationError, match="cert_file and store.tls.key_file go together"):
+    with pytest.raises(ValidationError, match=r"cert_file and store\.tls\.key_file go together"):
         RedisStoreConfig(kind="redis", url="rediss://h", tls={"cert_file": "c.pem"})
 
 

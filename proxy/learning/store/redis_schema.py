@@ -293,3 +293,22 @@ return {granted, refusal, total('n'), total('usd'), total('n:' .. model),
 )
 
 SCRIPTS = (APPEND_SAMPLES, TOUCH_INDEX, READ_WINDOW, SPEND_BUDGET)
+
+# The commands this store sends, directly (redis_commands.py, redis_store.py) and from its
+# scripts, for a least-privilege ACL user (docs/redis.md, "TLS and ACL"). The tests run the
+# store as a user allowed exactly these, on one server, a Cluster and a Sentinel setup.
+ACL_COMMANDS = (
+    "ping", "evalsha", "script|load", "get", "set", "lrange", "lpush", "ltrim", "expire",
+    "zrangebyscore", "hgetall",
+    "zrange", "zadd", "zrem", "zremrangebyscore", "zremrangebyrank", "hget", "hset", "hdel",
+    "hincrby", "pexpire", "time",
+)  # fmt: skip
+ACL_CLUSTER_COMMANDS = ("cluster|slots", "command", "asking")  # redis-py's Cluster client
+ACL_SENTINEL_COMMANDS = ("sentinel|masters",)  # on the Sentinels: finding the primary
+
+
+def acl_rules(prefix: str, cluster: bool = False) -> str:
+    """The `ACL SETUSER <user> on ><password>` rules for the data nodes: this prefix's keys,
+    no channels, these commands only."""
+    commands = ACL_COMMANDS + (ACL_CLUSTER_COMMANDS if cluster else ())
+    return f"resetkeys ~{prefix}:* resetchannels -@all " + " ".join(f"+{c}" for c in commands)

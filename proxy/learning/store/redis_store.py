@@ -121,11 +121,12 @@ class RedisStore:
         try:
             async with self._translated("read windows") as client:
                 await self._reader.pull(lambda commands: self._execute(client, commands))
+                if self._failed_over():  # the client found new primaries meanwhile
+                    await self._reader.pull(lambda commands: self._execute(client, commands))
         except StoreUnavailable as exc:
             self._report_outage(exc)  # routing goes on with this replica's view
         else:
             self._up()
-            self._watch_topology()
         return self._view.changed(known)
 
     async def recent_decisions(self, model: str | None, limit: int) -> list[dict[str, Any]]:
@@ -154,16 +155,17 @@ class RedisStore:
 
     # Failover
 
-    def _watch_topology(self) -> None:
-        """After a failover (another primary for some slots, or Sentinel names another
-        primary) the next pull compares every version: the old primary may have acknowledged
-        writes it never replicated (docs/redis.md, "Failover")."""
-        topology = topology_of(self._client)
-        if self._topology is not None and topology != self._topology:
-            log.info("redis %s: the primaries changed (failover): comparing every pair's "
-                     "version at the next refresh", self._where)  # fmt: skip
-            self._reader.resync()
-        self._topology = topology
+    def _failed_over(self) -> bool:
+        """Whether the primaries changed since the last look (a Cluster's for some slots, or
+        the one Sentinel names); then the reader resyncs: the old primary may have
+        acknowledged writes it never replicated (docs/redis.md, "Failover")."""
+        topology, self._topology = self._topology, topology_of(self._client)
+        if topology is None or topology == self._topology:
+            return False
+        log.info("redis %s: the primaries changed (failover): comparing every pair's version",
+                 self._where)  # fmt: skip
+        self._reader.resync()
+        return True
 
     # The one boundary where Redis errors are translated
 
