@@ -295,7 +295,12 @@ class LocalSentinels:
             f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 2\n"
             f"sentinel down-after-milliseconds {self.SERVICE} 1000\n"
             f"sentinel failover-timeout {self.SERVICE} 10000\n"
-            + (f"requirepass {self.sentinel_password}\n" if self.sentinel_password else "")
+            + (
+                f"requirepass {self.sentinel_password}\nsentinel sentinel-pass "
+                f"{self.sentinel_password}\n"
+                if self.sentinel_password
+                else ""
+            )
         )
         return RedisServer(workdir, port, tls=self.tls, config_file=config,
                            args=["--sentinel"])  # fmt: skip
@@ -352,6 +357,10 @@ class LocalSentinels:
         seen = [(int(_field(m, b"num-other-sentinels")), int(_field(m, b"num-slaves")))
                 for m in masters]  # fmt: skip
         return role[0] == b"master" and bool(role[2]) and seen == [(2, 1)] * 3
+
+    def on_every_sentinel(self, *command: Any) -> None:
+        for sentinel in self.sentinels:
+            self._ask(sentinel, *command)
 
     def _ask(self, sentinel: RedisServer, *command: Any) -> Any:
         with sentinel.client(password=self.sentinel_password or None) as client:

@@ -6,10 +6,9 @@ and a primary killed mid-writes. One cluster for the module; the kill comes last
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,11 +18,8 @@ from proxy.learning.store.base import StoreUnavailable
 from proxy.learning.store.redis_schema import (
     changes_key,
     model_decisions_key,
-    pack_sample,
     window_key,
 )
-from proxy.learning.store.redis_store import RedisStore
-from tests.helpers import wait_until
 from tests.redis_server import (
     OPENSSL,
     LocalCluster,
@@ -34,6 +30,7 @@ from tests.redis_server import (
 )
 from tests.store import budget_contract
 from tests.store.conftest import StoreFactory
+from tests.store.failover import Writer, kill_under_writes, lost, readers_agree
 from tests.store.test_redis_acl import PASSWORD, USER, denials, exercise, restrict
 
 pytestmark = [
@@ -159,39 +156,6 @@ async def test_three_replicas_spend_one_budget_on_the_cluster(
     await budget_contract.caps_settles_and_refunds(await stores(url, prefix + "x", **tls))
 
 
-@dataclass
-class Writer:
-    """Appends a batch every few ms as a replica's flusher would; a refused batch is kept
-    and sent again. Remembers when each sample was acknowledged."""
-
-    store: RedisStore
-    pairs: list[Pair]
-    acked: dict[Sample, float] = field(default_factory=dict)
-    refused: int = 0
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def run(self) -> None:
-        pending: list[Sample] = []
-        step = 0
-        while not self.stop.is_set():
-            step += 1
-            pending += [sample(p, time.time(), 0.001 * step) for p in self.pairs[step % 3 :: 3]]
-            try:
-                await self.store.append(pending, [])
-            except StoreUnavailable:
-                self.refused += 1
-            else:
-                now = time.monotonic()
-                self.acked |= dict.fromkeys(pending, now)
-                pending = []
-            await asyncio.sleep(0.01)
-        while pending:  # what the last refusal kept: a shutdown's drain
-            with contextlib.suppress(StoreUnavailable):
-                await self.store.append(pending, [])
-                self.acked |= dict.fromkeys(pending, time.monotonic())
-                pending = []
-
-
 async def test_a_primary_killed_mid_writes(
     cluster: LocalCluster, url: str, tls: dict[str, Any], stores: StoreFactory
 ) -> None:
@@ -201,33 +165,17 @@ async def test_a_primary_killed_mid_writes(
     config = {**tls, "socket_timeout_s": 0.5}
     victim = cluster.primary_of(changes_key("ckill"))  # the index and epoch go with it
     pairs = [Pair(f"model-{i}", "p") for i in range(24)]
-    on_victim = [p for p in pairs if cluster.primary_of(window_key("ckill", p)) == victim]
-    assert on_victim  # some windows die with it too
+    assert any(cluster.primary_of(window_key("ckill", p)) == victim for p in pairs)
     writer = Writer(await stores(url, "ckill", replica="w", **config), pairs)
     reader = await stores(url, "ckill", replica="r", **config)
-    task = asyncio.create_task(writer.run())
-    try:
-        await wait_until(lambda: len(writer.acked) >= 200, timeout=10)
-        await reader.changed_windows({})  # a reader that read before the kill
-        victim.kill()
-        killed_at = time.monotonic()
-        await wait_until(lambda: writer.refused > 0, timeout=10)
+
+    async def promoted() -> None:
         await asyncio.to_thread(wait_sync, cluster.has_three_primaries, 30, "a replica promoted")
-        acked_at_recovery = len(writer.acked)
-        await wait_until(lambda: len(writer.acked) >= acked_at_recovery + 100, timeout=20)
-    finally:
-        writer.stop.set()
-        await task
-    held = {key: stored(cluster, window_key("ckill", key)) for key in pairs}
-    in_cluster = {(p, m) for p, members in held.items() for m in members}
-    lost = [s for s, at in writer.acked.items() if (s.pair, pack_sample(s)) not in in_cluster]
-    print(f"\nkilled a primary: {len(writer.acked)} samples acknowledged, {len(lost)} lost "
-          f"(acknowledged by the dead primary before it replicated them), "
-          f"{writer.refused} batches refused and sent again")  # fmt: skip
-    assert all(writer.acked[s] <= killed_at for s in lost)  # only writes before the kill
-    fresh = await stores(url, "ckill", replica="f", **config)
-    for view in [await reader.changed_windows({}), await fresh.changed_windows({})]:
-        assert {p: len(w.samples) for p, w in view.items()} == {p: len(held[p]) for p in pairs}
+
+    killed_at = await kill_under_writes(writer, reader, victim.kill, promoted)
+    held = {pair: stored(cluster, window_key("ckill", pair)) for pair in pairs}
+    lost(writer, held, killed_at, "a Cluster primary killed")
+    await readers_agree([reader, await stores(url, "ckill", replica="f", **config)], held)
 
 
 @dataclass
