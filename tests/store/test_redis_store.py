@@ -245,3 +245,26 @@ async def test_refused_writes_are_store_unavailable(
     await redis.config_set("maxmemory", "0")
     await store.append([sample(PAIR, time.time())], [])
     assert store.health().ok
+
+
+async def test_a_lost_write_leaves_every_view_even_after_as_many_new_writes(
+    shared_redis: RedisServer, prefix: str, stores: StoreFactory, admin: Callable[[str], Redis]
+) -> None:
+    """A failover can lose the last write a replica already read: the promoted replica holds
+    the pair as it was before it. Versions grow by random steps, so the next write does not
+    bring the pair back to the version that replica holds, and its next refresh replaces
+    the lost sample with what Redis has."""
+    writer, reader = await stores(shared_redis.url, prefix), await stores(shared_redis.url, prefix)
+    redis = admin(shared_redis.url)
+    keys = [window_key(prefix, PAIR), versions_key(prefix, PAIR.model)]
+    now = time.time()
+    await writer.append([sample(PAIR, now - 3 + i, ttft_s=1.0) for i in range(3)], [])
+    known = {p: w.version for p, w in (await reader.changed_windows({})).items()}
+    before = [await redis.dump(key) for key in keys]
+    await writer.append([sample(PAIR, now, ttft_s=2.0)], [])  # acknowledged, then lost:
+    known |= {p: w.version for p, w in (await reader.changed_windows(known)).items()}
+    for key, dumped in zip(keys, before, strict=True):
+        await redis.restore(key, 0, dumped, replace=True)
+    await writer.append([sample(PAIR, now + 1, ttft_s=3.0)], [])  # as many writes as lost
+    windows = await reader.changed_windows(known)
+    assert ttfts(windows[PAIR].samples) == [1.0, 1.0, 1.0, 3.0]

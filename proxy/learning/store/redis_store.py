@@ -159,8 +159,11 @@ class RedisStore:
         """Whether the primaries changed since the last look (a Cluster's for some slots, or
         the one Sentinel names); then the reader resyncs: the old primary may have
         acknowledged writes it never replicated (docs/redis.md, "Failover")."""
-        topology, self._topology = self._topology, topology_of(self._client)
-        if topology is None or topology == self._topology:
+        seen = topology_of(self._client)
+        if not seen:  # no connection made yet, or the client is between two topologies
+            return False
+        topology, self._topology = self._topology, seen
+        if topology is None or topology == seen:
             return False
         log.info("redis %s: the primaries changed (failover): comparing every pair's version",
                  self._where)  # fmt: skip
