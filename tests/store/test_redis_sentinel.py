@@ -35,9 +35,9 @@ def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSentine
         local.start()
         for server in local.servers:  # the replica too: it becomes the primary
             restrict(server, "s*")
-        rules = " ".join(f"+{c}" for c in ACL_SENTINEL_COMMANDS)
+        rules = [f"+{c}" for c in ACL_SENTINEL_COMMANDS]
         local.on_every_sentinel("ACL", "SETUSER", SENTINEL_USER, "reset", "on",
-                                f">{SENTINEL_PASSWORD}", "-@all", *rules.split())  # fmt: skip
+                                f">{SENTINEL_PASSWORD}", "-@all", *rules)  # fmt: skip
         yield local
     finally:
         local.stop()
