@@ -78,7 +78,8 @@ class Tls:
         return ["--tls", "--cacert", str(self.ca)]
 
     def client_options(self) -> dict[str, Any]:
-        return {"ssl": True, "ssl_ca_certs": str(self.ca)}
+        return {"ssl": True, "ssl_ca_certs": str(self.ca), "ssl_certfile": str(self.cert),
+                "ssl_keyfile": str(self.key)}  # fmt: skip
 
 
 class RedisServer:

@@ -21,7 +21,7 @@ from proxy.learning.store.redis_schema import (
 )
 from proxy.learning.store.redis_store import RedisStore
 from proxy.settings.config import RedisStoreConfig
-from tests.redis_server import RedisServer
+from tests.redis_server import OPENSSL, RedisServer, Tls
 from tests.store.conftest import StoreFactory
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "redis.md"
@@ -97,3 +97,24 @@ def test_docs_print_the_rules_of_the_code() -> None:
     assert acl_rules("ttft") in text
     assert acl_rules("ttft", cluster=True) in text
     assert all(f"+{c}" in text for c in ACL_CLUSTER_COMMANDS)
+
+
+@pytest.mark.skipif(OPENSSL is None, reason="openssl not on PATH (TLS certificates)")
+async def test_tls_to_one_server_with_a_private_ca_and_a_client_certificate(
+    tmp_path: Path, stores: StoreFactory
+) -> None:
+    tls = Tls.make(tmp_path)
+    server = RedisServer(tmp_path, tls=tls, args=["--tls-auth-clients", "yes"])
+    await server.start_async()
+    try:
+        restrict(server, "tls*")
+        url = f"rediss://{USER}:{PASSWORD}@127.0.0.1:{server.port}/0"
+        files = {"ca_file": str(tls.ca), "cert_file": str(tls.cert), "key_file": str(tls.key)}
+        options = {"tls": files, "connect_timeout_s": 3.0}
+        store = await stores(url, "tls", **options)
+        await exercise(store, await stores(url, "tls", **options))
+        assert store.health().detail.startswith(f"redis rediss://127.0.0.1:{server.port}/0")
+        no_cert = await stores(url, "tls", tls={"ca_file": str(tls.ca)}, connect_timeout_s=3.0)
+        assert not no_cert.health().ok  # the server asks for a client certificate
+    finally:
+        server.kill()
