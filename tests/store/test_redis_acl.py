@@ -105,8 +105,8 @@ async def test_tls_to_one_server_with_a_private_ca_and_a_client_certificate(
 ) -> None:
     tls = Tls.make(tmp_path)
     server = RedisServer(tmp_path, tls=tls, args=["--tls-auth-clients", "yes"])
-    await server.start_async()
     try:
+        await server.start_async()
         restrict(server, "tls*")
         url = f"rediss://{USER}:{PASSWORD}@127.0.0.1:{server.port}/0"
         files = {"ca_file": str(tls.ca), "cert_file": str(tls.cert), "key_file": str(tls.key)}
