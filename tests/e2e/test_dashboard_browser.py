@@ -21,7 +21,7 @@ import pytest
 
 from proxy.app import create_app
 from proxy.core.domain import Outcome, Sample, Source
-from proxy.demo import ADMIN_KEY, CLIENT_KEY, MISSION_MODELS, demo_policies, mission_config
+from proxy.demo import MISSION_MODELS, DemoKeys, demo_policies, mission_config
 from proxy.simulator import Market, load_scenario
 from tests.e2e.conftest import Proxy
 from tests.helpers import serve_app, wait_until
@@ -29,6 +29,7 @@ from tests.helpers import serve_app, wait_until
 TIME_SCALE = 0.02  # cold starts of 10-90 s become 0.2-1.8 s
 REQUESTS = 150  # enough for every pair to get samples (unproven pairs are measured first)
 MARKER = "browser-check-1"
+KEYS = DemoKeys.random()
 
 
 def chromium_or_skip() -> str:
@@ -61,7 +62,7 @@ async def send_traffic(proxy: Proxy, count: int, concurrency: int = 8) -> None:
 def demo_client(proxy: Proxy, **kw: Any) -> openai.AsyncOpenAI:
     """A client with the demo config's key (proxy.demo.mission_config)."""
     return openai.AsyncOpenAI(
-        base_url=proxy.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30, **kw
+        base_url=proxy.url + "/v1", api_key=KEYS.client, max_retries=0, timeout=30, **kw
     )
 
 
@@ -85,7 +86,7 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
 
     scenario = load_scenario(str(resources.files("proxy") / "scenarios" / "mission.yaml"))
     async with Market(scenario.with_time_scale(TIME_SCALE)) as market:
-        app = create_app(mission_config(market, 0), demo_policies(TIME_SCALE))
+        app = create_app(mission_config(market, 0, KEYS), demo_policies(TIME_SCALE))
         async with serve_app(app) as url:
             proxy = Proxy(url, app)
             await send_traffic(proxy, REQUESTS)
@@ -108,10 +109,10 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
                     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
                     await page.goto(url + "/dashboard")
                     assert await page.title() == "ttft-router: sign in"
-                    await page.fill("#key", ADMIN_KEY)
+                    await page.fill("#key", KEYS.admin)
                     await page.click("#login")
                     await page.wait_for_selector(".uplot canvas", timeout=15_000)
-                    assert "key" not in page.url and ADMIN_KEY not in page.url
+                    assert "key" not in page.url and KEYS.admin not in page.url
 
                     # every pair: a row in its model's table and two drawn charts
                     for model, provider in pairs:

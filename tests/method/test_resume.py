@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 from proxy.simulator import Market
-from tests.method.conftest import write_config
 from tests.helpers import wait_until
+from tests.method.conftest import write_config
 
 REQUESTS, WARMUP, PAIRS = 20, 2, 6
 
