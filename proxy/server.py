@@ -47,7 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from proxy.core.errors import NotFound
+from proxy.core.errors import AnswerTooLarge, NotFound
 from proxy.settings.config import ServerConfig, parse_listen
 
 log = logging.getLogger("ttft_router.server")
@@ -59,7 +59,7 @@ REJECT_LINGER_S = 1.0  # a refused connection is closed this long after its 503
 PROBE_FIRST_S = 0.05
 PROBE_MAX_S = 1.0
 CONTINUE_PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
-HTTP10_MAX_BUFFER = 64 * 1024 * 1024  # an HTTP/1.0 answer is buffered up to this size
+HTTP10_MAX_BUFFER = 16 * 1024 * 1024  # an HTTP/1.0 answer is buffered up to this size
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers; past it: 431 and closed
 
 
@@ -304,7 +304,11 @@ async def _not_found(send: Send, method: str, path: str) -> None:
 
 class ContentLengthSend:
     """An ASGI send that holds an answer without Content-Length until its last byte, then
-    sends it with one: HTTP/1.0 has no chunked encoding (uvicorn's default for streams)."""
+    sends it with one: HTTP/1.0 has no chunked encoding (uvicorn's default for streams).
+
+    It holds at most HTTP10_MAX_BUFFER bytes: past them the client gets a 502 naming the
+    limit instead, the connection closes (HTTP/1.0 keeps none open), which the app sees as
+    the client leaving, and what the app still sends is dropped."""
 
     def __init__(self, send: Send) -> None:
         self._send = send
@@ -312,10 +316,13 @@ class ContentLengthSend:
         self._body: list[bytes] = []
         self._size = 0
         self._passthrough = False
+        self._refused = False
 
     async def __call__(self, message: Message) -> None:
         if self._passthrough:
             await self._send(message)
+        elif self._refused:
+            return
         elif message["type"] == "http.response.start":
             names = {name.lower() for name, _ in message.get("headers", ())}
             if b"content-length" in names:
@@ -327,7 +334,8 @@ class ContentLengthSend:
             chunk: bytes = message.get("body", b"")
             self._size += len(chunk)
             if self._size > HTTP10_MAX_BUFFER:
-                raise RuntimeError(f"HTTP/1.0 answer over {HTTP10_MAX_BUFFER} bytes")
+                await self._refuse()
+                return
             self._body.append(chunk)
             if not message.get("more_body", False):
                 body = b"".join(self._body)
@@ -337,6 +345,20 @@ class ContentLengthSend:
                 await self._send({"type": "http.response.body", "body": body})
         else:
             await self._send(message)
+
+    async def _refuse(self) -> None:
+        self._refused, self._body = True, []
+        log.warning("an HTTP/1.0 answer passed %d bytes: answered 502 instead", HTTP10_MAX_BUFFER)
+        error = AnswerTooLarge(
+            f"the answer passed {HTTP10_MAX_BUFFER} bytes, the most held for an HTTP/1.0 "
+            "client (which cannot be streamed to): use HTTP/1.1, or ask for less"
+        )
+        body = orjson.dumps(error.body())
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode())]  # fmt: skip
+        await self._send({"type": "http.response.start", "status": error.status,
+                          "headers": headers})  # fmt: skip
+        await self._send({"type": "http.response.body", "body": body})
 
 
 # -- running the listeners ---------------------------------------------------------------

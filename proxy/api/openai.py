@@ -148,6 +148,7 @@ async def _proxy(request: Request, kind: Kind) -> DispatchResponse:
     model = body["model"]
     deployments = deployments_of(svc, model)
     policy = svc.policies.current.for_model(model)
+    policy.limits.check(body, kind)  # n, max_tokens, top_logprobs: 400 past the policy's caps
     now = time.time()
     if kind == "responses" and not any(serves_responses(svc, p) for p, _ in deployments):
         raise InvalidRequest(

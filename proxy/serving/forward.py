@@ -17,20 +17,12 @@ import orjson
 
 from proxy.core import requestid
 from proxy.core.domain import Attempt, Candidate, Outcome
-from proxy.serving.assemble import assemble_chat, assemble_completion, assemble_response
+from proxy.serving.assemble import WholeAnswer
 from proxy.serving.metering import UsageTap
 from proxy.upstream.base import UpstreamFailure, UpstreamResponse
 from proxy.upstream.measure import AttemptClock
 from proxy.upstream.redact import Redactor
-from proxy.upstream.sse import (
-    CHAT,
-    RESPONSES,
-    EventSplitter,
-    StreamGrammar,
-    is_error_event,
-    iter_data,
-    parse_payload,
-)
+from proxy.upstream.sse import CHAT, EventSplitter, StreamGrammar, parse_payload
 
 log = logging.getLogger("ttft_router.forward")
 
@@ -161,30 +153,15 @@ async def whole_body(
                 tap.note_body(parsed)
         return ModelRewrite(started.candidate.upstream_model, public_model)(started.prelude)
     assert started.chunks is not None and started.splitter is not None
-    parts = [started.prelude]
+    whole = WholeAnswer(kind)  # folded as it arrives, within a byte cap
+    await whole.feed(started.prelude)
     async for data in started.chunks:
-        parts.append(started.splitter.feed(data))
-    chunks = [c for c in map(parse_payload, iter_data(b"".join(parts))) if c is not None]
-    if kind == "responses":
-        answer = _whole_response(chunks)
-    else:
-        for chunk in chunks:
-            if is_error_event(chunk):
-                raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
-        answer = assemble_chat(chunks) if kind == "chat" else assemble_completion(chunks)
+        await whole.feed(started.splitter.feed(data))
+    answer = whole.answer()
     answer["model"] = public_model
     if tap is not None:
         tap.note_body(answer)
     return orjson.dumps(answer)
-
-
-def _whole_response(events: list[dict[str, Any]]) -> dict[str, Any]:
-    if any(RESPONSES.is_error(event) for event in events):
-        raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
-    answer = assemble_response(events)
-    if answer is None:
-        raise UpstreamFailure(Outcome.STREAM_ERROR, "the stream ended without its response")
-    return answer
 
 
 def _stream_error_body(provider: str, failure: UpstreamFailure) -> dict[str, Any]:

@@ -16,8 +16,12 @@ from typing import Protocol
 from proxy.core.domain import Outcome
 from proxy.upstream.redact import Redactor
 
-# Bytes of a provider's error body kept (what a message is looked for in).
+# Bytes of a provider's error body read and kept (what a message is looked for in).
 MAX_ERROR_BODY = 4096
+# Bytes of one answer held in memory: a stream=false answer (its stream, or its body) and
+# one server-sent event; past them, the answer is refused (502 answer_too_large).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+MAX_EVENT_BYTES = MAX_ANSWER_BYTES
 
 
 class UpstreamFailure(Exception):

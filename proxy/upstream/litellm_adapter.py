@@ -102,6 +102,11 @@ class LiteLLMResponse:
         return orjson.dumps(_as_dict(self._result))
 
 
+# Distinct names of dropped request fields remembered (to log each once): clients choose
+# the names, so the memory of them is capped.
+MAX_DROPPED_NAMES = 256
+
+
 class LiteLLMUpstream:
     def __init__(self, name: str, config: LiteLLMProvider) -> None:
         self.name = name
@@ -140,15 +145,23 @@ class LiteLLMUpstream:
         if unknown and self._config.forward_unknown_fields:
             request["extra_body"] = unknown
         elif unknown:
-            new = sorted(set(unknown) - self._dropped_seen)
-            if new:
-                self._dropped_seen.update(new)
-                log.warning(
-                    "provider %s (kind litellm): request fields %s are not OpenAI parameters "
-                    "and were not sent (set forward_unknown_fields to send them as body)",
-                    self.name, ", ".join(repr(k[:64]) for k in new[:10]),
-                )  # fmt: skip
+            self._log_dropped(unknown)
         return request
+
+    def _log_dropped(self, unknown: dict[str, Any]) -> None:
+        """Log each dropped field name once, remembering at most MAX_DROPPED_NAMES (of at
+        most 64 characters each)."""
+        room = MAX_DROPPED_NAMES - len(self._dropped_seen)
+        new = sorted({k[:64] for k in unknown} - self._dropped_seen)[: max(room, 0)]
+        if not new:
+            return
+        self._dropped_seen.update(new)
+        log.warning(
+            "provider %s (kind litellm): request fields %s are not OpenAI parameters "
+            "and were not sent (set forward_unknown_fields to send them as body)%s",
+            self.name, ", ".join(map(repr, new[:10])),
+            "; no further names are listed" if len(new) == room else "",
+        )  # fmt: skip
 
     def _kwargs(self) -> dict[str, Any]:
         c = self._config
