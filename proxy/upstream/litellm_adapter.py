@@ -30,7 +30,7 @@ import orjson
 from proxy.core.domain import Outcome
 from proxy.settings.config import LiteLLMProvider
 from proxy.upstream.base import (
-    MAX_ERROR_BODY,
+    MAX_ERROR_READ,
     UpstreamFailure,
     outcome_for_status,
     parse_retry_after,
@@ -194,7 +194,7 @@ def _translate(exc: Exception) -> UpstreamFailure:
     with litellm). The text is the provider's: redacted by whoever shows it."""
     litellm = _litellm()
     status = getattr(exc, "status_code", None)
-    message = str(exc)[:MAX_ERROR_BODY]
+    message = str(exc)[:MAX_ERROR_READ]  # redacted, then cut, by whoever shows it
     name = type(exc).__name__
     if isinstance(exc, litellm.Timeout | TimeoutError):
         return UpstreamFailure(Outcome.TIMEOUT, f"timed out: {message}")

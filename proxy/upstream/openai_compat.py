@@ -19,7 +19,7 @@ from proxy.core.errors import AnswerTooLarge
 from proxy.settings.config import OpenAIProvider
 from proxy.upstream.base import (
     MAX_ANSWER_BYTES,
-    MAX_ERROR_BODY,
+    MAX_ERROR_READ,
     UpstreamFailure,
     outcome_for_status,
     status_failure,
@@ -163,7 +163,7 @@ class _Opening:
             )
         if response.status >= 300:
             try:
-                error_body = await _read_at_most(response, MAX_ERROR_BODY)
+                error_body = await _read_at_most(response, MAX_ERROR_READ)
             except (TimeoutError, UpstreamFailure):
                 error_body = b""
             finally:
