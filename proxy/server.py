@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from proxy.api.health import LISTENER
 from proxy.core.errors import AnswerTooLarge, NotFound
 from proxy.settings.config import ServerConfig, parse_listen
 
@@ -284,6 +285,8 @@ class Listener:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if self.only:
+                scope[LISTENER] = "admin"  # /metrics needs no key there (api.health)
             path: str = scope["path"]
             if _matches(path, self.refuse) or (self.only and not _matches(path, self.only)):
                 await _not_found(send, scope["method"], path)

@@ -138,6 +138,14 @@ class ServerConfig(Frozen):
     admin_listen: str | None = Field(
         None, description="HOST:PORT of a separate listener for /admin and /metrics"
     )
+    public_metrics: bool = Field(
+        False, description="/metrics without the admin key on the main listener (it shows "
+        "traffic and costs of every pair)",
+    )  # fmt: skip
+    cost_header: bool = Field(
+        False, description="send x-ttft-router-cost-usd on stream=false answers (usage x "
+        "configured price: it tells clients the prices)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _admin_listen(self) -> ServerConfig:
