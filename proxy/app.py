@@ -25,6 +25,7 @@ from proxy.api.auth import KeySet
 from proxy.api.context import Services
 from proxy.api.errors import install_error_handlers
 from proxy.core import requestid
+from proxy.core.domain import Pair
 from proxy.core.errors import ConfigError
 from proxy.learning.scoreboard import Scoreboard
 from proxy.learning.store.base import Store
@@ -140,7 +141,9 @@ def build_services(
     store = build_store(config, replica)
     buffer = SampleBuffer(config.buffer, store)
     buffer.on_drop(lambda kind: metrics.dropped.labels(kind).inc())
-    scoreboard = Scoreboard(store, policies, refresh_s=config.scoreboard.refresh_s)
+    configured = [Pair(m, p) for m, entry in config.models.items() for p in entry.providers]
+    scoreboard = Scoreboard(store, policies, refresh_s=config.scoreboard.refresh_s,
+                            pairs=configured)  # fmt: skip
     router = Router()
     redact = redact_from_config(config)
     upstreams = {

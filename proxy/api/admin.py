@@ -59,7 +59,22 @@ async def decisions(
         rows = await svc.store.recent_decisions(model, limit)
     except StoreUnavailable as exc:
         raise StoreUnreachable(f"the decision log is unreachable: {exc}") from exc
+    rows = [r for r in rows if _configured(svc, r) and (model is None or r["model"] == model)]
     return {"decisions": rows, "count": len(rows)}
+
+
+def _configured(svc: Services, row: Any) -> bool:
+    """A decision about a configured model whose winner, candidates and attempts name its
+    configured providers. The shared log holds whatever anyone who can write under the
+    store's prefix put there (the Redis ACL of docs/redis.md limits who can)."""
+    if not isinstance(row, dict) or row.get("model") not in svc.deployments:
+        return False
+    providers = {name for name, _ in svc.deployments[row["model"]]}
+    winner = row.get("winner")
+    if winner is not None and winner not in providers:
+        return False
+    entries = (*(row.get("candidates") or ()), *(row.get("attempts") or ()))
+    return all(isinstance(e, dict) and e.get("provider") in providers for e in entries)
 
 
 @router.get("/explain")
