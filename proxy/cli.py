@@ -21,11 +21,13 @@ from proxy.method.plan import BenchError
 from proxy.settings.config import check_bind
 from proxy.settings.policy import load_checked
 from proxy.telemetry.logs import configure_logging
+from proxy.upstream.litellm_adapter import require_litellm
 from proxy.upstream.redact import redact_logs
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config, policies = load_checked(args.config)
+    require_litellm(config)
     models = ", ".join(config.models)
     print(
         f"{args.config}: OK ({len(config.providers)} providers, {len(config.models)} models: "
@@ -38,6 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from proxy import server
 
     config, policies = load_checked(args.config)
+    require_litellm(config)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers

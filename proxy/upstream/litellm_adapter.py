@@ -18,6 +18,7 @@ litellm merges into the provider's JSON, never into a URL or a header) when the 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import time
@@ -28,7 +29,8 @@ from typing import Any
 import orjson
 
 from proxy.core.domain import Outcome
-from proxy.settings.config import LiteLLMProvider
+from proxy.core.errors import ConfigError
+from proxy.settings.config import Config, LiteLLMProvider
 from proxy.upstream.base import (
     MAX_ERROR_READ,
     UpstreamFailure,
@@ -73,6 +75,20 @@ def _litellm() -> Any:
         for name in LITELLM_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
     return module
+
+
+def require_litellm(config: Config) -> None:
+    """Raise ConfigError when the config needs litellm (a `kind: litellm` provider, or
+    `prober.litellm_prices`) and this install lacks it (the `litellm` extra)."""
+    users = [f"providers.{name}" for name, provider in config.providers.items()
+             if isinstance(provider, LiteLLMProvider)]  # fmt: skip
+    if config.prober.litellm_prices:
+        users.append("prober.litellm_prices")
+    if users and importlib.util.find_spec("litellm") is None:
+        raise ConfigError(
+            f"{', '.join(users)}: needs litellm, which this install lacks: pip install "
+            "'ttft-router[litellm]' (the image: docker build --build-arg WITH_LITELLM=true)"
+        )
 
 
 def preload_litellm() -> None:
