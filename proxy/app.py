@@ -24,6 +24,7 @@ from proxy.api import admin, dashboard, health, openai
 from proxy.api.auth import KeySet
 from proxy.api.context import Services
 from proxy.api.errors import install_error_handlers
+from proxy.api.session import Sessions
 from proxy.core import requestid
 from proxy.core.domain import Pair
 from proxy.core.errors import ConfigError
@@ -186,6 +187,7 @@ def build_services(
         admin_keys=KeySet(k.get_secret_value() for k in config.auth.admin_keys),
         pricing=pricing,
         affinity=AffinityTable(),
+        sessions=Sessions(store, config.auth.session_lifetime_s, config.auth.session_cookie_secure),
     )
 
 

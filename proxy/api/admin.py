@@ -10,17 +10,20 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from proxy.api.context import Services, admin, deployments_of
+from proxy.api.dashboard import cookie_session
 from proxy.core.domain import Candidate, Pair, empty_score
 from proxy.core.errors import InvalidRequest, RateLimited, StoreUnreachable
 from proxy.learning.stats import cv_band, in_window
 from proxy.learning.store.base import StoreUnavailable
 from proxy.probing.prober import BudgetExhausted
 
-router = APIRouter(prefix="/admin")
+# Every admin route checks the dashboard's cookie first (async: revocations are in the
+# store); `context.admin` then takes the key or that session.
+router = APIRouter(prefix="/admin", dependencies=[Depends(cookie_session)])
 
 
 @router.get("/scores")

@@ -7,6 +7,7 @@ whenever a pair's window changes.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from proxy.learning.store.local_windows import LocalWindows
 from proxy.settings.config import MemoryStoreConfig
 
 LEASES_KEPT = 1000  # expired leases are swept when there are more than this
+VALUES_KEPT = 10_000  # expired shared values, likewise
 
 
 class MemoryStore:
@@ -27,6 +29,7 @@ class MemoryStore:
         self._windows = LocalWindows(config.max_samples, config.max_age_s)
         self._decisions: deque[dict[str, Any]] = deque(maxlen=config.max_decisions)
         self._leases: dict[tuple[Pair, str], tuple[str, float]] = {}  # -> (holder, expiry)
+        self._values: dict[str, tuple[bytes, float]] = {}  # name -> (value, expiry)
 
     async def start(self) -> None:
         return None
@@ -59,6 +62,20 @@ class MemoryStore:
             return held[0]
         self._leases[pair, slot] = (holder, now + ttl_s)
         return holder
+
+    async def put_once(self, name: str, value: bytes, ttl_s: float | None) -> bytes:
+        now = time.monotonic()
+        if len(self._values) > VALUES_KEPT:
+            self._values = {k: v for k, v in self._values.items() if v[1] > now}
+        held = self._values.get(name)
+        if held is not None and held[1] > now:
+            return held[0]
+        self._values[name] = (value, now + ttl_s if ttl_s is not None else math.inf)
+        return value
+
+    async def get_value(self, name: str) -> bytes | None:
+        held = self._values.get(name)
+        return held[0] if held is not None and held[1] > time.monotonic() else None
 
     def health(self) -> StoreHealth:
         return StoreHealth(self.kind, True, "in-memory (this process only)")

@@ -55,6 +55,7 @@ from proxy.learning.store.redis_schema import (
     model_decisions_key,
     pack_pair,
     pack_sample,
+    shared_key,
     unpack_pair,
     unpack_samples,
     versions_key,
@@ -172,6 +173,20 @@ class RedisStore:
             )
         self._up()
         return None if held is None else bytes(held).decode()
+
+    async def put_once(self, name: str, value: bytes, ttl_s: float | None) -> bytes:
+        """SET NX (PX) and a GET, in one round trip."""
+        key = shared_key(self._prefix, name)
+        expiry = ("PX", max(1, math.ceil(ttl_s * 1000))) if ttl_s is not None else ()
+        async with self._translated("shared value") as client:
+            _, held = await self._execute(client, [("SET", key, value, "NX", *expiry),
+                                                   ("GET", key)])  # fmt: skip
+        return value if held is None else bytes(held)
+
+    async def get_value(self, name: str) -> bytes | None:
+        async with self._translated("shared value") as client:
+            (held,) = await self._execute(client, [("GET", shared_key(self._prefix, name))])
+        return None if held is None else bytes(held)
 
     # Writing
 
