@@ -7,7 +7,8 @@ headers (slowloris) or never finishes its body holds a connection forever.
 
 - idle: `timeout_keep_alive_s` from connect (and after each response) to the next byte;
 - headers: `header_timeout_s` from a request's first byte to the end of its headers;
-- body: `body_timeout_s` from the end of the headers to the end of the body;
+- body: `body_timeout_s` from the end of the headers to the end of the body, and
+  `body_read_timeout_s` between two reads of it (a body that stops moving is cut early);
 - a cap, `max_connections`: a connection past it is answered 503 at once and closed,
   before any of its bytes are parsed;
 - request line and headers of at most MAX_HEADER_BYTES (64 KiB), else 431.
@@ -17,10 +18,11 @@ checks a key, so an unauthenticated connection costs one socket, bounded by thes
 
 A client that half-closes (shuts its write side) after a complete request is not treated as
 gone: the answer is still written, then the connection closed. A FIN cannot tell a half-close
-from a full close, so while no answer has started, the client is sent one interim
+from a full close, so while no answer has started, an HTTP/1.1 client is sent one interim
 `100 Continue` (RFC 9110 allows unsolicited 1xx to HTTP/1.1 clients): a socket closed for
 good answers it with a reset, seen within a fraction of a second, and the request is
-cancelled as for any client that leaves.
+cancelled as for any client that leaves. HTTP/1.0 knows no 1xx: a half-closed HTTP/1.0
+client is answered, and one gone for good is noticed when its answer is written.
 
 `Listener` is the ASGI app each listener serves: the proxy's app minus the paths served on
 the other listener (`server.admin_listen`), with HTTP/1.0 answers given a Content-Length
@@ -69,6 +71,7 @@ class ConnectionLimits:
     idle_s: float = 5.0
     header_s: float = 10.0
     body_s: float = 30.0
+    body_read_s: float = 10.0
     max_connections: int = 1000
 
     @classmethod
@@ -77,6 +80,7 @@ class ConnectionLimits:
             idle_s=server.timeout_keep_alive_s,
             header_s=server.header_timeout_s,
             body_s=server.body_timeout_s,
+            body_read_s=server.body_read_timeout_s,
             max_connections=server.max_connections,
         )
 
@@ -124,6 +128,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits: ConnectionLimits = getattr(config, "limits", None) or ConnectionLimits()
         self._read_timer: asyncio.TimerHandle | None = None
+        self._gap_timer: asyncio.TimerHandle | None = None  # between two body reads
         self._probe_timer: asyncio.Handle | None = None
         self._probe_wait = PROBE_FIRST_S
         self._rejected = False  # past max_connections: never counted, never parsed
@@ -168,17 +173,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         cycle = self.cycle
-        if (
-            self._discarding
-            or cycle is None
-            or cycle.response_complete
-            or cycle.more_body
-            or cycle.scope["http_version"] == "1.0"
-        ):
+        if self._discarding or cycle is None or cycle.response_complete or cycle.more_body:
             return None  # nothing in flight that could still complete: close
         # The request is complete and its answer under way: keep the write side open.
         cycle.keep_alive = False
-        if not cycle.response_started:
+        if not cycle.response_started and cycle.scope["http_version"] != "1.0":
             cycle.waiting_for_100_continue = False
             self._probe_timer = self.loop.call_soon(self._probe)
         return True
@@ -218,28 +217,43 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
         super().on_headers_complete()
         self._arm(self.limits.body_s, self._body_timed_out)
+        self._arm_gap()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm_gap()
 
     def on_message_complete(self) -> None:
         self._cancel_read_timer()
         self._in_headers, self._header_bytes = True, 0
         super().on_message_complete()
 
+    def _arm_gap(self) -> None:
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+        self._gap_timer = self.loop.call_later(self.limits.body_read_s, self._body_stalled)
+
     def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
         self._cancel_read_timer()
         self._read_timer = self.loop.call_later(seconds, callback)
 
     def _cancel_read_timer(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        for timer in (self._read_timer, self._gap_timer):
+            if timer is not None:
+                timer.cancel()
+        self._read_timer = self._gap_timer = None
 
     def _headers_timed_out(self) -> None:
         self._read_timer = None
         self._time_out(f"request headers not received within {self.limits.header_s:g} s")
 
     def _body_timed_out(self) -> None:
-        self._read_timer = None
+        self._cancel_read_timer()
         self._time_out(f"request body not received within {self.limits.body_s:g} s")
+
+    def _body_stalled(self) -> None:
+        self._cancel_read_timer()
+        self._time_out(f"request body stalled: no byte for {self.limits.body_read_s:g} s")
 
     def _time_out(self, message: str) -> None:
         if self.transport.is_closing() or self._discarding:

@@ -129,6 +129,9 @@ class ServerConfig(Frozen):
     body_timeout_s: float = Field(
         30.0, gt=0, description="from the end of the headers to the end of the body (408)"
     )
+    body_read_timeout_s: float = Field(
+        10.0, gt=0, description="between two reads of a request body (408): it must move"
+    )
     max_connections: int = Field(
         1000, gt=0, description="open client connections per process; past it: 503, closed"
     )
