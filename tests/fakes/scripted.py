@@ -162,11 +162,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @contextlib.asynccontextmanager
-async def serving(handler: Handler, path: str = "/v1/{tail:.*}") -> AsyncIterator[str]:
-    """`handler` answering POST `path` on a real aiohttp server on 127.0.0.1; yields its
+async def serving(
+    handler: Handler, path: str = "/v1/{tail:.*}", method: str = "POST"
+) -> AsyncIterator[str]:
+    """`handler` answering `method` `path` on a real aiohttp server on 127.0.0.1; yields its
     URL (`http://127.0.0.1:<port>`)."""
     app = web.Application()
-    app.router.add_post(path, handler)
+    app.router.add_route(method, path, handler)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     sock = bound_socket()
