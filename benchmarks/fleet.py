@@ -172,7 +172,7 @@ class Fleet:
         argv = [executable, "--config", str(config), "--host", "127.0.0.1",
                 "--port", str(port), "--num_workers", "1"]  # fmt: skip
         # No internet here: the price map LiteLLM ships with, not a download at import. No
-        # master key (the load client sends bench-key): newer LiteLLM refuses to start
+        # master key (the load client sends its bench key): newer LiteLLM refuses to start
         # without one unless told this is local use, which it is (127.0.0.1 only).
         env = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
@@ -188,7 +188,7 @@ server:
   log_level: warning
   workers: {workers}
 auth:
-  api_keys: [bench-key]
+  api_keys: [bench-client-key-0123456789abcdef]
 store:
   kind: memory
 providers:

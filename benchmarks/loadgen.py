@@ -28,7 +28,7 @@ class Target:
     name: str
     base_url: str
     model: str = "bench-model"
-    api_key: str = "bench-key"
+    api_key: str = "bench-client-key-0123456789abcdef"
 
     def request_bytes(self, max_tokens: int, model: str | None = None) -> tuple[str, int, bytes]:
         """(host, port, the whole HTTP request) of one streamed chat completion."""

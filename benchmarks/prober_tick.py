@@ -27,6 +27,7 @@ from proxy.settings.policy import ModelPolicy, PolicyHolder, PolicySet
 async def tick_ms(models: int, providers: int, samples: int, number: int, keep_warm: bool) -> float:
     provider_names = [f"p{i}" for i in range(providers)]
     config = Config.model_validate({
+        "auth": {"allow_unauthenticated": True},
         "providers": {p: {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}
                       for p in provider_names},
         "models": {f"m{j}": {"providers": dict.fromkeys(provider_names, "u")}

@@ -57,7 +57,7 @@ import orjson
 import psutil
 import yaml
 
-KEY = "soak-client-key"
+KEY = "soak-client-key-0123456789abcdef"
 BODY_TOKENS = 30
 
 

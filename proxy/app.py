@@ -24,7 +24,9 @@ from proxy.api import admin, dashboard, health, openai
 from proxy.api.auth import KeySet
 from proxy.api.context import Services
 from proxy.api.errors import install_error_handlers
+from proxy.api.session import Sessions
 from proxy.core import requestid
+from proxy.core.domain import Pair
 from proxy.core.errors import ConfigError
 from proxy.learning.scoreboard import Scoreboard
 from proxy.learning.store.base import Store
@@ -142,9 +144,10 @@ def build_services(
     store = build_store(config, replica)
     buffer = SampleBuffer(config.buffer, store)
     buffer.on_drop(lambda item: metrics.dropped.labels(item).inc())
+    configured = [Pair(m, p) for m, entry in config.models.items() for p in entry.providers]
     scoreboard = Scoreboard(
         store, policies, refresh_s=config.scoreboard.refresh_s,
-        rng=random.Random(seeds.getrandbits(64)),
+        rng=random.Random(seeds.getrandbits(64)), pairs=configured,
     )  # fmt: skip
     pairs = {model: dict(entry.providers) for model, entry in config.models.items()}
     pricing = Pricing(config, litellm_price)  # probes, controls, the cost of each request
@@ -189,6 +192,7 @@ def build_services(
         client_keys=KeySet(k.get_secret_value() for k in config.auth.api_keys),
         admin_keys=KeySet(k.get_secret_value() for k in config.auth.admin_keys),
         pricing=pricing,
+        sessions=Sessions(store, config.auth.session_lifetime_s, config.auth.session_cookie_secure),
     )
 
 

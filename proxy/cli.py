@@ -18,13 +18,16 @@ from collections.abc import Sequence
 from proxy.core.errors import ConfigError
 from proxy.method.cli import add_bench_parsers
 from proxy.method.plan import BenchError
+from proxy.settings.config import check_bind
 from proxy.settings.policy import load_checked
 from proxy.telemetry.logs import configure_logging
+from proxy.upstream.litellm_adapter import require_litellm
 from proxy.upstream.redact import redact_logs
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config, policies = load_checked(args.config)
+    require_litellm(config)
     models = ", ".join(config.models)
     print(
         f"{args.config}: OK ({len(config.providers)} providers, {len(config.models)} models: "
@@ -37,9 +40,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from proxy import server
 
     config, policies = load_checked(args.config)
+    require_litellm(config)
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     workers = args.workers or config.server.workers
+    try:
+        check_bind(config.auth, host)
+    except ValueError as exc:
+        raise ConfigError(f"{args.config}: --host: {exc}") from None
     configure_logging(config.server.log_level)
     redact_logs(config)
     if workers > 1:

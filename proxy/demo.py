@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import signal
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -23,8 +25,20 @@ from proxy.settings.config import Config
 from proxy.settings.policy import ColdStart, ModelPolicy, PolicyHolder, PolicySet, Uncertainty
 from proxy.simulator import Market, load_scenario
 
-CLIENT_KEY = "demo-key"
-ADMIN_KEY = "demo-admin-key"
+
+@dataclass(frozen=True)
+class DemoKeys:
+    """The demo's client and admin keys: new random ones each run (a fixed key in public
+    source would be everyone's key)."""
+
+    client: str
+    admin: str
+
+    @classmethod
+    def random(cls) -> DemoKeys:
+        return cls(secrets.token_urlsafe(24), secrets.token_urlsafe(24))
+
+
 # Public model -> provider -> that provider's own model id (as in scenarios/mission.yaml).
 MISSION_MODELS: dict[str, dict[str, str]] = {
     "deepseek-v4-pro": {
@@ -40,12 +54,12 @@ MISSION_MODELS: dict[str, dict[str, str]] = {
 }
 
 
-def mission_config(market: Market, port: int, time_scale: float = 1.0) -> Config:
+def mission_config(market: Market, port: int, keys: DemoKeys, time_scale: float = 1.0) -> Config:
     """The demo's config; the prober runs at the market's `time_scale` (docs/probing.md)."""
     return Config.model_validate(
         {
             "server": {"host": "127.0.0.1", "port": port, "replica_id": "demo"},
-            "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
+            "auth": {"api_keys": [keys.client], "admin_keys": [keys.admin]},
             "providers": market.provider_configs(),
             "models": {m: {"providers": p} for m, p in MISSION_MODELS.items()},
             "prober": {"time_scale": time_scale},
@@ -64,7 +78,7 @@ def demo_policies(time_scale: float) -> PolicyHolder:
     return PolicyHolder([], PolicySet(default=default))
 
 
-def banner(port: int, time_scale: float, traffic_rps: float) -> str:
+def banner(port: int, keys: DemoKeys, time_scale: float, traffic_rps: float) -> str:
     base = f"http://127.0.0.1:{port}"
     body = (
         '{"model":"deepseek-v4-pro","messages":[{"role":"user","content":"Hello"}],"stream":true}'
@@ -74,35 +88,35 @@ ttft-router demo: simulated providers provider-a, provider-b, provider-c
 (MISSION.md's market, delays x{time_scale}) behind the proxy, in-memory store.
 
   base_url   {base}/v1
-  api key    {CLIENT_KEY}
+  api key    {keys.client}
   models     {", ".join(MISSION_MODELS)}
 
-  curl -N {base}/v1/chat/completions -H "Authorization: Bearer {CLIENT_KEY}" \\
+  curl -N {base}/v1/chat/completions -H "Authorization: Bearer {keys.client}" \\
        -H "Content-Type: application/json" -d '{body}'
 
   python -c 'from openai import OpenAI
-c = OpenAI(base_url="{base}/v1", api_key="{CLIENT_KEY}")
+c = OpenAI(base_url="{base}/v1", api_key="{keys.client}")
 r = c.chat.completions.with_raw_response.create(model="kimi-k2.6",
         messages=[{{"role": "user", "content": "Hello"}}])
 print(r.headers["x-ttft-router-provider"], r.parse().choices[0].message.content)'
 
-  dashboard  {base}/dashboard (sign in with the admin key {ADMIN_KEY})
+  dashboard  {base}/dashboard (sign in with the admin key {keys.admin})
 
-  admin (key {ADMIN_KEY}):
-    curl -H "Authorization: Bearer {ADMIN_KEY}" {base}/admin/scores
-    curl -H "Authorization: Bearer {ADMIN_KEY}" "{base}/admin/explain?model=kimi-k2.6"
-    curl -H "Authorization: Bearer {ADMIN_KEY}" "{base}/admin/decisions?limit=5"
-    curl {base}/metrics
+  admin (key {keys.admin}):
+    curl -H "Authorization: Bearer {keys.admin}" {base}/admin/scores
+    curl -H "Authorization: Bearer {keys.admin}" "{base}/admin/explain?model=kimi-k2.6"
+    curl -H "Authorization: Bearer {keys.admin}" "{base}/admin/decisions?limit=5"
+    curl -H "Authorization: Bearer {keys.admin}" {base}/metrics
 
 Background traffic: {traffic_rps:g} requests/s so that scores fill in (--traffic 0 for none).
 Ctrl-C or SIGTERM stops everything.
 """.strip("\n")
 
 
-async def background_traffic(base: str, rps: float, stop: asyncio.Event) -> None:
+async def background_traffic(base: str, key: str, rps: float, stop: asyncio.Event) -> None:
     """Send `rps` streamed requests/s to random models until `stop` (at most 16 in flight)."""
     slots = asyncio.Semaphore(16)
-    headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    headers = {"Authorization": f"Bearer {key}"}
     rng = random.Random()
     tasks: set[asyncio.Task[Any]] = set()
 
@@ -137,7 +151,8 @@ async def background_traffic(base: str, rps: float, stop: asyncio.Event) -> None
 async def _demo(port: int, time_scale: float, traffic_rps: float) -> None:
     scenario = load_scenario(str(resources.files("proxy") / "scenarios" / "mission.yaml"))
     async with Market(scenario.with_time_scale(time_scale)) as market:
-        config = mission_config(market, port, time_scale)
+        keys = DemoKeys.random()
+        config = mission_config(market, port, keys, time_scale)
         app = create_app(config, demo_policies(time_scale))
         server = uvicorn.Server(
             uvicorn.Config(
@@ -156,11 +171,11 @@ async def _demo(port: int, time_scale: float, traffic_rps: float) -> None:
         if serving.done():
             serving.result()
             raise SystemExit(f"the proxy could not start on port {port}")
-        print(banner(port, time_scale, traffic_rps), flush=True)
+        print(banner(port, keys, time_scale, traffic_rps), flush=True)
         traffic = None
         if traffic_rps > 0:
             traffic = asyncio.create_task(
-                background_traffic(f"http://127.0.0.1:{port}", traffic_rps, stop)
+                background_traffic(f"http://127.0.0.1:{port}", keys.client, traffic_rps, stop)
             )
         await serving
         stop.set()

@@ -7,7 +7,8 @@ headers (slowloris) or never finishes its body holds a connection forever.
 
 - idle: `timeout_keep_alive_s` from connect (and after each response) to the next byte;
 - headers: `header_timeout_s` from a request's first byte to the end of its headers;
-- body: `body_timeout_s` from the end of the headers to the end of the body;
+- body: `body_timeout_s` from the end of the headers to the end of the body, and
+  `body_read_timeout_s` between two reads of it (a body that stops moving is cut early);
 - a cap, `max_connections`: a connection past it is answered 503 at once and closed,
   before any of its bytes are parsed;
 - request line and headers of at most MAX_HEADER_BYTES (64 KiB), else 431.
@@ -17,10 +18,11 @@ checks a key, so an unauthenticated connection costs one socket, bounded by thes
 
 A client that half-closes (shuts its write side) after a complete request is not treated as
 gone: the answer is still written, then the connection closed. A FIN cannot tell a half-close
-from a full close, so while no answer has started, the client is sent one interim
+from a full close, so while no answer has started, an HTTP/1.1 client is sent one interim
 `100 Continue` (RFC 9110 allows unsolicited 1xx to HTTP/1.1 clients): a socket closed for
 good answers it with a reset, seen within a fraction of a second, and the request is
-cancelled as for any client that leaves.
+cancelled as for any client that leaves. HTTP/1.0 knows no 1xx: a half-closed HTTP/1.0
+client is answered, and one gone for good is noticed when its answer is written.
 
 `Listener` is the ASGI app each listener serves: the proxy's app minus the paths served on
 the other listener (`server.admin_listen`), with HTTP/1.0 answers given a Content-Length
@@ -47,7 +49,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from proxy.core.errors import NotFound
+from proxy.api.health import LISTENER
+from proxy.core.errors import AnswerTooLarge, NotFound
 from proxy.settings.config import ServerConfig, parse_listen
 
 log = logging.getLogger("ttft_router.server")
@@ -59,7 +62,7 @@ REJECT_LINGER_S = 1.0  # a refused connection is closed this long after its 503
 PROBE_FIRST_S = 0.05
 PROBE_MAX_S = 1.0
 CONTINUE_PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
-HTTP10_MAX_BUFFER = 64 * 1024 * 1024  # an HTTP/1.0 answer is buffered up to this size
+HTTP10_MAX_BUFFER = 16 * 1024 * 1024  # an HTTP/1.0 answer is buffered up to this size
 MAX_HEADER_BYTES = 64 * 1024  # request line + headers; past it: 431 and closed
 
 
@@ -68,6 +71,7 @@ class ConnectionLimits:
     idle_s: float = 5.0
     header_s: float = 10.0
     body_s: float = 30.0
+    body_read_s: float = 10.0
     max_connections: int = 1000
 
     @classmethod
@@ -76,6 +80,7 @@ class ConnectionLimits:
             idle_s=server.timeout_keep_alive_s,
             header_s=server.header_timeout_s,
             body_s=server.body_timeout_s,
+            body_read_s=server.body_read_timeout_s,
             max_connections=server.max_connections,
         )
 
@@ -123,6 +128,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.limits: ConnectionLimits = getattr(config, "limits", None) or ConnectionLimits()
         self._read_timer: asyncio.TimerHandle | None = None
+        self._gap_timer: asyncio.TimerHandle | None = None  # between two body reads
         self._probe_timer: asyncio.Handle | None = None
         self._probe_wait = PROBE_FIRST_S
         self._rejected = False  # past max_connections: never counted, never parsed
@@ -167,17 +173,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         cycle = self.cycle
-        if (
-            self._discarding
-            or cycle is None
-            or cycle.response_complete
-            or cycle.more_body
-            or cycle.scope["http_version"] == "1.0"
-        ):
+        if self._discarding or cycle is None or cycle.response_complete or cycle.more_body:
             return None  # nothing in flight that could still complete: close
         # The request is complete and its answer under way: keep the write side open.
         cycle.keep_alive = False
-        if not cycle.response_started:
+        if not cycle.response_started and cycle.scope["http_version"] != "1.0":
             cycle.waiting_for_100_continue = False
             self._probe_timer = self.loop.call_soon(self._probe)
         return True
@@ -217,28 +217,43 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_headers = False
         super().on_headers_complete()
         self._arm(self.limits.body_s, self._body_timed_out)
+        self._arm_gap()
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm_gap()
 
     def on_message_complete(self) -> None:
         self._cancel_read_timer()
         self._in_headers, self._header_bytes = True, 0
         super().on_message_complete()
 
+    def _arm_gap(self) -> None:
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+        self._gap_timer = self.loop.call_later(self.limits.body_read_s, self._body_stalled)
+
     def _arm(self, seconds: float, callback: Callable[[], None]) -> None:
         self._cancel_read_timer()
         self._read_timer = self.loop.call_later(seconds, callback)
 
     def _cancel_read_timer(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        for timer in (self._read_timer, self._gap_timer):
+            if timer is not None:
+                timer.cancel()
+        self._read_timer = self._gap_timer = None
 
     def _headers_timed_out(self) -> None:
         self._read_timer = None
         self._time_out(f"request headers not received within {self.limits.header_s:g} s")
 
     def _body_timed_out(self) -> None:
-        self._read_timer = None
+        self._cancel_read_timer()
         self._time_out(f"request body not received within {self.limits.body_s:g} s")
+
+    def _body_stalled(self) -> None:
+        self._cancel_read_timer()
+        self._time_out(f"request body stalled: no byte for {self.limits.body_read_s:g} s")
 
     def _time_out(self, message: str) -> None:
         if self.transport.is_closing() or self._discarding:
@@ -284,6 +299,8 @@ class Listener:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            if self.only:
+                scope[LISTENER] = "admin"  # /metrics needs no key there (api.health)
             path: str = scope["path"]
             if _matches(path, self.refuse) or (self.only and not _matches(path, self.only)):
                 await _not_found(send, scope["method"], path)
@@ -304,7 +321,11 @@ async def _not_found(send: Send, method: str, path: str) -> None:
 
 class ContentLengthSend:
     """An ASGI send that holds an answer without Content-Length until its last byte, then
-    sends it with one: HTTP/1.0 has no chunked encoding (uvicorn's default for streams)."""
+    sends it with one: HTTP/1.0 has no chunked encoding (uvicorn's default for streams).
+
+    It holds at most HTTP10_MAX_BUFFER bytes: past them the client gets a 502 naming the
+    limit instead, the connection closes (HTTP/1.0 keeps none open), which the app sees as
+    the client leaving, and what the app still sends is dropped."""
 
     def __init__(self, send: Send) -> None:
         self._send = send
@@ -312,10 +333,13 @@ class ContentLengthSend:
         self._body: list[bytes] = []
         self._size = 0
         self._passthrough = False
+        self._refused = False
 
     async def __call__(self, message: Message) -> None:
         if self._passthrough:
             await self._send(message)
+        elif self._refused:
+            return
         elif message["type"] == "http.response.start":
             names = {name.lower() for name, _ in message.get("headers", ())}
             if b"content-length" in names:
@@ -327,7 +351,8 @@ class ContentLengthSend:
             chunk: bytes = message.get("body", b"")
             self._size += len(chunk)
             if self._size > HTTP10_MAX_BUFFER:
-                raise RuntimeError(f"HTTP/1.0 answer over {HTTP10_MAX_BUFFER} bytes")
+                await self._refuse()
+                return
             self._body.append(chunk)
             if not message.get("more_body", False):
                 body = b"".join(self._body)
@@ -337,6 +362,20 @@ class ContentLengthSend:
                 await self._send({"type": "http.response.body", "body": body})
         else:
             await self._send(message)
+
+    async def _refuse(self) -> None:
+        self._refused, self._body = True, []
+        log.warning("an HTTP/1.0 answer passed %d bytes: answered 502 instead", HTTP10_MAX_BUFFER)
+        error = AnswerTooLarge(
+            f"the answer passed {HTTP10_MAX_BUFFER} bytes, the most held for an HTTP/1.0 "
+            "client (which cannot be streamed to): use HTTP/1.1, or ask for less"
+        )
+        body = orjson.dumps(error.body())
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode())]  # fmt: skip
+        await self._send({"type": "http.response.start", "status": error.status,
+                          "headers": headers})  # fmt: skip
+        await self._send({"type": "http.response.body", "body": body})
 
 
 # -- running the listeners ---------------------------------------------------------------

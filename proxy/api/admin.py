@@ -11,10 +11,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from proxy.api.context import Services, authenticate_admin, pairs_of
+from proxy.api.dashboard import cookie_session
 from proxy.core.domain import Candidate, Pair, empty_score
 from proxy.core.errors import InvalidRequest, RateLimited, ServiceUnavailable
 from proxy.learning.stats import cv_band, in_window
@@ -22,7 +23,9 @@ from proxy.learning.store.base import StoreUnavailable
 from proxy.probing.prober import BudgetExhausted
 from proxy.probing.status import prober_status
 
-router = APIRouter(prefix="/admin")
+# Every admin route checks the dashboard's cookie first (async: revocations are in the
+# store); `context.admin` then takes the key or that session.
+router = APIRouter(prefix="/admin", dependencies=[Depends(cookie_session)])
 
 
 @router.get("/scores")
@@ -61,7 +64,22 @@ async def decisions(
         rows = await svc.store.recent_decisions(model, limit)
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"the decision log is unreachable: {exc}") from exc
+    rows = [r for r in rows if _configured(svc, r) and (model is None or r["model"] == model)]
     return {"decisions": rows, "count": len(rows)}
+
+
+def _configured(svc: Services, row: Any) -> bool:
+    """A decision about a configured model whose winner, candidates and attempts name its
+    configured providers. The shared log holds whatever anyone who can write under the
+    store's prefix put there (the Redis ACL of docs/redis.md limits who can)."""
+    if not isinstance(row, dict) or row.get("model") not in svc.pairs:
+        return False
+    providers = set(svc.pairs[row["model"]])
+    winner = row.get("winner")
+    if winner is not None and winner not in providers:
+        return False
+    entries = (*(row.get("candidates") or ()), *(row.get("attempts") or ()))
+    return all(isinstance(e, dict) and e.get("provider") in providers for e in entries)
 
 
 @router.get("/explain")

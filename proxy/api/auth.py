@@ -40,6 +40,8 @@ class KeySet:
         return self._digests
 
     def matches(self, token: str) -> bool:
+        if not token:
+            return False  # whatever is configured: config.key_problem refuses empty keys
         presented = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
         found = False
         for digest in self._digests or (_ABSENT,):
@@ -48,11 +50,12 @@ class KeySet:
 
 
 def bearer_token(request: Request) -> str | None:
-    """The key a client sent: ``Authorization: Bearer <key>``, else an ``api-key`` header."""
+    """The key a client sent: ``Authorization: Bearer <key>``, else an ``api-key`` header;
+    None when neither holds anything but white space (an empty key is never a key)."""
     header = request.headers.get("authorization")
     if header and header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return request.headers.get("api-key")
+        return header[7:].strip() or None
+    return (request.headers.get("api-key") or "").strip() or None
 
 
 def require_key(keys: KeySet, request: Request, what: str) -> None:

@@ -11,6 +11,7 @@ from fastapi import Request
 
 from proxy.api import session
 from proxy.api.auth import KeySet, bearer_token, require_key
+from proxy.api.session import Sessions
 from proxy.core.errors import ModelNotFound, PermissionDenied
 from proxy.learning.scoreboard import Scoreboard
 from proxy.learning.store.base import Store
@@ -43,6 +44,7 @@ class Services:
     client_keys: KeySet
     admin_keys: KeySet
     pricing: Pricing
+    sessions: Sessions
 
 
 def services(request: Request) -> Services:
@@ -67,8 +69,8 @@ def authenticate_admin(request: Request) -> Services:
     svc = services(request)
     if not svc.admin_keys:
         raise PermissionDenied("the admin API is disabled: set auth.admin_keys in the config")
-    if bearer_token(request) is None and session.from_request(request, svc.admin_keys):
-        return svc  # the dashboard's login cookie (proxy.api.session)
+    if bearer_token(request) is None and session.verified(request) is not None:
+        return svc  # the dashboard's session, checked by dashboard.cookie_session
     require_key(svc.admin_keys, request, "admin key")
     return svc
 

@@ -3,7 +3,11 @@
 
 /readyz is 200 while this replica can route: "ready", or "degraded" when the store is
 unreachable and it routes on local data. It is 503 only before the first scoreboard
-refresh, or when the refresh loop has stalled while the store is fine.
+refresh, or when the refresh loop has stalled while the store is fine. It says that word
+and nothing else: where the store is and why it failed is /admin/status's (admin key).
+
+/metrics (costs, traffic, every pair) needs the admin key, except on the admin listener
+(`server.admin_listen`, reached only by operators) or when `server.public_metrics` is set.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from proxy.api.context import services
+from proxy.api.context import authenticate_admin, services
 from proxy.telemetry.metrics import gauge
 
 if TYPE_CHECKING:
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
     from proxy.probing.prober import Prober
 
 router = APIRouter()
+# The ASGI scope key naming the listener a request came in on (proxy.server.Listener).
+LISTENER = "ttft_router.listener"
 
 
 @router.get("/healthz")
@@ -50,20 +56,16 @@ async def readyz(request: Request) -> Response:
         status, code = "stale", 503
     else:
         status, code = "ready", 200
-    body = {
-        "status": status,
-        "store": {"backend": health.backend, "ok": health.ok, "detail": health.detail},
-        "scoreboard_age_s": age,
-        "buffered_samples": len(svc.buffer),
-        "dropped_samples": svc.buffer.dropped_samples,
-    }
+    body = {"status": status}
     return Response(orjson.dumps(body), status_code=code, media_type="application/json")
 
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    registry = services(request).metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    svc = services(request)
+    if not svc.config.server.public_metrics and request.scope.get(LISTENER) != "admin":
+        authenticate_admin(request)  # 401/403 without an admin key
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 class StateCollector(Collector):

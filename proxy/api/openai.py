@@ -111,6 +111,7 @@ async def _proxy(request: Request, endpoint: Endpoint) -> DispatchResponse:
     model = body["model"]
     pairs = pairs_of(svc, model)
     policy = svc.policies.current.for_model(model)
+    policy.limits.check(body, endpoint.limited)  # n, max_tokens, top_logprobs: 400 past caps
     served_by = svc.served_by[endpoint.name]
     if served_by is not None and not served_by.intersection(pairs):
         raise InvalidRequest(
@@ -223,7 +224,7 @@ class DispatchResponse:
         started, payload = await self._dispatcher.complete(self._call)
         headers = self._response_headers(started.candidate.provider, b"application/json")
         cost = self._call.decision.cost_usd
-        if cost is not None:  # known before the body: usage x price (docs/cost.md)
+        if cost is not None and self._svc.config.server.cost_header:  # usage x price
             headers.append((b"x-ttft-router-cost-usd", f"{cost:.10f}".encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload, "more_body": False})

@@ -171,6 +171,15 @@ class UpstreamFailed(ProxyError):
     log_level = logging.WARNING
 
 
+class AnswerTooLarge(ProxyError):
+    """A provider's answer passed what the proxy holds in memory for one request."""
+
+    status = 502
+    type = "api_error"
+    code = "answer_too_large"
+    log_level = logging.WARNING
+
+
 class UpstreamTimeout(ProxyError):
     status = 504
     type = "api_error"

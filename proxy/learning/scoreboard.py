@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -44,11 +44,16 @@ class Scoreboard:
         full_every_s: float = 15.0,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        pairs: Collection[Pair] | None = None,
     ) -> None:
         """`rng` seeds each refresh's posterior draws (a seeded one replays a run); `clock`
-        is the wall clock the evidence ages by (a test's synthetic one replays it too)."""
+        is the wall clock the evidence ages by (a test's synthetic one replays it too).
+        `pairs`: the configured pairs; windows of any other pair the store holds (anyone
+        who can write under the prefix can add one) are ignored: no score, no metric label,
+        no routing. None: every pair (tests of the scoreboard alone)."""
         self._clock = clock
         self._store = store
+        self._pairs = frozenset(pairs) if pairs is not None else None
         self._policies = policies
         self.refresh_s = refresh_s
         self._full_every_s = full_every_s
@@ -81,6 +86,8 @@ class Scoreboard:
         """Pull changed windows and rescore them. Returns the number of pairs rescored.
         Raises StoreUnavailable (the snapshot stays as it was)."""
         changed = await self._store.changed_windows(self._versions)
+        if self._pairs is not None:
+            changed = {pair: w for pair, w in changed.items() if pair in self._pairs}
         cpu = time.process_time()
         now = self._clock()
         for pair, window in changed.items():

@@ -171,11 +171,12 @@ def _ruled_out(
     if price is None:
         return "price unknown, and a max price is set"
     prompt, completion = limits
+    # The request's own limit only: this text reaches the client (a 503's message), and the
+    # configured price is the operator's (docs/security.md).
     if prompt is not None and price.prompt_per_million > prompt:
-        return f"over max price: prompt {price.prompt_per_million:g} > {prompt:g} per million"
+        return f"over max price: prompt above {prompt:g} per million"
     if completion is not None and price.completion_per_million > completion:
-        return (f"over max price: completion {price.completion_per_million:g} > "
-                f"{completion:g} per million")  # fmt: skip
+        return f"over max price: completion above {completion:g} per million"
     return None
 
 

@@ -184,7 +184,7 @@ class Dispatcher:
             started = await self.start(call)
             try:
                 tap = call.meter.tap if call.meter is not None else None
-                body = await whole_body(started, call.endpoint.assemble, call.model, tap)
+                body = await whole_body(started, call.endpoint.assembly, call.model, tap)
             except UpstreamFailure as raw:
                 await started.guard.close()
                 failure = raw.redacted(self._redact)

@@ -15,11 +15,8 @@ from typing import Any
 
 import orjson
 
-from proxy.core.domain import Outcome
 from proxy.core.errors import InvalidRequest
-from proxy.serving.assemble import assemble_chat, assemble_completion, assemble_response
 from proxy.settings.config import LiteLLMProvider, OpenAIProvider
-from proxy.upstream.base import UpstreamFailure
 from proxy.upstream.sse import CHAT, RESPONSES, StreamGrammar
 
 Chunks = list[dict[str, Any]]
@@ -44,7 +41,9 @@ class Endpoint:
     streams: bool
     hedgeable: bool
     usage_in_stream: bool
-    assemble: Callable[[Chunks], dict[str, Any]]
+    assembly: str  # how a whole answer is folded from its stream (serving.assemble)
+    # (request field, the policy's cap that bounds it: policy.RequestLimits)
+    limited: tuple[tuple[str, str], ...] = ()
     serves: Callable[[ProviderConfig], bool] | None = None
     unserved_reason: str = ""
 
@@ -108,33 +107,6 @@ class Endpoint:
         return orjson.dumps(body)
 
 
-def _chat_answer(chunks: Chunks) -> dict[str, Any]:
-    _raise_on_error(chunks, CHAT)
-    return assemble_chat(chunks)
-
-
-def _completion_answer(chunks: Chunks) -> dict[str, Any]:
-    _raise_on_error(chunks, CHAT)
-    return assemble_completion(chunks)
-
-
-def _response_answer(chunks: Chunks) -> dict[str, Any]:
-    _raise_on_error(chunks, RESPONSES)
-    answer = assemble_response(chunks)
-    if answer is None:
-        raise UpstreamFailure(Outcome.STREAM_ERROR, "the stream ended without its response")
-    return answer
-
-
-def _no_answer(chunks: Chunks) -> dict[str, Any]:
-    raise UpstreamFailure(Outcome.STREAM_ERROR, "this endpoint has no streamed answer")
-
-
-def _raise_on_error(chunks: Chunks, grammar: StreamGrammar) -> None:
-    if any(grammar.is_error(chunk) for chunk in chunks):
-        raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
-
-
 def _serves_responses(config: ProviderConfig) -> bool:
     """The provider's config says it serves the Responses API (litellm: never)."""
     return isinstance(config, OpenAIProvider) and config.responses
@@ -142,20 +114,25 @@ def _serves_responses(config: ProviderConfig) -> bool:
 
 CHAT_COMPLETIONS = Endpoint(
     "chat", "/v1/chat/completions", "/chat/completions", "messages", (list,), True, CHAT,
-    streams=True, hedgeable=True, usage_in_stream=True, assemble=_chat_answer,
+    streams=True, hedgeable=True, usage_in_stream=True, assembly="chat",
+    limited=(("n", "max_n"), ("max_tokens", "max_tokens"),
+             ("max_completion_tokens", "max_tokens"), ("top_logprobs", "max_top_logprobs")),
 )  # fmt: skip
 COMPLETIONS = Endpoint(
     "completions", "/v1/completions", "/completions", "prompt", (str, list), True, CHAT,
-    streams=True, hedgeable=True, usage_in_stream=True, assemble=_completion_answer,
+    streams=True, hedgeable=True, usage_in_stream=True, assembly="completion",
+    limited=(("n", "max_n"), ("best_of", "max_n"), ("max_tokens", "max_tokens"),
+             ("logprobs", "max_top_logprobs")),
 )  # fmt: skip
 EMBEDDINGS = Endpoint(
     "embeddings", "/v1/embeddings", "/embeddings", "input", (str, list), True, CHAT,
-    streams=False, hedgeable=False, usage_in_stream=False, assemble=_no_answer,
+    streams=False, hedgeable=False, usage_in_stream=False, assembly="none",
 )  # fmt: skip
 # A Responses request may have no `input` (a stored `prompt` template, previous_response_id).
 RESPONSES_API = Endpoint(
     "responses", "/v1/responses", "/responses", "input", (str, list), False, RESPONSES,
-    streams=True, hedgeable=True, usage_in_stream=False, assemble=_response_answer,
+    streams=True, hedgeable=True, usage_in_stream=False, assembly="responses",
+    limited=(("max_output_tokens", "max_tokens"), ("top_logprobs", "max_top_logprobs")),
     serves=_serves_responses,
     unserved_reason="does not serve the Responses API (its config has responses: false)",
 )  # fmt: skip

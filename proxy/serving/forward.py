@@ -17,17 +17,12 @@ import orjson
 
 from proxy.core import requestid
 from proxy.core.domain import Attempt, Candidate, Outcome
+from proxy.serving.assemble import WholeAnswer
 from proxy.serving.metering import UsageTap
 from proxy.upstream.base import UpstreamFailure, UpstreamResponse
 from proxy.upstream.measure import AttemptClock
 from proxy.upstream.redact import Redactor
-from proxy.upstream.sse import (
-    CHAT,
-    EventSplitter,
-    StreamGrammar,
-    iter_data,
-    parse_payload,
-)
+from proxy.upstream.sse import CHAT, EventSplitter, StreamGrammar, parse_payload
 
 log = logging.getLogger("ttft_router.forward")
 
@@ -146,14 +141,12 @@ def _screen(redact: Redactor, events: bytes, may_hold_error: Callable[[bytes], b
 
 
 async def whole_body(
-    started: Started,
-    assemble: Callable[[list[dict[str, Any]]], dict[str, Any]],
-    public_model: str,
-    tap: UsageTap | None = None,
+    started: Started, assembly: str, public_model: str, tap: UsageTap | None = None
 ) -> bytes:
-    """The client's JSON answer: the upstream body renamed, or assembled from its stream by
-    the endpoint's `assemble` (which raises UpstreamFailure when the stream carries an error
-    event). `tap` (metering) is given the answer's usage."""
+    """The client's JSON answer: the upstream body renamed, or assembled from its stream
+    (`assembly`: the endpoint's, serving.assemble.WholeAnswer; UpstreamFailure when the stream
+    carries an error event, AnswerTooLarge past the byte cap). `tap` (metering) is given the
+    answer's usage."""
     if not started.upstream_stream:
         if tap is not None:
             parsed = parse_payload(started.prelude)
@@ -161,11 +154,11 @@ async def whole_body(
                 tap.note_body(parsed)
         return ModelRewrite(started.candidate.upstream_model, public_model)(started.prelude)
     assert started.chunks is not None and started.splitter is not None
-    parts = [started.prelude]
+    whole = WholeAnswer(assembly)  # folded as it arrives, within a byte cap
+    await whole.feed(started.prelude)
     async for data in started.chunks:
-        parts.append(started.splitter.feed(data))
-    chunks = [c for c in map(parse_payload, iter_data(b"".join(parts))) if c is not None]
-    answer = assemble(chunks)
+        await whole.feed(started.splitter.feed(data))
+    answer = whole.answer()
     answer["model"] = public_model
     if tap is not None:
         tap.note_body(answer)

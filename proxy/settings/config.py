@@ -8,6 +8,7 @@ policies' contents (see policy.py) and starts nothing.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -129,6 +130,9 @@ class ServerConfig(Frozen):
     body_timeout_s: float = Field(
         30.0, gt=0, description="from the end of the headers to the end of the body (408)"
     )
+    body_read_timeout_s: float = Field(
+        10.0, gt=0, description="between two reads of a request body (408): it must move"
+    )
     max_connections: int = Field(
         1000, gt=0, description="open client connections per process; past it: 503, closed"
     )
@@ -138,6 +142,14 @@ class ServerConfig(Frozen):
     admin_listen: str | None = Field(
         None, description="HOST:PORT of a separate listener for /admin and /metrics"
     )
+    public_metrics: bool = Field(
+        False, description="/metrics without the admin key on the main listener (it shows "
+        "traffic and costs of every pair)",
+    )  # fmt: skip
+    cost_header: bool = Field(
+        False, description="send x-ttft-router-cost-usd on stream=false answers (usage x "
+        "configured price: it tells clients the prices)",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _admin_listen(self) -> ServerConfig:
@@ -158,6 +170,18 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 HASHED_KEY = re.compile(r"sha256:([0-9a-fA-F]{64})")
+MIN_KEY_CHARS = 24
+# Keys that are instructions, not secrets (copied from an example, never replaced).
+_PLACEHOLDER = re.compile(
+    r"replaceme|changeme|yourkey|yourapikey|yoursecret|keyhere|secrethere|placeholder|"
+    r"insertkey|example|dummy|notasecret|xxxxxx|todo|fixme"
+)
+# The digests of an empty key and of the placeholders the project ever shipped: a hashed
+# key cannot be checked for its length, but it can be checked against these.
+_PLACEHOLDER_DIGESTS = frozenset(
+    hashlib.sha256(text.encode()).digest()
+    for text in ("", "replace-me", "changeme", "change-me", "demo-key", "demo-admin-key")
+)
 
 
 def key_digest(key: str) -> bytes:
@@ -168,28 +192,91 @@ def key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
+def key_problem(key: str) -> str | None:
+    """Why `key` must not be a client or admin key, or None. Never quotes the key."""
+    if not key.strip():
+        return "is empty (an environment variable set to nothing?)"
+    if key != key.strip():
+        return "starts or ends with white space"
+    if key.lower().startswith("sha256:"):
+        if not HASHED_KEY.fullmatch(key):
+            return "is not a hashed key: 'sha256:' and 64 hex digits"
+        if key_digest(key) in _PLACEHOLDER_DIGESTS:
+            return "is the digest of an empty or placeholder key"
+        return None
+    if len(key) < MIN_KEY_CHARS:
+        return (f"has {len(key)} characters; a key needs at least {MIN_KEY_CHARS} "
+                "(generate one: openssl rand -hex 32)")  # fmt: skip
+    if _PLACEHOLDER.search(re.sub(r"[^a-z0-9]", "", key.lower())) or len(set(key)) < 8:
+        return "looks like a placeholder, not a random key (generate one: openssl rand -hex 32)"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback address (127.0.0.0/8, ::1) or the name localhost."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class AuthConfig(Frozen):
-    """Client and admin keys. Each is the key itself or ``sha256:<64 hex digits>`` (its digest)."""
+    """Client and admin keys. Each is the key itself (at least 24 characters, not a
+    placeholder) or ``sha256:<64 hex digits>`` (its digest). Required in every config: a
+    proxy without keys serves only when `allow_unauthenticated` says so, on loopback."""
 
     api_keys: list[SecretStr] = Field(default_factory=list)
     admin_keys: list[SecretStr] = Field(default_factory=list)
     allow_unauthenticated: bool = Field(
-        False, description="serve /v1 without a key (local development only)"
+        False, description="serve /v1 without a key (local development only: loopback binds)"
     )
+    session_lifetime_s: float = Field(
+        8 * 3600.0, gt=0, le=24 * 3600.0, description="a dashboard session lasts this long"
+    )
+    session_cookie_secure: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="the dashboard cookie's Secure flag (and __Host- name): auto: when the "
+        "request came over https; always: TLS ends at a load balancer in front",
+    )
+
+    @field_validator("api_keys", "admin_keys")
+    @classmethod
+    def _usable_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(keys):
+            problem = key_problem(key.get_secret_value())
+            if problem is not None:
+                raise ValueError(f"the key at index {index} {problem}")
+        return keys
 
     @model_validator(mode="after")
     def _some_key(self) -> AuthConfig:
-        for field in ("api_keys", "admin_keys"):
-            for key in getattr(self, field):
-                value = key.get_secret_value()
-                if value.lower().startswith("sha256:") and not HASHED_KEY.fullmatch(value):
-                    raise ValueError(f"auth.{field}: a hashed key is 'sha256:' and 64 hex digits")
         if not self.api_keys and not self.allow_unauthenticated:
             raise ValueError(
                 "auth.api_keys is empty: list at least one client key "
                 "or set auth.allow_unauthenticated: true"
             )
+        client = {key_digest(k.get_secret_value()) for k in self.api_keys}
+        if any(key_digest(k.get_secret_value()) in client for k in self.admin_keys):
+            raise ValueError("auth.admin_keys and auth.api_keys share a key: an admin key "
+                             "must not be a client key")  # fmt: skip
         return self
+
+    @property
+    def is_open(self) -> bool:
+        """/v1 is served without a key."""
+        return self.allow_unauthenticated and not self.api_keys
+
+
+def check_bind(auth: AuthConfig, host: str) -> None:
+    """Raise ValueError when /v1 would be served without a key on a non-loopback `host`."""
+    if auth.is_open and not is_loopback(host):
+        raise ValueError(
+            f"auth.allow_unauthenticated: refused on host {host!r}, which is not a loopback "
+            "address: anyone who reaches it would spend your providers' keys; list "
+            "auth.api_keys, or bind to 127.0.0.1"
+        )
 
 
 class MemoryStoreConfig(Frozen):
@@ -324,7 +411,7 @@ class TelemetryConfig(Frozen):
 
 class Config(Frozen):
     server: ServerConfig = ServerConfig()
-    auth: AuthConfig = AuthConfig(allow_unauthenticated=True)
+    auth: AuthConfig
     store: Store = MemoryStoreConfig()
     buffer: BufferConfig = BufferConfig()
     scoreboard: ScoreboardConfig = ScoreboardConfig()
@@ -337,6 +424,21 @@ class Config(Frozen):
         default_factory=list, description="policy files, relative to this file"
     )
     source: Path | None = Field(None, exclude=True, description="set by load_config")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auth_given(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("auth") is None:
+            raise ValueError(
+                "auth: required: list client keys in auth.api_keys (and admin keys in "
+                "auth.admin_keys), or set auth.allow_unauthenticated: true (loopback only)"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _bound_safely(self) -> Config:
+        check_bind(self.auth, self.server.host)
+        return self
 
     @model_validator(mode="after")
     def _providers_known(self) -> Config:

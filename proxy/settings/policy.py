@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import Field, ValidationError, model_validator
 
-from proxy.core.errors import ConfigError
+from proxy.core.errors import ConfigError, InvalidRequest
 from proxy.settings.config import Config, Frozen, format_validation_error, load_config, read_yaml
 
 log = logging.getLogger("ttft_router.policy")
@@ -186,6 +186,40 @@ class Affinity(Frozen):
     max_keys: int = Field(100_000, ge=1, le=10_000_000, description="per replica, oldest go")
 
 
+# kind -> (a request field, the RequestLimits cap that bounds it); `logprobs` is a count only
+# in text completions (in chat it is a boolean, and top_logprobs the count).
+class RequestLimits(Frozen):
+    """What one request may ask for: each answer is held whole for a stream=false client and
+    costs the operator's account. Checked before routing; past a cap: 400 naming the field.
+    null: no cap."""
+
+    max_n: int | None = Field(4, ge=1, description="choices per request (n, best_of)")
+    max_tokens: int | None = Field(
+        32768, ge=1, description="max_tokens, max_completion_tokens, max_output_tokens"
+    )
+    max_top_logprobs: int | None = Field(
+        5, ge=0, description="top_logprobs (chat, responses), logprobs (text completions)"
+    )
+
+    def check(self, body: Mapping[str, Any], fields: Iterable[tuple[str, str]]) -> None:
+        """Raise InvalidRequest (param: the field) for a value that is not a whole number
+        or is above its cap. `fields`: (request field, the cap of this model that bounds it),
+        as the endpoint says (serving.endpoint)."""
+        for name, cap_name in fields:
+            value = body.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidRequest(f"'{name}' must be a whole number", param=name)
+            cap: int | None = getattr(self, cap_name)
+            if cap is not None and value > cap:
+                raise InvalidRequest(
+                    f"'{name}' is {value}, above this proxy's limit of {cap} for this model "
+                    f"(policy limits.{cap_name})",
+                    param=name,
+                )
+
+
 class ModelPolicy(Frozen):
     mode: Literal["best", "weighted"] = "best"
     objective: Literal["p50", "p90", "p95", "p99", "tail_mean", "expected"] = Field(
@@ -232,6 +266,7 @@ class ModelPolicy(Frozen):
         description="the request controls clients may use for this model",
     )
     affinity: Affinity = Affinity()
+    limits: RequestLimits = RequestLimits()
 
     @model_validator(mode="after")
     def _window_holds_proof(self) -> ModelPolicy:

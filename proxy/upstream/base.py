@@ -17,8 +17,14 @@ from proxy.core.domain import Outcome
 from proxy.core.errors import TtftRouterError
 from proxy.upstream.redact import Redactor
 
-# Bytes of a provider's error body kept (what a message is looked for in).
+# Bytes of a provider's error body kept (what a message is looked for in), and read: more
+# than kept, so that a secret across the cut is redacted before the cut.
 MAX_ERROR_BODY = 4096
+MAX_ERROR_READ = 2 * MAX_ERROR_BODY
+# Bytes of one answer held in memory: a stream=false answer (its stream, or its body) and
+# one server-sent event; past them, the answer is refused (502 answer_too_large).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+MAX_EVENT_BYTES = MAX_ANSWER_BYTES
 
 
 class UpstreamFailure(TtftRouterError):
@@ -47,7 +53,7 @@ class UpstreamFailure(TtftRouterError):
     def redacted(self, redact: Redactor) -> UpstreamFailure:
         """A copy whose message and body others may read (see proxy.upstream.redact): secrets go
         before the text is cut, so no part of a secret is left at the cut."""
-        body = redact.bytes(self.body[:MAX_ERROR_BODY])
+        body = redact.bytes(self.body)[:MAX_ERROR_BODY]
         return UpstreamFailure(
             self.outcome, redact.provider_text(self.message), status=self.status,
             retry_after_s=self.retry_after_s, body=body,
@@ -104,12 +110,12 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def status_failure(status: int, body: bytes, retry_after: str | None) -> UpstreamFailure:
-    # The whole text: it is redacted, then cut, where it is handled (`redacted`).
-    text = body[:MAX_ERROR_BODY].decode("utf-8", "replace").strip()
+    # The whole text read: it is redacted, then cut, where it is handled (`redacted`).
+    text = body[:MAX_ERROR_READ].decode("utf-8", "replace").strip()
     return UpstreamFailure(
         outcome_for_status(status),
         f"HTTP {status}: {text}" if text else f"HTTP {status}",
         status=status,
         retry_after_s=parse_retry_after(retry_after),
-        body=body[:MAX_ERROR_BODY],
+        body=body[:MAX_ERROR_READ],
     )

@@ -18,6 +18,7 @@ litellm merges into the provider's JSON, never into a URL or a header) when the 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import time
@@ -28,9 +29,10 @@ from typing import Any
 import orjson
 
 from proxy.core.domain import Outcome
-from proxy.settings.config import LiteLLMProvider
+from proxy.core.errors import ConfigError
+from proxy.settings.config import Config, LiteLLMProvider
 from proxy.upstream.base import (
-    MAX_ERROR_BODY,
+    MAX_ERROR_READ,
     UpstreamFailure,
     outcome_for_status,
     parse_retry_after,
@@ -75,6 +77,20 @@ def _litellm() -> Any:
     return module
 
 
+def require_litellm(config: Config) -> None:
+    """Raise ConfigError when the config needs litellm (a `kind: litellm` provider, or
+    `prober.litellm_prices`) and this install lacks it (the `litellm` extra)."""
+    users = [f"providers.{name}" for name, provider in config.providers.items()
+             if isinstance(provider, LiteLLMProvider)]  # fmt: skip
+    if config.prober.litellm_prices:
+        users.append("prober.litellm_prices")
+    if users and importlib.util.find_spec("litellm") is None:
+        raise ConfigError(
+            f"{', '.join(users)}: needs litellm, which this install lacks: pip install "
+            "'ttft-router[litellm]' (the image: docker build --build-arg WITH_LITELLM=true)"
+        )
+
+
 def preload_litellm() -> None:
     """Import litellm now (the app's start-up, when a litellm provider is configured), so
     that no request waits for the import and no TTFT sample includes it."""
@@ -100,6 +116,11 @@ class LiteLLMResponse:
 
     async def read(self) -> bytes:
         return orjson.dumps(_as_dict(self._result))
+
+
+# Distinct names of dropped request fields remembered (to log each once): clients choose
+# the names, so the memory of them is capped.
+MAX_DROPPED_NAMES = 256
 
 
 class LiteLLMUpstream:
@@ -140,15 +161,23 @@ class LiteLLMUpstream:
         if unknown and self._config.forward_unknown_fields:
             request["extra_body"] = unknown
         elif unknown:
-            new = sorted(set(unknown) - self._dropped_seen)
-            if new:
-                self._dropped_seen.update(new)
-                log.warning(
-                    "provider %s (kind litellm): request fields %s are not OpenAI parameters "
-                    "and were not sent (set forward_unknown_fields to send them as body)",
-                    self.name, ", ".join(repr(k[:64]) for k in new[:10]),
-                )  # fmt: skip
+            self._log_dropped(unknown)
         return request
+
+    def _log_dropped(self, unknown: dict[str, Any]) -> None:
+        """Log each dropped field name once, remembering at most MAX_DROPPED_NAMES (of at
+        most 64 characters each)."""
+        room = MAX_DROPPED_NAMES - len(self._dropped_seen)
+        new = sorted({k[:64] for k in unknown} - self._dropped_seen)[: max(room, 0)]
+        if not new:
+            return
+        self._dropped_seen.update(new)
+        log.warning(
+            "provider %s (kind litellm): request fields %s are not OpenAI parameters "
+            "and were not sent (set forward_unknown_fields to send them as body)%s",
+            self.name, ", ".join(map(repr, new[:10])),
+            "; no further names are listed" if len(new) == room else "",
+        )  # fmt: skip
 
     def _kwargs(self) -> dict[str, Any]:
         c = self._config
@@ -181,7 +210,7 @@ def _translate(exc: Exception) -> UpstreamFailure:
     with litellm). The text is the provider's: redacted by whoever shows it."""
     litellm = _litellm()
     status = getattr(exc, "status_code", None)
-    message = str(exc)[:MAX_ERROR_BODY]
+    message = str(exc)[:MAX_ERROR_READ]  # redacted, then cut, by whoever shows it
     name = type(exc).__name__
     if isinstance(exc, litellm.Timeout | TimeoutError):
         return UpstreamFailure(Outcome.TIMEOUT, f"timed out: {message}")

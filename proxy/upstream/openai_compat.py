@@ -15,8 +15,15 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from proxy.core.domain import Outcome
+from proxy.core.errors import AnswerTooLarge
 from proxy.settings.config import OpenAIProvider
-from proxy.upstream.base import UpstreamFailure, status_failure
+from proxy.upstream.base import (
+    MAX_ANSWER_BYTES,
+    MAX_ERROR_READ,
+    UpstreamFailure,
+    outcome_for_status,
+    status_failure,
+)
 
 
 def make_session() -> aiohttp.ClientSession:
@@ -38,10 +45,30 @@ class AiohttpResponse:
         return _Chunks(self._response.content)
 
     async def read(self) -> bytes:
-        try:
-            return await self._response.read()
-        except (aiohttp.ClientError, OSError) as exc:
-            raise _translate(exc) from exc
+        """The whole body, at most MAX_ANSWER_BYTES of it (AnswerTooLarge past them)."""
+        body = await _read_at_most(self._response, MAX_ANSWER_BYTES + 1)
+        if len(body) > MAX_ANSWER_BYTES:
+            raise AnswerTooLarge(
+                f"the provider's answer passed {MAX_ANSWER_BYTES} bytes, the most a "
+                "stream=false answer may hold: ask for less or stream it"
+            )
+        return body
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to `limit` bytes (the rest is not read: leaving drops the connection)."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while size < limit:
+            data = await response.content.read(limit - size)
+            if not data:
+                break
+            parts.append(data)
+            size += len(data)
+    except (aiohttp.ClientError, OSError) as exc:
+        raise _translate(exc) from exc
+    return b"".join(parts)
 
 
 class _Chunks:
@@ -117,16 +144,27 @@ class _Opening:
 
     async def __aenter__(self) -> AiohttpResponse:
         try:
+            # Never follow a redirect: the configured headers (a provider's key in
+            # `x-api-key`, `api-key`...) would go wherever a 3xx points.
             response = await self._session.post(
-                self._url, data=self._body, headers=self._headers, timeout=self._timeout
-            )
+                self._url, data=self._body, headers=self._headers, timeout=self._timeout,
+                allow_redirects=False,
+            )  # fmt: skip
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _translate(exc) from exc
         self._response = response
+        if 300 <= response.status < 400:
+            self._finish()
+            raise UpstreamFailure(
+                outcome_for_status(response.status),
+                f"HTTP {response.status}: a redirect (to {response.headers.get('Location')!r}), "
+                "not followed: set the provider's base_url to where it points",
+                status=response.status,
+            )
         if response.status >= 300:
             try:
-                error_body = await response.read()
-            except (TimeoutError, aiohttp.ClientError, OSError):
+                error_body = await _read_at_most(response, MAX_ERROR_READ)
+            except (TimeoutError, UpstreamFailure):
                 error_body = b""
             finally:
                 self._finish()

@@ -11,10 +11,14 @@ provider text into something another party reads. No I/O.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import quote, quote_plus, unquote, urlsplit
+
+import orjson
 
 from proxy.settings.config import Config, LiteLLMProvider, RedisStoreConfig
 
@@ -30,21 +34,59 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # header or parameter names that carry credentials, in JSON, headers or query strings
     (
         re.compile(
-            r"(?i)\b((?:x-)?api[_-]?key|x-goog-api-key|authorization|access[_-]?token|"
-            r"secret[_-]?access[_-]?key|client[_-]?secret|password|passwd|token)"
+            r"(?i)\b((?:x-)?api[_-]?key|x-goog-api-key|authorization|(?:access|refresh|id|"
+            r"auth|api|session|bearer)[_-]?token|secret[_-]?access[_-]?key|client[_-]?secret|"
+            r"password|passwd)"
             r"(\\?[\"']?\s*[:=]\s*\\?[\"']?)(?!\[redacted\])[^\s\"'\\,;&}]+"
         ),
         r"\1\2" + REDACTED,
     ),
+    # a bare "token" only as a key (`"token": "..."`, `token=...`), not English ("first token: x")
+    (
+        re.compile(r"(?i)(\"token\\?\"\s*:\s*\\?\"|\btoken=)(?!\[redacted\])[^\s\"'\\,;&}]+"),
+        r"\1" + REDACTED,
+    ),
     # OpenAI-style and similar key formats
     (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_-]{6,}"), r"\1-" + REDACTED),
-    (re.compile(r"\bAKIA[0-9A-Z]{16}\b"), REDACTED),  # AWS access key id
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),  # AWS access key ids
     (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), REDACTED),  # Google API key
+    (re.compile(r"\bya29\.[0-9A-Za-z_-]{10,}"), REDACTED),  # Google OAuth access token
+    # a JWT: base64url header and payload (both JSON objects: "eyJ"), then the signature
+    (re.compile(r"\beyJ[A-Za-z0-9_-]{6,}\.eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*"), REDACTED),
+    # an Azure SAS (or any signed URL's) signature parameter
+    (
+        re.compile(r"(?i)([?&]|\b)(sig|signature|x-amz-signature)=[^&\s\"'\\]+"),
+        r"\1\2=" + REDACTED,
+    ),
     # credentials in a URL: scheme://user:password@host
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1" + REDACTED + "@"),
 )
 # An IPv4 address with an optional port, or Python's ('1.2.3.4', 5678) tuple form.
 _ADDRESS = re.compile(r"\(?'?\b\d{1,3}(?:\.\d{1,3}){3}\b'?(?:(?::|,\s*)\d{1,5})?\)?")
+# Candidates for IPv6 addresses (checked with ipaddress before they are replaced).
+_IPV6 = re.compile(
+    r"\[?(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f.]{0,15}(?:%\w+)?(?![\w:])\]?"
+    r"(?::\d{1,5})?"
+)
+_HOSTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # the host of any URL
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?!<)[^/\s:@\"'<>\\]+"), r"\1<host>"),
+    # host names of private networks and clusters
+    (
+        re.compile(
+            r"(?i)\b(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+(?:internal|local|localdomain|"
+            r"lan|corp|home|intranet|svc|cluster\.local)\b(?::\d{1,5})?"
+        ),
+        "<host>",
+    ),
+    # host:port, and localhost
+    (
+        re.compile(r"(?i)\b(?:[a-z0-9-]+\.)+[a-z][a-z0-9-]*:\d{2,5}\b|\blocalhost(?::\d{1,5})?\b"),
+        "<address>",
+    ),
+)
+_ESCAPED = re.compile(r"\\u([0-9A-Fa-f]{4})|\\/")
+_ERROR_TYPES = frozenset(("error", "response.failed"))
 
 
 class Redactor:
@@ -54,17 +96,28 @@ class Redactor:
         self, secrets: Iterable[str], addresses: Mapping[str, str], *, hide_ips: bool = True
     ) -> None:
         """`secrets`: literal values never to show; `addresses`: "host:port" or "host" ->
-        the name to show instead (a provider's name); `hide_ips`: replace every other IPv4
-        address too (for text others read; the operator's own log keeps them)."""
-        literal = {s for s in secrets if len(s) >= MIN_SECRET_LEN}
+        the name to show instead (a provider's name); `hide_ips`: replace every other IP
+        address and host name too (for text others read; the operator's own log keeps them)."""
+        literal = {form for s in secrets if len(s) >= MIN_SECRET_LEN for form in _forms(s)}
         # longest first, so that a secret containing another is removed whole
         self._secrets = sorted(literal, key=len, reverse=True)
         self._addresses = sorted(addresses.items(), key=lambda kv: len(kv[0]), reverse=True)
         self._hide_ips = hide_ips
 
     def __call__(self, text: str) -> str:
+        """`text` without secrets (also where they are URL-encoded or JSON-escaped: when its
+        decoded form shows one, the decoded form is what is returned, redacted)."""
         if not text:
             return text
+        cleaned = self._redact(text)
+        decoded = _decoded(cleaned)
+        if decoded != cleaned:
+            again = self._redact(decoded)
+            if again != decoded:
+                return again
+        return cleaned
+
+    def _redact(self, text: str) -> str:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
@@ -73,7 +126,14 @@ class Redactor:
                 text = text.replace(address, name)
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
-        return _ADDRESS.sub("<address>", text) if self._hide_ips else text
+        if not self._hide_ips:
+            return text
+        text = _ADDRESS.sub("<address>", text)
+        if ":" in text:
+            text = _IPV6.sub(_ipv6_or_same, text)
+        for pattern, replacement in _HOSTS:
+            text = pattern.sub(replacement, text)
+        return text
 
     def provider_text(self, text: str) -> str:
         """A provider's message as others may read it: redacted, then cut to a length."""
@@ -82,9 +142,84 @@ class Redactor:
             cleaned = cleaned[:MAX_PROVIDER_TEXT] + "..."
         return cleaned
 
+    def _event(self, block: bytes) -> bytes:
+        lines = block.split(b"\n")
+        data = [line[5:].lstrip(b" ") for line in lines if line.startswith(b"data:")]
+        if not data or data == [b"[DONE]"]:
+            return block
+        payload = b"\n".join(data)
+        try:
+            value = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return self(block.decode("utf-8", "replace")).encode()  # not JSON: as text
+        if not _is_error(value):
+            return block
+        other = [line for line in lines if not line.startswith(b"data:")]
+        return b"\n".join([*other, b"data: " + orjson.dumps(self._json(value))])
+
+    def _body(self, data: bytes) -> bytes:
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return self(data.decode("utf-8", "replace")).encode()
+        return orjson.dumps(self._json(value))
+
+    def _json(self, value: Any) -> Any:
+        """Every string of a JSON value redacted (keys and values)."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, list):
+            return [self._json(v) for v in value]
+        if isinstance(value, dict):
+            return {self(k): self._json(v) for k, v in value.items()}
+        return value
+
     def bytes(self, data: bytes) -> bytes:
-        """`self` over UTF-8 bytes (an SSE error event relayed to a client)."""
-        return self(data.decode("utf-8", "replace")).encode()
+        """`data` as others may read it: server-sent events, or one body (JSON or text).
+
+        Of events, only a provider's error events are rewritten (the others, content with a
+        token "error" among them, pass byte for byte). A JSON value has each of its strings
+        redacted decoded, so no escape hides a secret, and is serialised again."""
+        if data.startswith((b"data:", b"event:", b":")):
+            return b"\n\n".join(self._event(block) for block in data.split(b"\n\n"))
+        return self._body(data)
+
+
+def _forms(secret: str) -> set[str]:
+    """A secret as it may be written: itself, JSON-escaped, URL-encoded."""
+    escaped = orjson.dumps(secret).decode()[1:-1]
+    return {secret, escaped, escaped.replace("/", "\\/"), quote(secret, safe=""),
+            quote_plus(secret, safe="")}  # fmt: skip
+
+
+def _decoded(text: str) -> str:
+    """`text` with URL escapes and JSON's \\uXXXX and \\/ escapes decoded."""
+    if "%" in text:
+        text = unquote(text)
+    if "\\" in text:
+        text = _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)) if m.group(1) else "/", text)
+    return text
+
+
+def _ipv6_or_same(match: re.Match[str]) -> str:
+    """`<address>` for a real IPv6 address (bracketed, maybe with a port), else the text."""
+    candidate = match.group(0)
+    host = candidate.lstrip("[").split("]")[0]
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return candidate
+    return "<address>"
+
+
+def _is_error(value: Any) -> bool:
+    """A provider's error object: chat's `{"error": ...}` (no choices), vLLM's
+    `{"object": "error"}`, the Responses API's `error` and `response.failed` events."""
+    if not isinstance(value, dict):
+        return False
+    if value.get("error") is not None and not value.get("choices"):
+        return True
+    return value.get("object") == "error" or value.get("type") in _ERROR_TYPES
 
 
 def address_names(urls: Mapping[str, str]) -> dict[str, str]:

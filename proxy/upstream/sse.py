@@ -16,6 +16,9 @@ from typing import Any
 
 import orjson
 
+from proxy.core.domain import Outcome
+from proxy.upstream.base import MAX_EVENT_BYTES, UpstreamFailure
+
 DONE = b"[DONE]"
 
 
@@ -25,50 +28,82 @@ class EventSplitter:
     `feed(data)` returns the bytes of every event completed by `data`, each block still
     ending in its blank line, so that they can be forwarded as they are; an incomplete
     tail is kept for the next call. CRLF framing is normalised to LF.
+
+    Linear in the bytes fed: an incomplete tail grows in place and only its new bytes are
+    searched for the blank line, so a large event arriving in many reads costs one pass, not
+    one per read. A tail past `max_event_bytes` raises UpstreamFailure (a provider sending
+    one endless event must not fill the memory).
     """
 
-    __slots__ = ("_buffer", "_crlf")
+    __slots__ = ("_buffer", "_crlf", "max_event_bytes")
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        self._buffer = bytearray()
         self._crlf: bool | None = None
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, data: bytes) -> bytes:
         """All complete events so far, concatenated (b"" if none completed yet)."""
         if self._crlf is None and data:
-            self._crlf = b"\r\n" in data
+            self._crlf = b"\r" in data
         if self._crlf:
-            data = data.replace(b"\r\n", b"\n")
-        buffer = self._buffer + data if self._buffer else data
-        if buffer.endswith(b"\n\n"):  # the usual read: whole events, nothing to copy
-            self._buffer = b""
-            return buffer
-        end = buffer.rfind(b"\n\n")
+            data = self._normalised(data)
+        buffer = self._buffer
+        if not buffer:
+            if data.endswith(b"\n\n"):  # the usual read: whole events, nothing to copy
+                return data
+            end = data.rfind(b"\n\n")
+            buffer += data[end + 2 :] if end >= 0 else data
+            self._check_size()
+            return data[: end + 2] if end >= 0 else b""
+        start = len(buffer) - 1  # a blank line may straddle the old tail and `data`
+        buffer += data
+        end = buffer.rfind(b"\n\n", start)
         if end < 0:
-            self._buffer = buffer
+            self._check_size()
             return b""
-        self._buffer = buffer[end + 2 :]
-        return buffer[: end + 2]
+        events = bytes(buffer[: end + 2])
+        del buffer[: end + 2]
+        return events
+
+    def _normalised(self, data: bytes) -> bytes:
+        """CRLF -> LF, with a CR that ends one read joined to the LF that starts the next."""
+        if self._buffer.endswith(b"\r") and data.startswith(b"\n"):
+            del self._buffer[-1]
+        return data.replace(b"\r\n", b"\n")
+
+    def _check_size(self) -> None:
+        if len(self._buffer) > self.max_event_bytes:
+            size = len(self._buffer)
+            self._buffer = bytearray()
+            raise UpstreamFailure(
+                Outcome.STREAM_ERROR,
+                f"an event of more than {self.max_event_bytes} bytes (at {size} without its "
+                "end): refused, the limit of one server-sent event",
+            )
 
     @property
     def pending(self) -> bytes:
         """An incomplete event left when the stream ended (normally empty)."""
-        return self._buffer
+        return bytes(self._buffer)
 
 
 def iter_data(events: bytes) -> list[bytes]:
     """The `data:` payload of each event in a block of whole events (comments skipped)."""
     out = []
     for block in events.split(b"\n\n"):
-        if not block:
-            continue
-        if block.startswith(b"data: ") and b"\n" not in block:  # the usual one-line event
-            out.append(block[6:])
-            continue
-        lines = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
-        if lines:
-            out.append(b"\n".join(lines))
+        payload = data_of(block)
+        if payload is not None:
+            out.append(payload)
     return out
+
+
+def data_of(block: bytes) -> bytes | None:
+    """The `data:` payload of one event (its lines joined), None when it has none."""
+    if block.startswith(b"data: ") and b"\n" not in block:  # the usual one-line event
+        return block[6:]
+    lines = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None
 
 
 def parse_payload(payload: bytes) -> dict[str, Any] | None:

@@ -23,8 +23,8 @@ from proxy.simulator import Market, Scenario
 from tests.fakes.scripted import ScriptedProvider
 from tests.helpers import serve_app, wait_until
 
-CLIENT_KEY = "test-client-key"
-ADMIN_KEY = "test-admin-key"
+CLIENT_KEY = "test-client-key-0123456789abcdef"
+ADMIN_KEY = "test-admin-key-fedcba9876543210"
 
 
 @dataclass

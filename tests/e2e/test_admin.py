@@ -82,26 +82,29 @@ async def test_keys_configured_as_sha256_digests() -> None:
     def digest(key: str) -> str:
         return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
+    hashed_client, plain_client = "hashed-client-key-0123456789", "plain-client-key-0123456789"
+    hashed_admin = "hashed-admin-key-0123456789"
+
     async with Market(scenario({"p": {"m-p": FAST}})) as market:
         config = config_for(
             market,
             {"m": {"p": "m-p"}},
             auth={
-                "api_keys": [digest("hashed-client"), "plain-client"],
-                "admin_keys": [digest("hashed-admin")],
+                "api_keys": [digest(hashed_client), plain_client],
+                "admin_keys": [digest(hashed_admin)],
             },
         )
         async with running_proxy(config) as proxy, httpx.AsyncClient(base_url=proxy.url) as h:
-            for key in ("hashed-client", "plain-client"):
+            for key in (hashed_client, plain_client):
                 ok = await proxy.client(api_key=key).chat.completions.create(model="m", messages=HI)
                 assert ok.choices[0].message.content
             body = {"model": "m", "messages": HI}
-            for key in (digest("hashed-client"), "hashed-admin", "plain"):
+            for key in (digest(hashed_client), hashed_admin, "plain-client-key"):
                 r = await h.post(
                     "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
                 )
                 assert r.status_code == 401 and r.json()["error"]["message"] == "invalid API key"
-            admin = {"Authorization": "Bearer hashed-admin"}
+            admin = {"Authorization": "Bearer hashed-admin-key-0123456789"}
             assert (await h.get("/admin/scores", headers=admin)).status_code == 200
-            client = {"Authorization": "Bearer hashed-client"}
+            client = {"Authorization": "Bearer hashed-client-key-0123456789"}
             assert (await h.get("/admin/scores", headers=client)).status_code == 401

@@ -121,9 +121,9 @@ async def test_embeddings_and_models_list() -> None:
         assert len(result.data) == 2 and result.model == "chat-model"
         models = await client.models.list()
         assert [m.id for m in models.data] == ["chat-model"]
-        async with httpx.AsyncClient(base_url=proxy.url) as http:
+        async with proxy.admin() as http:
             ready = await wait_until(lambda: _ready(http), timeout=5)
-            assert ready["status"] == "ready"
+            assert ready == {"status": "ready"}
             metrics = (await http.get("/metrics")).text
             assert (
                 'ttft_router_attempts_total{model="chat-model",outcome="ok",provider="solo"}'

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from proxy.core.domain import Pair
+from proxy.settings.config import ServerConfig
 from proxy.simulator import Market
 from tests.e2e.conftest import Proxy, config_for, policy_file, running_proxy, scenario
 from tests.helpers import wait_until
@@ -35,7 +36,8 @@ def config(m: Market, tmp_path: Path, policy: str, prices: dict[str, tuple[float
         for name, entry in m.provider_configs().items() if name in prices
     }  # fmt: skip
     return config_for(m, {"m": {p: "org/M-1" for p in m.providers}}, extra_providers=providers,
-                      policy_file=policy_file(tmp_path, policy))  # fmt: skip
+                      policy_file=policy_file(tmp_path, policy),
+                      server={"cost_header": True})  # fmt: skip
 
 
 def expected_usd(prompt: int, completion: int) -> float:
@@ -179,3 +181,17 @@ async def test_the_cost_objective_cheaper_under_the_ceiling_faster_above_it(
             decision = await last_decision(proxy, 23)
             assert decision["controls"] == [
                 "cost objective: no pair's p50 under 0.0001 s, the fastest"]  # fmt: skip
+
+
+async def test_the_cost_header_is_off_unless_the_operator_turns_it_on(tmp_path: Path) -> None:
+    """It is usage x the configured price: with the token counts, a client reads the price."""
+    async with market(a=0.01) as m:
+        quiet = config(m, tmp_path, "defaults: {}", {"a": (1.0, 2.0)}).model_copy(
+            update={"server": ServerConfig()}
+        )
+        async with running_proxy(quiet) as proxy:
+            raw = await proxy.client().chat.completions.with_raw_response.create(
+                model="m", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert "x-ttft-router-cost-usd" not in raw.headers
+            assert (await last_decision(proxy, 1))["cost_usd"] > 0  # the operator still sees it

@@ -16,19 +16,24 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
+from aiohttp import web
 
+from proxy.api import session
 from proxy.app import create_app
 from proxy.core.domain import Outcome, Sample, Source
-from proxy.demo import ADMIN_KEY, CLIENT_KEY, MISSION_MODELS, demo_policies, mission_config
+from proxy.demo import MISSION_MODELS, DemoKeys, demo_policies, mission_config
 from proxy.simulator import Market, load_scenario
 from tests.e2e.conftest import Proxy
+from tests.fakes.scripted import serving
 from tests.helpers import serve_app, wait_until
 
 TIME_SCALE = 0.02  # cold starts of 10-90 s become 0.2-1.8 s
 REQUESTS = 150  # enough for every pair to get samples (unproven pairs are measured first)
 MARKER = "browser-check-1"
+KEYS = DemoKeys.random()
 
 
 def chromium_or_skip() -> str:
@@ -61,7 +66,7 @@ async def send_traffic(proxy: Proxy, count: int, concurrency: int = 8) -> None:
 def demo_client(proxy: Proxy, **kw: Any) -> openai.AsyncOpenAI:
     """A client with the demo config's key (proxy.demo.mission_config)."""
     return openai.AsyncOpenAI(
-        base_url=proxy.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30, **kw
+        base_url=proxy.url + "/v1", api_key=KEYS.client, max_retries=0, timeout=30, **kw
     )
 
 
@@ -85,7 +90,11 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
 
     scenario = load_scenario(str(resources.files("proxy") / "scenarios" / "mission.yaml"))
     async with Market(scenario.with_time_scale(TIME_SCALE)) as market:
-        app = create_app(mission_config(market, 0), demo_policies(TIME_SCALE))
+        config = mission_config(market, 0, KEYS)
+        # as behind a TLS-terminating balancer: the __Host- cookie, Secure (Chromium keeps
+        # Secure cookies of http://127.0.0.1, a potentially trustworthy origin)
+        secure = config.auth.model_copy(update={"session_cookie_secure": "always"})
+        app = create_app(config.model_copy(update={"auth": secure}), demo_policies(TIME_SCALE))
         async with serve_app(app) as url:
             proxy = Proxy(url, app)
             await send_traffic(proxy, REQUESTS)
@@ -108,10 +117,10 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
                     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
                     await page.goto(url + "/dashboard")
                     assert await page.title() == "ttft-router: sign in"
-                    await page.fill("#key", ADMIN_KEY)
+                    await page.fill("#key", KEYS.admin)
                     await page.click("#login")
                     await page.wait_for_selector(".uplot canvas", timeout=15_000)
-                    assert "key" not in page.url and ADMIN_KEY not in page.url
+                    assert "key" not in page.url and KEYS.admin not in page.url
 
                     # every pair: a row in its model's table and two drawn charts
                     for model, provider in pairs:
@@ -142,9 +151,56 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
                     shot = tmp_path / "dashboard.png"
                     await page.screenshot(path=str(shot), full_page=True)
                     assert shot.stat().st_size > 20_000
+
+                    seen = len(problems)
+                    await check_the_session(page, proxy)
+                    # the attack's requests, refused; a poll caught by the sign-out: 401
+                    later, problems[seen:] = problems[seen:], []
+                    attack = [p for p in later if "/admin/policy/reload" in p]
+                    assert attack and all("status of 403" in p for p in attack), later
+                    assert all("status of 401" in p for p in later if p not in attack), later
                 finally:
                     await browser.close()
             assert problems == [], problems
+
+
+async def check_the_session(page: Any, proxy: Proxy) -> None:
+    """The session cookie as the browser holds it; a page of another port of the same host
+    (same site: SameSite=Strict sends the cookie along) cannot make the dashboard's session
+    reload the policy; signing out revokes the session on the server."""
+    cookies = {c["name"]: c for c in await page.context.cookies()}
+    cookie = cookies[session.SECURE_COOKIE]
+    assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert cookie["path"] == "/" and session.COOKIE not in cookies
+    before = proxy.services.policies.last_reload_at
+
+    async def attack(request: web.Request) -> web.Response:
+        return web.Response(text=ATTACK.replace("PROXY", proxy.url), content_type="text/html")
+
+    async with serving(attack, "/", method="GET") as evil_url:
+        await page.goto(evil_url + "/")
+        await page.wait_for_function("document.title === 'sent'", timeout=10_000)
+    assert proxy.services.policies.last_reload_at == before  # refused: no reload happened
+    await page.goto(proxy.url + "/dashboard")  # still signed in
+    await page.click("#logout")
+    await page.wait_for_selector("#key", timeout=10_000)  # the login form again
+    replay = {session.SECURE_COOKIE: cookie["value"]}
+    async with httpx.AsyncClient(base_url=proxy.url, cookies=replay) as stolen:
+        assert (await stolen.get("/admin/status")).status_code == 401
+
+
+# A page of another origin (another port of 127.0.0.1) posting to the dashboard's admin API
+# with the browser's cookies: a fetch and a form, as a malicious page would.
+ATTACK = """<!doctype html><title>loading</title><link rel="icon" href="data:,">
+<form id="f" method="post" action="PROXY/admin/policy/reload" target="sink"></form>
+<iframe name="sink"></iframe>
+<script>
+fetch("PROXY/admin/policy/reload", {method: "POST", credentials: "include", mode: "no-cors"})
+  .catch(() => null)
+  .then(() => { document.getElementById("f").submit(); })
+  .then(() => new Promise((done) => setTimeout(done, 500)))
+  .then(() => { document.title = "sent"; });
+</script>"""
 
 
 def pairs_of(pairs: list[tuple[str, str]]) -> list[Any]:

@@ -4,6 +4,7 @@ and the dashboard's login: against real servers, through the openai SDK and http
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import io
 import logging
@@ -252,16 +253,22 @@ async def test_dashboard_login_sets_a_strict_http_only_cookie() -> None:
             # a client key is not an admin key; a forged or expired cookie admits nothing
             client_login = await web.post("/dashboard/login", data={"key": CLIENT_KEY})
             assert client_login.status_code == 401
+            cookie_value = web.cookies[session.COOKIE]
+            _, sid, expiry, _ = cookie_value.split(".")
+            digest = hashlib.sha256(ADMIN_KEY.encode()).digest()  # what sha256: publishes
             forged = httpx.AsyncClient(
-                base_url=proxy.url, cookies={session.COOKIE: session.make_token("other-key")}
+                base_url=proxy.url,
+                cookies={
+                    session.COOKIE: f"v1.{sid}.{expiry}.{session._sign(digest, sid, int(expiry))}"
+                },
             )
-            expired = httpx.AsyncClient(
-                base_url=proxy.url, cookies={session.COOKIE: session.make_token(ADMIN_KEY, now=0)}
-            )
+            expired = httpx.AsyncClient(base_url=proxy.url, cookies={
+                session.COOKIE: await proxy.services.sessions.create(now=0)})  # fmt: skip
             async with forged, expired:
                 assert (await forged.get("/admin/scores")).status_code == 401
                 assert (await expired.get("/admin/scores")).status_code == 401
-            out = await web.post("/dashboard/logout")
+            csrf = dash.text.split('name="csrf-token" content="')[1].split('"')[0]
+            out = await web.post("/dashboard/logout", data={"csrf": csrf})
             assert out.status_code == 303
             web.cookies.clear()
             assert (await web.get("/admin/scores")).status_code == 401

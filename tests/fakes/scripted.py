@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,15 +153,28 @@ def _event(payload: dict[str, Any]) -> bytes:
 @contextlib.asynccontextmanager
 async def scripted_provider(mode: str = "ok") -> AsyncIterator[ScriptedProvider]:
     provider = ScriptedProvider(mode)
+    async with serving(provider.handle) as url:
+        provider.url = url
+        yield provider
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    handler: Handler, path: str = "/v1/{tail:.*}", method: str = "POST"
+) -> AsyncIterator[str]:
+    """`handler` answering `method` `path` on a real aiohttp server on 127.0.0.1; yields its
+    URL (`http://127.0.0.1:<port>`)."""
     app = web.Application()
-    app.router.add_post("/v1/{tail:.*}", provider.handle)
+    app.router.add_route(method, path, handler)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     sock = bound_socket()
     await web.SockSite(runner, sock).start()
-    provider.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
-        yield provider
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         await runner.cleanup()
         sock.close()

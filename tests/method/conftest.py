@@ -38,6 +38,7 @@ def write_config(directory: Path, market: Market | None = None) -> Path:
         for name in ("provider-a", "provider-b", "provider-c")
     }
     config = {
+        "auth": {"allow_unauthenticated": True},  # the bench serves nothing (loopback anyway)
         "providers": providers,
         "models": {model: {"providers": ids} for model, ids in MISSION_MODELS.items()},
         "policies": ["policy.yaml"],

@@ -38,6 +38,7 @@ async def test_failing_pairs_are_counted_and_never_named_best(tmp_path: Path) ->
         }
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({
+            "auth": {"allow_unauthenticated": True},
             "providers": providers,
             "models": {"m": {"providers": dict.fromkeys(providers, "m")}},
         }))  # fmt: skip

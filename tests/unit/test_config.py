@@ -10,7 +10,7 @@ from proxy.settings.config import load_config
 from proxy.settings.policy import PolicyHolder, load_policies
 
 BASE = """
-auth: {api_keys: [k1]}
+auth: {api_keys: [client-key-0123456789abcdef]}
 providers:
   a: {kind: openai, base_url: "http://127.0.0.1:9/v1", api_key: "${KEY_A:-x}"}
 models:
@@ -110,3 +110,24 @@ def test_a_policy_naming_an_unknown_provider_fails_check_config_and_reload(
     error = holder.reload()
     assert error is not None and "defaults.exclude: unknown provider 'zz'" in error
     assert holder.current.for_model("m").exclude == ["a"]  # the last good policy stays
+
+
+def test_an_empty_key_from_the_environment_fails_the_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTFT_ROUTER_API_KEY", "")
+    path = write(tmp_path, BASE.replace("client-key-0123456789abcdef", "'${TTFT_ROUTER_API_KEY}'"))
+    assert f"{path}: auth.api_keys: the key at index 0 is empty" in error_of(path)
+
+
+def test_serve_refuses_an_open_proxy_on_a_public_host(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    open_config = BASE.replace("{api_keys: [client-key-0123456789abcdef]}",
+                               "{allow_unauthenticated: true}")  # fmt: skip
+    path = write(tmp_path, open_config)
+    assert main(["serve", "--config", str(path), "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "--host: auth.allow_unauthenticated: refused on host '0.0.0.0'" in err
+    public = write(tmp_path, open_config + "server: {host: 0.0.0.0}\n", "public.yaml")
+    assert "refused on host '0.0.0.0'" in error_of(public)

@@ -170,7 +170,7 @@ def test_only_ignore_and_max_price_filter_with_reasons() -> None:
     steered = steer(measured(pol), cheap, pol, PRICES)
     assert [c.provider for c in steered.ranked] == ["b", "c"]
     assert [c.excluded_because for c in steered.excluded] == [
-        "over max price: completion 9 > 6 per million"]  # fmt: skip
+        "over max price: completion above 6 per million"]  # fmt: skip
     assert "max price completion 6 per million" in steered.shaped_by
     # the policy's limit applies to every request; the lower of both wins
     assert order_of(policy(max_price_per_million={"prompt": 2.5})) == ["b", "c"]

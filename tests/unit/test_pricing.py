@@ -20,6 +20,7 @@ def config(provider_price: dict[str, float] | None = None, **prober: Any) -> Con
     if provider_price is not None:
         vllm["price"] = provider_price
     return Config.model_validate({
+        "auth": {"allow_unauthenticated": True},
         "providers": {"vllm": vllm, "oai": {"kind": "litellm", "litellm_provider": "openai"}},
         "models": {"m": {"providers": {"vllm": "gpt-4o-mini", "oai": "gpt-4o-mini"}}},
         "prober": prober,

@@ -46,3 +46,23 @@ def test_log_filter_redacts_arguments_and_exception_text() -> None:
     out = stream.getvalue()
     assert SECRET not in out
     assert out.count(REDACTED) == 2 and "RuntimeError" in out
+
+
+def test_only_error_events_are_rewritten_and_their_strings_decoded() -> None:
+    redact = Redactor([SECRET], {})
+    content = b'data: {"choices":[{"delta":{"content":"token=abc \\"error\\""}}]}\n\n'
+    escaped = SECRET.replace("-", "\\u002d")
+    error = b'event: error\ndata: {"type":"error","message":"bad ' + escaped.encode() + b'"}\n\n'
+    out = redact.bytes(content + error + b"data: [DONE]\n\n")
+    assert out.startswith(content) and out.endswith(b"data: [DONE]\n\n")
+    assert SECRET.encode() not in out and b"\\u002d" not in out and REDACTED.encode() in out
+    assert b"event: error\ndata: " in out
+    body = redact.bytes(b'{"error": {"message": "key ' + escaped.encode() + b'"}}')
+    assert b"key [redacted]" in body
+
+
+def test_english_is_not_a_credential() -> None:
+    redact = Redactor([], {}, hide_ips=False)
+    for text in ("stream broke after first token: ticker on t", "max tokens: 10",
+                 "12:30:45 UTC", "std::vector"):  # fmt: skip
+        assert redact(text) == text

@@ -1,9 +1,19 @@
 from __future__ import annotations
 
-import orjson
+import time
 
-from proxy.serving.assemble import assemble_chat, assemble_response
+import orjson
+import pytest
+
+from proxy.core.errors import AnswerTooLarge
+from proxy.serving.assemble import (
+    WholeAnswer,
+    assemble_chat,
+    assemble_completion,
+    assemble_response,
+)
 from proxy.serving.forward import ModelRewrite
+from proxy.upstream.base import UpstreamFailure
 from proxy.upstream.sse import RESPONSES, EventSplitter, carries_output, iter_data
 
 
@@ -107,3 +117,73 @@ def test_assemble_response_takes_the_final_response() -> None:
               {"type": "response.completed", "response": final}]  # fmt: skip
     assert assemble_response(events) == final
     assert assemble_response(events[:2]) is None
+
+
+def test_splitter_is_linear_in_a_large_event_and_refuses_one_past_its_cap() -> None:
+    event = b'data: {"x":"' + b"a" * (16 * 1024 * 1024 - 20) + b'"}\n\n'
+    reads = [event[i : i + 65536] for i in range(0, len(event), 65536)]
+    splitter = EventSplitter()
+    started = time.perf_counter()
+    out = b"".join(splitter.feed(r) for r in reads)
+    assert out == event and splitter.pending == b""
+    assert time.perf_counter() - started < 0.5  # a re-scan per read took ~2 s
+    small = EventSplitter(max_event_bytes=1000)
+    assert small.feed(b"data: " + b"b" * 900) == b""
+    with pytest.raises(UpstreamFailure, match="an event of more than 1000 bytes"):
+        small.feed(b"b" * 200)
+
+
+def test_splitter_joins_a_crlf_cut_between_reads() -> None:
+    s = EventSplitter()
+    assert s.feed(b"data: 1\r\n\r") == b""
+    assert s.feed(b"\ndata: 2\r") == b"data: 1\n\n"
+    assert s.feed(b"\n\r\n") == b"data: 2\n\n"
+
+
+def test_a_long_answer_assembles_in_linear_time() -> None:
+    """64,000 one-token chunks with logprobs, tool-call arguments and text: each grows in
+    place and is joined once (a copy per chunk made this quadratic)."""
+    lp = {"token": "t", "logprob": -0.1, "bytes": [116], "top_logprobs": []}
+    chat = [{"id": "c", "choices": [{"index": 0, "delta": {"content": "t", "tool_calls": [
+        {"index": 0, "function": {"arguments": "a"}}]}, "logprobs": {"content": [lp]}}]}
+        for _ in range(64_000)]  # fmt: skip
+    text = [{"id": "c", "choices": [{"index": 0, "text": "t", "logprobs": {"tokens": ["t"]}}]}
+            for _ in range(64_000)]  # fmt: skip
+    started = time.perf_counter()
+    out = assemble_chat(chat)
+    whole = assemble_completion(text)
+    assert time.perf_counter() - started < 2.0  # quadratic: ~10 s
+    message = out["choices"][0]["message"]
+    assert message["content"] == "t" * 64_000
+    assert message["tool_calls"][0]["function"]["arguments"] == "a" * 64_000
+    assert len(out["choices"][0]["logprobs"]["content"]) == 64_000
+    assert whole["choices"][0]["text"] == "t" * 64_000
+    assert len(whole["choices"][0]["logprobs"]["tokens"]) == 64_000
+
+
+async def test_whole_answer_folds_events_as_they_come_within_its_cap() -> None:
+    whole = WholeAnswer("chat", limit=400)
+    await whole.feed(b'data: {"id":"c","choices":[{"index":0,"delta":{"content":"he"}}]}\n\n')
+    await whole.feed(b'data: {"choices":[{"index":0,"delta":{"content":"y"}}]}\n\n')
+    assert whole.answer()["choices"][0]["message"]["content"] == "hey"
+    with pytest.raises(AnswerTooLarge, match="passed 400 bytes"):
+        await whole.feed(b"data: " + b" " * 400 + b"\n\n")
+    with pytest.raises(UpstreamFailure, match="error event"):
+        await WholeAnswer("chat").feed(b'data: {"error":{"message":"x"}}\n\n')
+    responses = WholeAnswer("responses")
+    await responses.feed(b'data: {"type":"response.created"}\n\n')
+    with pytest.raises(UpstreamFailure, match="without its response"):
+        responses.answer()
+
+
+def test_the_litellm_adapter_remembers_a_bounded_number_of_dropped_names() -> None:
+    from proxy.settings.config import LiteLLMProvider
+    from proxy.upstream.litellm_adapter import MAX_DROPPED_NAMES, LiteLLMUpstream
+
+    upstream = LiteLLMUpstream("p", LiteLLMProvider(kind="litellm", litellm_provider="openai"))
+    for i in range(50):
+        names = {f"{i}-{j}-{'n' * 1000}": 1 for j in range(100)}
+        request = upstream._request("/chat/completions", {"model": "m", "messages": [], **names})
+        assert set(request) == {"model", "messages"}
+    seen = upstream._dropped_seen
+    assert len(seen) == MAX_DROPPED_NAMES and max(map(len, seen)) <= 64

@@ -116,6 +116,16 @@ class Store(Protocol):
     async def refund_budget(self, spend: ProbeSpend, limits: BudgetLimits) -> BudgetUse:
         """Uncount a spend whose probe was not sent (unknown ids change nothing); returns
         the use after it, for `spend.model`. Raises StoreUnavailable."""
+
+    async def put_once(self, name: str, value: bytes, ttl_s: float | None) -> bytes:
+        """Set the shared value `name` to `value` unless it has one (SET NX, expiring after
+        `ttl_s`, None: never); returns the value it holds now. For the few values replicas
+        share besides samples (the dashboard's session secret, its revoked sessions).
+        Raises StoreUnavailable."""
+        ...
+
+    async def get_value(self, name: str) -> bytes | None:
+        """The shared value `name`, None when unset or expired. Raises StoreUnavailable."""
         ...
 
     def health(self) -> StoreHealth: ...

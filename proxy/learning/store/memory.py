@@ -7,6 +7,7 @@ whenever a pair's window changes.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ from proxy.learning.store.local_windows import LocalWindows
 from proxy.settings.config import MemoryStoreConfig
 
 LEASES_KEPT = 1000  # expired leases are swept when there are more than this
+VALUES_KEPT = 10_000  # expired shared values, likewise
 
 
 class MemoryStore:
@@ -29,6 +31,7 @@ class MemoryStore:
         self._decisions: deque[dict[str, Any]] = deque(maxlen=config.max_decisions)
         self._leases: dict[tuple[Pair, str], tuple[str, float]] = {}  # -> (holder, expiry)
         self._budget = LocalBudget()
+        self._values: dict[str, tuple[bytes, float]] = {}  # name -> (value, expiry)
 
     async def start(self) -> None:
         return None
@@ -67,6 +70,20 @@ class MemoryStore:
 
     async def refund_budget(self, spend: ProbeSpend, limits: BudgetLimits) -> BudgetUse:
         return self._budget.refund(spend, limits)
+
+    async def put_once(self, name: str, value: bytes, ttl_s: float | None) -> bytes:
+        now = time.monotonic()
+        if len(self._values) > VALUES_KEPT:
+            self._values = {k: v for k, v in self._values.items() if v[1] > now}
+        held = self._values.get(name)
+        if held is not None and held[1] > now:
+            return held[0]
+        self._values[name] = (value, now + ttl_s if ttl_s is not None else math.inf)
+        return value
+
+    async def get_value(self, name: str) -> bytes | None:
+        held = self._values.get(name)
+        return held[0] if held is not None and held[1] > time.monotonic() else None
 
     def health(self) -> StoreHealth:
         return StoreHealth(self.backend, True, "in-memory (this process only)")

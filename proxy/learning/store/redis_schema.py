@@ -76,6 +76,11 @@ def changes_key(prefix: str) -> str:
     return f"{prefix}:{{{GLOBAL_TAG}}}:changes"
 
 
+def shared_key(prefix: str, name: str) -> str:
+    """String, with or without a TTL: a value replicas share (Store.put_once)."""
+    return f"{prefix}:{{{GLOBAL_TAG}}}:shared:{name}"
+
+
 def epoch_key(prefix: str) -> str:
     """String: a random token set by the first writer into an empty keyspace."""
     return f"{prefix}:{{{GLOBAL_TAG}}}:epoch"

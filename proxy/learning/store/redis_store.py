@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -50,7 +51,7 @@ from proxy.learning.store.base import (
 from proxy.learning.store.local_windows import LocalWindows
 from proxy.learning.store.redis_commands import Commands, budget_use
 from proxy.learning.store.redis_reader import RemoteReader
-from proxy.learning.store.redis_schema import SCRIPTS, Command
+from proxy.learning.store.redis_schema import SCRIPTS, Command, shared_key
 from proxy.settings.config import RedisStoreConfig
 from proxy.settings.redis_url import RedisTarget
 
@@ -143,6 +144,20 @@ class RedisStore:
 
     async def spend_budget(self, spend: ProbeSpend, limits: BudgetLimits) -> BudgetUse:
         return await self._budget("spend", spend, limits)
+
+    async def put_once(self, name: str, value: bytes, ttl_s: float | None) -> bytes:
+        """SET NX (PX) and a GET, in one round trip."""
+        key = shared_key(self._prefix, name)
+        expiry = ("PX", max(1, math.ceil(ttl_s * 1000))) if ttl_s is not None else ()
+        async with self._translated("shared value") as client:
+            _, held = await self._execute(client, [("SET", key, value, "NX", *expiry),
+                                                   ("GET", key)])  # fmt: skip
+        return value if held is None else bytes(held)
+
+    async def get_value(self, name: str) -> bytes | None:
+        async with self._translated("shared value") as client:
+            (held,) = await self._execute(client, [("GET", shared_key(self._prefix, name))])
+        return None if held is None else bytes(held)
 
     async def refund_budget(self, spend: ProbeSpend, limits: BudgetLimits) -> BudgetUse:
         return await self._budget("refund", spend, limits)
