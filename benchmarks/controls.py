@@ -9,6 +9,9 @@ proxy.routing.steering applies them), beside the routing call they follow (Routi
                         steer the ranking (filter, sort by price)
     header controls     the same as headers
     policy steering     no request controls, a policy with `pin` and `order`: steer only
+    preferences         parse + validate `{"sort": "throughput", "preferred_min_throughput":
+                        {"p50": .., "p90": ..}, "preferred_max_latency": ..}` and steer (sort
+                        by decode throughput, three tiers, the reason quoting expected totals)
 
 timeit-style: the best of --repeat runs of --number calls.
 
@@ -18,12 +21,15 @@ timeit-style: the best of --repeat runs of --number calls.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 from proxy.api import controls
+from proxy.core.domain import Throughput
 from proxy.routing import RouteRequest
 from proxy.routing.ranking import ModelView, rank
 from proxy.routing.steering import steer, steers
+from proxy.settings.auth import CLIENT_CONTROLS
 from proxy.settings.policy import ModelPolicy
 from proxy.settings.pricing import PairPrice
 
@@ -51,25 +57,37 @@ def main() -> None:
     only = names[::2]
 
     def none() -> object:
-        given = controls.parse(body, HEADERS, policy, names)
+        given = controls.parse(body, HEADERS, policy, names, CLIENT_CONTROLS)
         return given is None and not steers(policy)
 
     def with_body() -> object:
         request = {**body, "provider": {"only": only, "sort": "price"}}
-        given = controls.parse(request, HEADERS, policy, names)
+        given = controls.parse(request, HEADERS, policy, names, CLIENT_CONTROLS)
         return steer(ranking, given, policy, prices)
 
     header_form = [*HEADERS, (b"x-ttft-router-provider-only", ",".join(only).encode()),
                    (b"x-ttft-router-provider-sort", b"price")]  # fmt: skip
 
     def with_headers() -> object:
-        given = controls.parse(body, header_form, policy, names)
+        given = controls.parse(body, header_form, policy, names, CLIENT_CONTROLS)
         return steer(ranking, given, policy, prices)
 
     pinned = ModelPolicy(pin=names[3], order=[names[5], names[1]])
 
     def steering() -> object:
         return steer(ranking, None, pinned, prices)
+
+    rates = {pair: replace(score, throughput=Throughput(50, 20.0 * (i + 1), 18.0 * (i + 1),
+                                                        15.0 * (i + 1), 9.0 * (i + 1), 200.0))
+             for i, (pair, score) in enumerate(scores.items())}  # fmt: skip
+    measured = rank(ModelView(policy, MODEL, pairs, rates, now), random.Random(1))
+    prefs = {"sort": "throughput", "preferred_min_throughput": {"p50": 90, "p90": 60},
+             "preferred_max_latency": 5.0}  # fmt: skip
+
+    def preferences() -> object:
+        given = controls.parse({**body, "max_tokens": 256, "provider": prefs}, HEADERS, policy,
+                               names)  # fmt: skip
+        return steer(measured, given, policy, prices)
 
     n, r = args.number, args.repeat
     results = {
@@ -79,6 +97,7 @@ def main() -> None:
         "body controls: parse + steer (only, sort price)": best_us(with_body, n, r),
         "header controls: parse + steer (only, sort price)": best_us(with_headers, n, r),
         "policy steering (pin + order): steer": best_us(steering, n, r),
+        "preferences + sort throughput: parse + steer": best_us(preferences, n, r),
     }  # fmt: skip
     for name, us in results.items():
         print(f"{name:<52}{us:8.2f} us/op")

@@ -10,6 +10,7 @@ the terminating chunk of the response. Every loop is bounded by a deadline and a
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -30,14 +31,21 @@ class Target:
     model: str = "bench-model"
     api_key: str = "bench-client-key-0123456789abcdef"
 
-    def request_bytes(self, max_tokens: int, model: str | None = None) -> tuple[str, int, bytes]:
-        """(host, port, the whole HTTP request) of one streamed chat completion."""
+    def request_bytes(
+        self, max_tokens: int, model: str | None = None, prompt_tokens: int | None = None
+    ) -> tuple[str, int, bytes]:
+        """(host, port, the whole HTTP request) of one streamed chat completion; with
+        `prompt_tokens`, a prompt of that many words of 3 letters (4 bytes each, which is
+        what the proxy and the simulator count as a token), different every time."""
         url = urlsplit(self.base_url.rstrip("/"))
         host, port = url.hostname or "127.0.0.1", url.port or 80
+        content = "Count from one to twenty, please."
+        if prompt_tokens is not None:
+            start = random.randrange(1000)
+            content = " ".join(f"w{(start + i) % 100:02d}" for i in range(prompt_tokens))
         body = orjson.dumps({
             "model": model or self.model, "stream": True, "max_tokens": max_tokens,
-            "temperature": 0,
-            "messages": [{"role": "user", "content": "Count from one to twenty, please."}],
+            "temperature": 0, "messages": [{"role": "user", "content": content}],
         })  # fmt: skip
         head = (
             f"POST {url.path}/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"

@@ -17,6 +17,9 @@ The proxies run pinned to core 0; the upstream and this load client to core 1
     .venv/bin/python benchmarks/overhead.py --out overhead.json
     .venv/bin/python benchmarks/overhead.py --throughput --out throughput.json
     .venv/bin/python benchmarks/overhead.py --memory --minutes 5 --out memory.json
+    .venv/bin/python benchmarks/overhead.py --clients 1000 --limits --levels 16
+        (beside ttft-router, the same router with 1,000 named keys, each with limits and a
+        budget: CPU per request of the two, same run; docs/clients.md)
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from fleet import LOAD_CORES, Child, Fleet
 from loadgen import Batch, Pool, Target
 
 DIRECT, FLOOR, ROUTER = "direct", "passthrough", "ttft-router"
+CLIENTS = "ttft-router+keys"  # --clients N [--limits]: N named keys, the load's one of them
 
 
 @dataclass
@@ -121,6 +125,20 @@ def compare(level: dict[str, dict[str, Any]]) -> None:
         s["vs_passthrough"] = ratios
 
 
+def compare_clients(level: dict[str, dict[str, Any]]) -> None:
+    """CPU per request of the router with named keys (and limits) over the one without."""
+    plain, named = level.get(ROUTER), level.get(CLIENTS)
+    if plain is None or named is None:
+        return
+    base, cpu = plain["cpu_s_per_1k_requests"], named["cpu_s_per_1k_requests"]
+    ratio = cpu / base if base and cpu else None
+    named["cpu_per_request_vs_router"] = ratio
+    print(
+        f"  {CLIENTS} CPU per request = {fmt(ratio, '.3f')}x {ROUTER}'s "
+        f"({fmt(cpu, '.3f')} vs {fmt(base, '.3f')} s per 1k requests)"
+    )
+
+
 def fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -156,6 +174,10 @@ def targets_for(
         name = ROUTER if workers == 1 else f"{ROUTER}-{workers}w"
         child = fleet.router(upstream, workers=workers, name=name)
         targets[name], owners[name] = Target(name, child.url + "/v1"), child
+        if args.clients and workers == 1:  # the same router with named keys (and limits)
+            named = fleet.router(upstream, name=CLIENTS, clients=args.clients,
+                                 limits=args.limits)  # fmt: skip
+            targets[CLIENTS], owners[CLIENTS] = Target(CLIENTS, named.url + "/v1"), named
     if args.litellm:
         child = fleet.litellm(args.litellm, upstream)
         targets["litellm"], owners["litellm"] = Target("litellm", child.url + "/v1"), child
@@ -192,6 +214,7 @@ async def run_latency(fleet: Fleet, args: argparse.Namespace) -> dict[str, Any]:
         level = {name: t.summary() for name, t in tallies.items()}
         compare(level)
         print_level(f"concurrency {concurrency}: TTFT ms (first content chunk)", level)
+        compare_clients(level)
         levels[str(concurrency)] = level
     return {"workload": {"first_token_ms": args.first_token_ms, "tokens": args.tokens,
                          "inter_token_ms": args.inter_token_ms, "rounds": args.rounds,
@@ -216,6 +239,7 @@ async def run_throughput(fleet: Fleet, args: argparse.Namespace) -> dict[str, An
         s["rps_vs_passthrough"] = s["requests_per_s"] / floor_rps if floor_rps else None
     print_level(f"throughput: {args.throughput_concurrency} streams, first token at once, "
                 f"{args.throughput_tokens} tokens", level)  # fmt: skip
+    compare_clients(level)
     for name, s in level.items():
         print(
             f"  {name:<16}{s['requests_per_s']:>9.0f} req/s  "
@@ -289,6 +313,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="another OpenAI-compatible base URL (…/v1); PID for its CPU",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    p.add_argument(
+        "--clients",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"also run {CLIENTS}: the router with N named keys (the load's one)",
+    )
+    p.add_argument(
+        "--limits",
+        action="store_true",
+        help="with --clients: every key has rate limits and a budget (never hit)",
+    )
     return p.parse_args(argv)
 
 

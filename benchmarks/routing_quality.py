@@ -69,6 +69,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import itertools
+
 from fleet import BIN, Child, Fleet, free_port
 from loadgen import StreamClient, Target
 
@@ -86,6 +88,11 @@ REQUEST_TIMEOUT_MARKET_S = 120.0  # a failed request counts at this TTFT
 SHIFT_WINDOW = 10  # requests in the sliding window of the shift measure
 BOOTSTRAP_REPS = 1000
 TARGET_EVERY_SEED, TARGET_MEDIAN, TARGET_SHIFT_S, TARGET_PROBE_SHARE = 1.1, 1.05, 30.0, 0.10
+# Issue 22's: p95 after a shift <= 1.5x switching at once; an outage <= 1.5x the best provider
+# per phase (and no client error); load phases <= 1.3x it.
+TARGET_AFTER_SHIFT, TARGET_OUTAGE, TARGET_PHASES = 1.5, 1.5, 1.3
+# Issue 23's: with mixed prompt sizes, median and p95 <= 1.1x the best provider per size class.
+TARGET_SIZES = 1.1
 FIXED, RR, ROUTER, PROBER = "fixed", "round-robin", "ttft-router", "ttft-router+probe"
 HEDGER = "ttft-router+hedging"
 # Issue 12's targets: with hedging, p95 <= 0.6x the oracle's, with at most 10% more upstream
@@ -104,10 +111,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class PromptSizes(_Strict):
+    """A share of the requests whose prompts are `min_tokens`..`max_tokens` (log-uniform)."""
+
+    share: float = Field(gt=0, le=1)
+    min_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=1)
+    label: str
+
+
 class Traffic(_Strict):
     rate_per_s: float = Field(gt=0, description="Poisson arrivals per market second")
     requests: int = Field(ge=1, le=100_000)
     providers: dict[str, str] = Field(min_length=1, description="provider -> its model id")
+    prompts: list[PromptSizes] = Field(
+        default_factory=list, description="a mix of prompt sizes; none: one short prompt"
+    )
 
 
 class Shift(_Strict):
@@ -125,6 +144,11 @@ class BenchScenario(_Strict):
     time_scale: float = Field(gt=0, le=1)
     models: dict[str, Traffic] = Field(min_length=1)
     shift: Shift | None = None
+    regimes: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="model -> market seconds where the market changes (outages, load phases):"
+        " the oracle per phase is the best fixed provider of each stretch",
+    )
 
 
 @dataclass(frozen=True)
@@ -159,6 +183,8 @@ class Planned:
     model: str  # public model
     send_as: str  # the model name the client sends
     strategy: str
+    prompt_tokens: int | None = None  # a padded prompt of about this many tokens
+    size: str = ""  # its size class's label
 
 
 @dataclass
@@ -171,6 +197,7 @@ class Outcome:
     attempts: int
     error: str | None = None
     late_ms: float = 0.0  # how late the client sent it (event-loop lag)
+    size: str = ""  # the prompt's size class label (mixed-prompt scenarios)
 
 
 @dataclass
@@ -199,7 +226,25 @@ def arrivals(loaded: Loaded, seed: int, requests: int | None) -> dict[str, list[
     return out
 
 
-def plans(loaded: Loaded, times: dict[str, list[float]]) -> dict[str, list[Planned]]:
+def prompt_sizes(
+    traffic: Traffic, count: int, seed: int, model: str
+) -> list[tuple[int | None, str]]:
+    """Each request's prompt size and its class label, drawn from the seed (the same for
+    every strategy); (None, "") when the traffic has no mix."""
+    if not traffic.prompts:
+        return [(None, "")] * count
+    rng = np.random.default_rng([seed, zlib.crc32(model.encode()), 11])
+    shares = np.array([p.share for p in traffic.prompts])
+    picks = rng.choice(len(traffic.prompts), size=count, p=shares / shares.sum())
+    out: list[tuple[int | None, str]] = []
+    for k in picks:
+        mix = traffic.prompts[int(k)]
+        lo, hi = math.log(mix.min_tokens), math.log(mix.max_tokens)
+        out.append((round(math.exp(rng.uniform(lo, hi))), mix.label))
+    return out
+
+
+def plans(loaded: Loaded, times: dict[str, list[float]], seed: int = 0) -> dict[str, list[Planned]]:
     """Run name -> its requests. The fixed strategies of all models share the run `fixed`."""
     fixed: list[Planned] = []
     rr: list[Planned] = []
@@ -208,13 +253,16 @@ def plans(loaded: Loaded, times: dict[str, list[float]]) -> dict[str, list[Plann
     hedged: list[Planned] = []
     for model, traffic in loaded.spec.models.items():
         providers = list(traffic.providers)
+        sizes = prompt_sizes(traffic, len(times[model]), seed, model)
         for k, at in enumerate(times[model]):
+            tokens, size = sizes[k]
             for p in providers:
-                fixed.append(Planned(at, model, alias(model, p), f"{FIXED}:{p}"))
-            rr.append(Planned(at, model, alias(model, providers[k % len(providers)]), RR))
-            routed.append(Planned(at, model, model, ROUTER))
-            probed.append(Planned(at, model, model, PROBER))
-            hedged.append(Planned(at, model, model, HEDGER))
+                fixed.append(Planned(at, model, alias(model, p), f"{FIXED}:{p}", tokens, size))
+            rr.append(Planned(at, model, alias(model, providers[k % len(providers)]), RR,
+                              tokens, size))  # fmt: skip
+            routed.append(Planned(at, model, model, ROUTER, tokens, size))
+            probed.append(Planned(at, model, model, PROBER, tokens, size))
+            hedged.append(Planned(at, model, model, HEDGER, tokens, size))
     return {FIXED: fixed, RR: rr, ROUTER: routed, PROBER: probed, HEDGER: hedged}
 
 
@@ -357,7 +405,12 @@ async def drive(prepared: Prepared, loaded: Loaded, deadline_s: float) -> RunRes
                 _, client = await asyncio.wait_for(
                     loop.create_connection(lambda: StreamClient(b""), host, port), timeout=5.0
                 )
-            ttft, _total = await asyncio.wait_for(client.send(wire[item.send_as]), timeout_s)
+            request = (
+                wire[item.send_as]
+                if item.prompt_tokens is None
+                else target.request_bytes(MAX_TOKENS, item.send_as, item.prompt_tokens)[2]
+            )
+            ttft, _total = await asyncio.wait_for(client.send(request), timeout_s)
         except (RuntimeError, OSError, TimeoutError) as exc:
             headers = client.headers if client is not None else {}
             if client is not None:
@@ -366,7 +419,7 @@ async def drive(prepared: Prepared, loaded: Loaded, deadline_s: float) -> RunRes
                 item.strategy, item.model, item.at_s, None,
                 headers.get("x-ttft-router-provider"),
                 int(headers.get("x-ttft-router-attempts", "1")),
-                f"{type(exc).__name__}: {exc}"[:160], late_ms,
+                f"{type(exc).__name__}: {exc}"[:160], late_ms, item.size,
             ))  # fmt: skip
             return
         headers = client.headers
@@ -374,7 +427,7 @@ async def drive(prepared: Prepared, loaded: Loaded, deadline_s: float) -> RunRes
         outcomes.append(Outcome(
             item.strategy, item.model, item.at_s, ttft / ts,
             headers.get("x-ttft-router-provider"),
-            int(headers.get("x-ttft-router-attempts", "1")), None, late_ms,
+            int(headers.get("x-ttft-router-attempts", "1")), None, late_ms, item.size,
         ))  # fmt: skip
 
     begin = time.monotonic()
@@ -401,7 +454,9 @@ async def drive(prepared: Prepared, loaded: Loaded, deadline_s: float) -> RunRes
                 client.close()
         done = {(o.strategy, o.model, o.at_s) for o in outcomes}
         outcomes += [
-            Outcome(item.strategy, item.model, item.at_s, None, None, 0, "run deadline")
+            Outcome(
+                item.strategy, item.model, item.at_s, None, None, 0, "run deadline", size=item.size
+            )
             for item in prepared.plan
             if (item.strategy, item.model, item.at_s) not in done
         ]
@@ -448,6 +503,95 @@ def shift_time(outcomes: Sequence[Outcome], shift: Shift) -> float | None:
         if sum(w.provider == shift.new_best for w in window) * 2 > SHIFT_WINDOW:
             return o.at_s - shift.at_s
     return None
+
+
+def p95_of(outcomes: Sequence[Outcome]) -> float:
+    values = ttfts_of(outcomes)
+    return float(np.quantile(values, 0.95)) if len(values) else float("nan")
+
+
+def market_moves(
+    loaded: Loaded, model: str, providers: Sequence[str], outcomes: Sequence[Outcome]
+) -> dict[str, Any]:
+    """Issue 22's figures of a model whose market moves: against the best fixed provider
+    of each phase (spliced: its requests in each stretch), the time each router takes to
+    put most traffic on each phase's best, and, after a shift, against switching at once
+    (the new best's own requests after the shift)."""
+    out: dict[str, Any] = {}
+    cuts = loaded.spec.regimes.get(model)
+    by = {name: [o for o in outcomes if o.strategy == name]
+          for name in {o.strategy for o in outcomes}}  # fmt: skip
+    if cuts:
+        bounds = [0.0, *cuts, math.inf]
+        spliced: list[Outcome] = []
+        best_of: list[str] = []
+        for lo, hi in itertools.pairwise(bounds):
+            stretch = {p: [o for o in by.get(f"{FIXED}:{p}", []) if lo <= o.at_s < hi]
+                       for p in providers}  # fmt: skip
+            best = min(stretch, key=lambda p: p95_of(stretch[p]))
+            best_of.append(best)
+            spliced += stretch[best]
+        phase_p95 = p95_of(spliced)
+        out["phase_oracle"] = best_of
+        out["phase_oracle_p95"] = phase_p95
+        out["ratio_phase"] = {k: p95_of(by[k]) / phase_p95 for k in (*ROUTERS, RR) if k in by}
+        out["move_s"] = {
+            k: [shift_time(by[k], Shift(model=model, at_s=lo, new_best=best))
+                for lo, best in zip(bounds[1:-1], best_of[1:], strict=True)]
+            for k in ROUTERS if k in by
+        }  # fmt: skip
+    labels = [p.label for p in loaded.spec.models[model].prompts]
+    if labels:
+        out.update(size_figures(by, providers, labels))
+    shift = loaded.spec.shift
+    if shift is not None and shift.model == model:
+        at_once = [o for o in by.get(f"{FIXED}:{shift.new_best}", []) if o.at_s >= shift.at_s]
+        base = p95_of(at_once)
+        out["after_shift_p95_at_once"] = base
+        out["ratio_after_shift"] = {
+            k: p95_of([o for o in by[k] if o.at_s >= shift.at_s]) / base
+            for k in (*ROUTERS, RR) if k in by
+        }  # fmt: skip
+    return out
+
+
+def median_of(outcomes: Sequence[Outcome]) -> float:
+    values = ttfts_of(outcomes)
+    return float(np.median(values)) if len(values) else float("nan")
+
+
+def size_figures(
+    by: dict[str, list[Outcome]], providers: Sequence[str], labels: Sequence[str]
+) -> dict[str, Any]:
+    """Issue 23's figures of a mixed-prompt scenario: per strategy and size class, median
+    and p95; against the best single provider (by p95 over all sizes) and the best provider
+    per size class (spliced: each class's requests of its best fixed provider)."""
+    fixed = {p: by.get(f"{FIXED}:{p}", []) for p in providers}
+    best_single = min(fixed, key=lambda p: p95_of(fixed[p]))
+    spliced: list[Outcome] = []
+    best_by_size = {}
+    for label in labels:
+        of = {p: [o for o in fixed[p] if o.size == label] for p in providers}
+        best = min(of, key=lambda p: p95_of(of[p]))
+        best_by_size[label] = best
+        spliced += of[best]
+    table: dict[str, dict[str, float]] = {}
+    rows = {**{f"{FIXED}:{p}": fixed[p] for p in providers},
+            **{k: by[k] for k in (*ROUTERS, RR) if k in by}, "per-size best": spliced}  # fmt: skip
+    for name, outcomes in rows.items():
+        row = {"median": median_of(outcomes), "p95": p95_of(outcomes)}
+        for label in labels:
+            mine = [o for o in outcomes if o.size == label]
+            row[f"{label} median"] = median_of(mine)
+            row[f"{label} p95"] = p95_of(mine)
+        table[name] = row
+    ratios = {
+        k: {"median": table[k]["median"] / table["per-size best"]["median"],
+            "p95": table[k]["p95"] / table["per-size best"]["p95"]}
+        for k in (*ROUTERS, RR) if k in table
+    }  # fmt: skip
+    return {"sizes": table, "best_single": best_single, "best_by_size": best_by_size,
+            "ratio_sizes": ratios}  # fmt: skip
 
 
 def summarize(outcomes: Sequence[Outcome], providers: Sequence[str], upstream: int,
@@ -532,6 +676,8 @@ def analyse(loaded: Loaded, seed: int, runs: dict[str, RunResult]) -> dict[str, 
                   for k in (*ROUTERS, RR) if k in strategies}  # fmt: skip
         out[model] = {"strategies": strategies, "oracle": oracle.split(":", 1)[1],
                       "oracle_p95": fixed[oracle]["p95"], "ratio_p95": ratios}  # fmt: skip
+        outcomes = [o for run in runs.values() for o in run.outcomes if o.model == model]
+        out[model].update(market_moves(loaded, model, providers, outcomes))
         if HEDGER in strategies and PROBER in strategies:
             hedged, probed = strategies[HEDGER], strategies[PROBER]
             out[model]["hedge_extra_upstream"] = (
@@ -551,7 +697,7 @@ def analyse(loaded: Loaded, seed: int, runs: dict[str, RunResult]) -> dict[str, 
 async def run_seed(loaded: Loaded, seed: int, args: argparse.Namespace,
                    prober: bool) -> dict[str, Any]:  # fmt: skip
     times = arrivals(loaded, seed, args.requests)
-    all_plans = plans(loaded, times)
+    all_plans = plans(loaded, times, seed)
     names = [FIXED, RR, ROUTER] + ([PROBER, HEDGER] if prober else [])
     span_s = max(t[-1] for t in times.values()) * loaded.spec.time_scale
     deadline_s = span_s + REQUEST_TIMEOUT_MARKET_S * loaded.spec.time_scale + 20.0
@@ -723,6 +869,21 @@ def verdicts(loaded: Loaded, seeds: list[dict[str, Any]], strategy: str) -> dict
             shifts = [r["shift_s"] for r in rows]
             entry["shift_s"] = shifts
             entry["shift_ok"] = all(x is not None and x <= TARGET_SHIFT_S for x in shifts)
+            after = [s["models"][model]["ratio_after_shift"][strategy] for s in seeds]
+            entry["after_shift_ratios"] = after
+            entry["after_shift_ok"] = max(after) <= TARGET_AFTER_SHIFT
+        if loaded.spec.models[model].prompts:
+            sized = [s["models"][model]["ratio_sizes"][strategy] for s in seeds]
+            entry["size_ratios"] = sized
+            entry["size_ok"] = all(max(r["median"], r["p95"]) <= TARGET_SIZES for r in sized)
+        if model in loaded.spec.regimes:
+            phase = [s["models"][model]["ratio_phase"][strategy] for s in seeds]
+            entry["phase_ratios"] = phase
+            entry["move_s"] = [s["models"][model]["move_s"][strategy] for s in seeds]
+            limit = TARGET_OUTAGE if "outage" in loaded.name else TARGET_PHASES
+            entry["phase_limit"] = limit
+            entry["phase_ok"] = max(phase) <= limit
+            entry["errors"] = [r["errors"] for r in rows]
         out[model] = entry
     return out
 
@@ -792,6 +953,68 @@ def targets_table(results: dict[str, Any], strategies: Sequence[str]) -> list[st
     return lines
 
 
+def market_table(results: dict[str, Any], strategies: Sequence[str]) -> list[str]:
+    """Issue 22's targets: the scenarios whose market moves (a shift, an outage, phases)."""
+    lines = ["| scenario | model | strategy | p95 vs target per seed | met | time to move "
+             "(market s) | errors | upstream/req | probe share max |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, res in results.items():
+        for strategy in strategies:
+            for model, v in res["targets"].get(strategy, {}).items():
+                rows = [s["models"][model]["strategies"][strategy] for s in res["seeds"]]
+                upstream = ", ".join(f"{r['upstream_per_request']:.2f}" for r in rows)
+                errors = ", ".join(str(r["errors"]) for r in rows)
+                if "phase_ratios" in v:
+                    what = f"vs best per phase (<= {v['phase_limit']}x): " + ", ".join(
+                        f"{r:.2f}" for r in v["phase_ratios"]
+                    )
+                    met = yes(
+                        v["phase_ok"]
+                        and ("outage" not in name or all(r["errors"] == 0 for r in rows))
+                    )
+                    moves = "; ".join("/".join("never" if x is None else f"{x:.0f}" for x in m)
+                                      for m in v["move_s"])  # fmt: skip
+                elif "after_shift_ratios" in v:
+                    what = f"after the shift vs at once (<= {TARGET_AFTER_SHIFT}x): " + ", ".join(
+                        f"{r:.2f}" for r in v["after_shift_ratios"]
+                    )
+                    met = yes(v["after_shift_ok"] and v["shift_ok"])
+                    moves = ", ".join("never" if x is None else f"{x:.0f}" for x in v["shift_s"])
+                else:
+                    continue
+                lines.append(
+                    f"| {name} | {model} | {strategy} | {what} | {met} | {moves} | "
+                    f"{errors} | {upstream} | {v['probe_share_max'] * 100:.1f}% |"
+                )
+    return lines
+
+
+def sizes_table(results: dict[str, Any], strategies: Sequence[str]) -> list[str]:
+    """Issue 23's target: mixed prompt sizes, against the best provider per size class."""
+    lines = ["| scenario | model | strategy | median / p95 vs per-size best, per seed | met |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for name, res in results.items():
+        for strategy in strategies:
+            for model, v in res["targets"].get(strategy, {}).items():
+                if "size_ratios" not in v:
+                    continue
+                per = ", ".join(f"{r['median']:.2f}/{r['p95']:.2f}" for r in v["size_ratios"])
+                lines.append(f"| {name} | {model} | {strategy} | {per} | {yes(v['size_ok'])} |")
+    for name, res in results.items():
+        for s in res["seeds"]:
+            for model, m in s["models"].items():
+                if "sizes" not in m:
+                    continue
+                cols = list(next(iter(m["sizes"].values())))
+                lines += ["", f"{name} seed {s['seed']} {model}: best single "
+                          f"{m['best_single']}, best per size {m['best_by_size']}", "",
+                          "| strategy | " + " | ".join(cols) + " |",
+                          "|---|" + "---|" * len(cols)]  # fmt: skip
+                for k, row in m["sizes"].items():
+                    lines.append(f"| {k} | " + " | ".join(f2(row[c]) for c in cols) + " |")
+    return lines
+
+
 def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
     lines = ["# Routing quality: delivered TTFT per strategy (benchmarks/routing_quality.py)", "",
              f"- date: {meta['date']}; command: `{meta['command']}`",
@@ -803,6 +1026,12 @@ def render(results: dict[str, Any], meta: dict[str, Any]) -> str:
              "## Targets (issue 11)", ""]  # fmt: skip
     strategies = [ROUTER] + ([PROBER] if meta["prober_on"] else [])
     lines += targets_table(results, strategies)
+    moved = market_table(results, strategies)
+    if len(moved) > 2:
+        lines += ["", "## When the market moves (issue 22)", "", *moved]
+    sized = sizes_table(results, strategies)
+    if len(sized) > 2:
+        lines += ["", "## Mixed prompt sizes (issue 23)", "", *sized]
     if meta["prober_on"]:
         lines += ["", "## Hedging targets (issue 12)", ""]
         lines += hedge_table(results)

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from proxy.api import admin, dashboard, health, openai
+from proxy.api import admin, clients, dashboard, health, openai
 from proxy.api.auth import KeySet
 from proxy.api.context import Services
 from proxy.api.errors import install_error_handlers
 from proxy.api.session import Sessions
+from proxy.clients import ClientsHolder, Gate
 from proxy.core import requestid
 from proxy.core.domain import Pair
 from proxy.core.errors import ConfigError
@@ -73,6 +74,8 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp
             asyncio.create_task(svc.buffer.run(stop), name="buffer-flusher"),
             asyncio.create_task(svc.scoreboard.run(stop), name="scoreboard"),
             asyncio.create_task(svc.prober.run(stop), name="prober"),
+            asyncio.create_task(svc.gate.run(stop), name="client-charges"),
+            asyncio.create_task(svc.clients.run(stop), name="clients-reload"),
         ]
         log.info(
             "ttft-router replica %s up: %d models, %d providers, %s store",
@@ -88,6 +91,7 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp
                             SHUTDOWN_DRAIN_S)  # fmt: skip
                 task.cancel()
             await svc.buffer.drain(SHUTDOWN_DRAIN_S)
+            await svc.gate.drain(SHUTDOWN_DRAIN_S)
             await svc.store.close()
             await session.close()
             if svc.metrics.export is not None:
@@ -98,6 +102,7 @@ def create_app(config: Config, policies: PolicyHolder | None = None) -> ProxyApp
     )
     app.include_router(openai.router)
     app.include_router(admin.router)
+    app.include_router(clients.router)
     app.include_router(dashboard.router)  # with the admin API, wherever it is served
     app.include_router(health.router)
     install_error_handlers(app)
@@ -124,6 +129,7 @@ class ProxyApp(FastAPI):
         # bodies) and in the response's x-request-id (proxy.core.requestid).
         request_id = requestid.from_headers(scope["headers"])
         token = requestid.REQUEST_ID.set(request_id)
+        client = requestid.CLIENT.set(None)  # named once its key is checked
         try:
             endpoint = BY_ROUTE.get(scope["path"])
             if endpoint is not None:  # any method: serve_direct answers 405 to all but POST
@@ -132,6 +138,7 @@ class ProxyApp(FastAPI):
                 return
             await super().__call__(scope, receive, requestid.with_header(send, request_id))
         finally:
+            requestid.CLIENT.reset(client)
             requestid.REQUEST_ID.reset(token)
 
 
@@ -162,6 +169,7 @@ def build_services(
             first_token_s=provider.timeouts.first_token_s,
             streams_for_non_stream=isinstance(provider, OpenAIProvider)
             and provider.stream_for_non_stream,
+            extra_fields=frozenset(provider.extra_fields),
         )
         for name, provider in config.providers.items()
     }
@@ -181,6 +189,7 @@ def build_services(
         policies=policies,
         pairs=pairs,
         served_by={e.name: e.served_by(config.providers) for e in ENDPOINTS},
+        extra_fields={n: frozenset(p.extra_fields) for n, p in config.providers.items()},
         store=store,
         buffer=buffer,
         scoreboard=scoreboard,
@@ -189,7 +198,8 @@ def build_services(
         metrics=metrics,
         prober=prober,
         replica=replica,
-        client_keys=KeySet(k.get_secret_value() for k in config.auth.api_keys),
+        clients=ClientsHolder(config),
+        gate=Gate(store, metrics, config.auth.fallback_share),
         admin_keys=KeySet(k.get_secret_value() for k in config.auth.admin_keys),
         pricing=pricing,
         sessions=Sessions(store, config.auth.session_lifetime_s, config.auth.session_cookie_secure),

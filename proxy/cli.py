@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from proxy.core.errors import ConfigError
 from proxy.method.cli import add_bench_parsers
 from proxy.method.plan import BenchError
-from proxy.settings.config import check_bind
+from proxy.settings.auth import check_bind
 from proxy.settings.policy import load_checked
 from proxy.telemetry.logs import configure_logging
 from proxy.upstream.litellm_adapter import require_litellm
@@ -29,9 +29,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     config, policies = load_checked(args.config)
     require_litellm(config)
     models = ", ".join(config.models)
+    clients = ", ".join(config.auth.clients) or "none"
     print(
         f"{args.config}: OK ({len(config.providers)} providers, {len(config.models)} models: "
-        f"{models}; policies: {', '.join(map(str, policies.paths)) or 'built-in defaults'})"
+        f"{models}; named clients: {clients}; policies: "
+        f"{', '.join(map(str, policies.paths)) or 'built-in defaults'})"
     )
     return 0
 

@@ -99,7 +99,7 @@ class Loop:
         plan = self.routing.plan(RouteRequest(MODEL, now))
         provider = plan.ranked[0].provider
         pair = Pair(MODEL, provider)
-        self.routing.observe(AttemptStarted(pair))
+        self.routing.observe(AttemptStarted(pair, now=now))
         ttft = self._draw(provider)
         self.routing.observe(FirstToken(pair))
         sample = Sample(MODEL, provider, Outcome.OK, ttft, now, ttfb_s=ttft, total_s=ttft)

@@ -2,7 +2,8 @@
 
 Read-only views of the scoreboard, decision log and policy, plus policy reload. Explain is
 a dry run of the same `rank()` the request path uses (by the estimates, without a posterior
-draw): it sends nothing and changes nothing.
+draw): it sends nothing and changes nothing. The figures OpenRouter publishes per endpoint
+(learning.published) are computed when asked: `/admin/scores?published=true` and the report.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi.responses import Response
 
 from proxy.api.context import Services, authenticate_admin, pairs_of
 from proxy.api.dashboard import cookie_session
+from proxy.api.published import spans_of
 from proxy.core.domain import Candidate, Pair, empty_score
 from proxy.core.errors import InvalidRequest, RateLimited, ServiceUnavailable
 from proxy.learning.stats import cv_band, in_window
@@ -29,7 +31,10 @@ router = APIRouter(prefix="/admin", dependencies=[Depends(cookie_session)])
 
 
 @router.get("/scores")
-async def scores(request: Request, model: str | None = None) -> dict[str, Any]:
+async def scores(
+    request: Request, model: str | None = None, published: bool = False
+) -> dict[str, Any]:
+    """Every pair's score; with `published`, its last 5 min / 30 min / day figures too."""
     svc = authenticate_admin(request)
     now = time.time()
     pairs = []
@@ -43,6 +48,8 @@ async def scores(request: Request, model: str | None = None) -> dict[str, Any]:
             row = score.to_dict(now)
             row["upstream_model"] = upstream_model
             row["band"] = cv_band(score.cv, policy.cv_bands.tight, policy.cv_bands.variable)
+            if published:
+                row["published"] = {s.name: s.to_dict() for s in spans_of(svc, pair, now)}
             pairs.append(row)
     return {
         "replica": svc.replica,
@@ -83,12 +90,14 @@ def _configured(svc: Services, row: Any) -> bool:
 
 
 @router.get("/explain")
-async def explain(request: Request, model: str) -> dict[str, Any]:
+async def explain(
+    request: Request, model: str, prompt_tokens: int = Query(0, ge=0, le=10_000_000)
+) -> dict[str, Any]:
     svc = authenticate_admin(request)
     _known(svc, model)
     policy = svc.policies.current.for_model(model)
     now = time.time()
-    explained = svc.routing.explain(model, now)
+    explained = svc.routing.explain(model, now, prompt_tokens)
     ranking = explained.ranking
 
     def row(c: Candidate) -> dict[str, Any]:
@@ -102,6 +111,7 @@ async def explain(request: Request, model: str) -> dict[str, Any]:
 
     return {
         "model": model,
+        "prompt_tokens": prompt_tokens,
         "would_choose": ranking.ranked[0].provider if ranking.ranked else None,
         "order": [c.provider for c in ranking.ranked],
         "reason": str(ranking.reason),
@@ -225,7 +235,8 @@ async def samples(
             "model": model, "provider": name, "cold_threshold_s": threshold,
             "samples": [
                 {"t": s.timestamp, "ttft_s": s.ttft_s, "censored_at_s": s.censored_at_s,
-                 "source": s.source.value, "outcome": s.outcome.value}
+                 "source": s.source.value, "outcome": s.outcome.value,
+                 "prompt_tokens": s.prompt_tokens, "tokens_per_s": s.tokens_per_s}
                 for s in recent
             ],
         })  # fmt: skip
@@ -258,7 +269,9 @@ async def report(
         for m in models
         for provider, upstream in svc.pairs[m].items()
     ]  # fmt: skip
-    live = build_live_report(scores, judgement, svc.replica, time.time())
+    now = time.time()
+    spans = {spec: spans_of(svc, spec.pair, now) for spec, _ in scores}
+    live = build_live_report(scores, judgement, svc.replica, now, spans)
     if format == "markdown":
         return Response(live_markdown(live), media_type="text/markdown; charset=utf-8")
     if format == "csv":

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from fastapi import Request
 
 from proxy.core.errors import AuthenticationFailed
-from proxy.settings.config import key_digest
+from proxy.settings.auth import key_digest
 
 _ABSENT = bytes(32)  # compared when no key is configured, so the loop always runs once
 

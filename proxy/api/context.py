@@ -1,6 +1,7 @@
 """The objects every surface reads, built once by `app.py` and passed in via app.state, and
-the checks every surface shares: who may call it (`authenticate_client`,
-`authenticate_admin`) and which models exist (`pairs_of`), each written once."""
+the checks every surface shares: who may call it (`authenticate_client`, which also says
+which client it is, and `authenticate_admin`) and which models exist (`pairs_of`), each
+written once."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from fastapi import Request
 from proxy.api import session
 from proxy.api.auth import KeySet, bearer_token, require_key
 from proxy.api.session import Sessions
-from proxy.core.errors import ModelNotFound, PermissionDenied
+from proxy.clients import Client, ClientsHolder, Gate
+from proxy.core import requestid
+from proxy.core.errors import AuthenticationFailed, ModelNotFound, PermissionDenied
 from proxy.learning.scoreboard import Scoreboard
 from proxy.learning.store.base import Store
 from proxy.learning.store.buffer import SampleBuffer
@@ -33,6 +36,8 @@ class Services:
     pairs: Mapping[str, Mapping[str, str]]
     # endpoint name -> the providers that serve it (None: all of them)
     served_by: Mapping[str, frozenset[str] | None]
+    # provider -> the fields beyond OpenAI's parameters it takes from clients (serving.fields)
+    extra_fields: Mapping[str, frozenset[str]]
     store: Store
     buffer: SampleBuffer
     scoreboard: Scoreboard
@@ -41,7 +46,8 @@ class Services:
     metrics: Metrics
     prober: Prober
     replica: str
-    client_keys: KeySet
+    clients: ClientsHolder  # who a client key belongs to, reloaded with the config file
+    gate: Gate  # clients' limits and budgets
     admin_keys: KeySet
     pricing: Pricing
     sessions: Sessions
@@ -52,14 +58,25 @@ def services(request: Request) -> Services:
     return svc
 
 
-def authenticate_client(request: Request) -> Services:
-    """Check the request's client key; returns the services. Raises AuthenticationFailed
-    without a client key (none is needed when the config has none and allows
-    unauthenticated use)."""
+def authenticate_client(request: Request) -> tuple[Services, Client]:
+    """Check the request's client key; returns the services and the key's client (named,
+    or "anonymous" for auth.api_keys), which every log line of the request names from here
+    on. Raises AuthenticationFailed without a client key (none is needed when the config has
+    none and allows unauthenticated use)."""
     svc = services(request)
-    if not (svc.config.auth.allow_unauthenticated and not svc.client_keys):
-        require_key(svc.client_keys, request, "API key")
-    return svc
+    registry = svc.clients.current
+    if registry.is_open:
+        client = registry.anonymous
+    else:
+        token = bearer_token(request)
+        if token is None:
+            raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+        found = registry.identify(token)
+        if found is None:
+            raise AuthenticationFailed("invalid API key")
+        client = found
+    requestid.CLIENT.set(client.name)
+    return svc, client
 
 
 def authenticate_admin(request: Request) -> Services:

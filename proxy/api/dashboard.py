@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.routing import NoMatchFound
 
 from proxy.api import session
 from proxy.api.auth import bearer_token
@@ -43,7 +44,7 @@ SECURITY_HEADERS = {
 }
 MAX_LOGIN_BODY = 4096
 # Admin routes the page asks for only if this app has them (no 404s in the console).
-OPTIONAL_ROUTES = ("/admin/prober",)
+OPTIONAL_ROUTES = {"/admin/prober": "prober"}  # path -> the route's name
 
 
 def _file(name: str) -> bytes:
@@ -158,8 +159,17 @@ async def _form(request: Request) -> dict[str, list[str]] | None:
 async def features(request: Request) -> dict[str, list[str]]:
     """Which optional admin routes this app serves (the page skips the others)."""
     authenticate_admin(request)
-    paths = {getattr(route, "path", "") for route in request.app.routes}
-    return {"routes": [p for p in OPTIONAL_ROUTES if p in paths]}
+    return {"routes": [path for path, name in OPTIONAL_ROUTES.items() if _serves(request, name)]}
+
+
+def _serves(request: Request, name: str) -> bool:
+    """Whether the app has the route called `name` (asked by name: FastAPI keeps included
+    routers whole, so `app.routes` does not list their paths)."""
+    try:
+        request.app.url_path_for(name)
+    except NoMatchFound:
+        return False
+    return True
 
 
 @router.get("/dashboard/static/{name}")

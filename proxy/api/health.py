@@ -24,6 +24,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from proxy.api.context import authenticate_admin, services
+from proxy.core.domain import Score
+from proxy.learning.decode import PERCENTILES
 from proxy.telemetry.metrics import gauge
 
 if TYPE_CHECKING:
@@ -83,9 +85,12 @@ class StateCollector(Collector):
             "tail_mean": lambda s: s.tail_mean,
             "cv": lambda s: s.cv, "error_rate": lambda s: s.error_rate,
             "cold_share": lambda s: s.cold_share, "n": lambda s: float(s.n),
+            "p75": lambda s: s.p75,
+            **{f"throughput_{name}": _throughput(name) for name in PERCENTILES},
         }  # fmt: skip
         score = GaugeMetricFamily(
-            "ttft_router_score", "Current score of each pair (seconds, ratios, counts)",
+            "ttft_router_score",
+            "Current score of each pair (seconds, ratios, counts; throughput_* in tokens/s)",
             labels=["model", "provider", "stat"],
         )  # fmt: skip
         for pair, s in self._scoreboard.snapshot.items():
@@ -101,6 +106,11 @@ class StateCollector(Collector):
         age = self._scoreboard.age_s(now)
         yield gauge("ttft_router_scoreboard_age_seconds", "Seconds since the last refresh",
                      age if age is not None else float("nan"))  # fmt: skip
+
+
+def _throughput(name: str) -> Callable[[Score], float | None]:
+    """Reads a score's decode throughput percentile `name` (None: not measured)."""
+    return lambda s: None if s.throughput is None else s.throughput.percentile(name)
 
 
 class ProberCollector(Collector):

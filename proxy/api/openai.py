@@ -1,5 +1,6 @@
 """The OpenAI surface: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses,
-/v1/models and /v1/models/{model}.
+/v1/models, /v1/models/{model} and (when the config lets clients see it) OpenRouter's
+/v1/models/{model}/endpoints.
 
 A request is parsed once (orjson) and only what routing needs is checked: the model, the
 stream flag, the field that carries the prompt (the endpoint value, serving.endpoint, says
@@ -15,6 +16,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -24,12 +26,24 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from proxy.api import controls
-from proxy.api.context import Services, authenticate_client, pairs_of
+from proxy.api.context import Services, authenticate_client, services
 from proxy.api.errors import render_error, render_unexpected
+from proxy.api.published import endpoints_of
+from proxy.clients import Client, Ticket, permissions
+from proxy.clients.refusals import rate_headers
 from proxy.core import requestid
 from proxy.core.domain import Decision
-from proxy.core.errors import InvalidRequest, MethodNotAllowed, PayloadTooLarge, ProxyError
+from proxy.core.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    ProxyError,
+)
 from proxy.routing import RouteRequest
+from proxy.serving import fields
 from proxy.serving.call import Call
 from proxy.serving.dispatch import Dispatcher
 from proxy.serving.endpoint import Endpoint
@@ -42,18 +56,33 @@ router = APIRouter()
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
-    svc = authenticate_client(request)
+    """The models this client may use (a client limited to some models sees only those)."""
+    svc, client = authenticate_client(request)
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "ttft-router"}
-        for name in svc.pairs
+        for name in permissions.visible(client, svc.pairs)
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
+# Registered before /v1/models/{model:path}, which would otherwise take "m/endpoints" for a
+# model's name.
+@router.get("/v1/models/{model:path}/endpoints")
+async def list_endpoints(request: Request, model: str) -> Response:
+    """OpenRouter's per-provider figures of `model` (api.published), when the config's
+    `client_stats.enabled` lets clients see them; otherwise no such route (404)."""
+    svc = services(request)
+    if not svc.config.client_stats.enabled:
+        raise NotFound(f"no route GET {request.url.path}")
+    _, client = authenticate_client(request)
+    permissions.model_pairs(client, svc.pairs, model)  # 404 model_not_found, OpenAI-shaped
+    return Response(orjson.dumps(endpoints_of(svc, model)), media_type="application/json")
+
+
 @router.get("/v1/models/{model:path}")
 async def retrieve_model(request: Request, model: str) -> Response:
-    svc = authenticate_client(request)
-    pairs_of(svc, model)  # 404 model_not_found, OpenAI-shaped
+    svc, client = authenticate_client(request)
+    permissions.model_pairs(client, svc.pairs, model)  # 404 model_not_found, OpenAI-shaped
     entry = {"id": model, "object": "model", "created": 0, "owned_by": "ttft-router"}
     return Response(orjson.dumps(entry), media_type="application/json")
 
@@ -105,13 +134,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def _proxy(request: Request, endpoint: Endpoint) -> DispatchResponse:
-    svc = authenticate_client(request)
+    svc, client = authenticate_client(request)
     raw = await read_body(request, svc.config.server.max_body_bytes)
     body = endpoint.parse(raw)
     model = body["model"]
-    pairs = pairs_of(svc, model)
+    pairs = _permitted(svc, client, body, endpoint)
     policy = svc.policies.current.for_model(model)
-    policy.limits.check(body, endpoint.limited)  # n, max_tokens, top_logprobs: 400 past caps
     served_by = svc.served_by[endpoint.name]
     if served_by is not None and not served_by.intersection(pairs):
         raise InvalidRequest(
@@ -120,27 +148,67 @@ async def _proxy(request: Request, endpoint: Endpoint) -> DispatchResponse:
             param="model",
         )
     now = time.time()
-    given = controls.parse(body, request.scope["headers"], policy, list(pairs))
-    plan = svc.routing.plan(RouteRequest(model, now, given, served_by, endpoint.unserved_reason))
-    decision = Decision(
-        id=f"{random.getrandbits(64):016x}",  # no syscall per request (os.urandom)
-        model=model,
-        timestamp=now,
-        ranked=plan.ranked,
-        excluded=plan.excluded,
-        reason=plan.reason,
-        replica=svc.replica,
-        verdict=plan.verdict,
-        request_id=requestid.current() or "",
-        controls=plan.shaped_by,
-        candidates=plan.candidates,
-    )
-    call = Call(
-        endpoint, model, body, endpoint.is_streamed(body), estimate_prompt_tokens(len(raw)),
-        decision, policy, meter_for(svc.pricing.for_model(model), body, endpoint.usage_in_stream),
-        plan.affinity_key, plan.blocked,
-    )  # fmt: skip
-    return DispatchResponse(svc.dispatcher, call, svc)
+    allowed = permissions.allowed_controls(client, policy.client_controls)
+    try:
+        given = controls.parse(body, request.scope["headers"], policy, pairs, allowed)
+    except PermissionDenied:
+        svc.gate.refused(client, "control")
+        raise
+    admitted = fields.admit(body, endpoint, policy.fields, svc.extra_fields, pairs)
+    prompt_tokens = estimate_prompt_tokens(len(raw) - admitted.media_bytes)
+    tokens = permissions.estimate_tokens(body, prompt_tokens, endpoint.limited)
+    ticket = await svc.gate.admit(client, tokens)  # 429 over a limit or the budget
+    try:
+        plan = svc.routing.plan(
+            RouteRequest(model, now, given, served_by, endpoint.unserved_reason, prompt_tokens)
+        )
+        decision = Decision(
+            id=f"{random.getrandbits(64):016x}",  # no syscall per request (os.urandom)
+            model=model,
+            timestamp=now,
+            ranked=plan.ranked,
+            excluded=plan.excluded,
+            reason=plan.reason,
+            replica=svc.replica,
+            verdict=plan.verdict,
+            request_id=requestid.current() or "",
+            controls=plan.shaped_by,
+            candidates=plan.candidates,
+            client=client.name,
+        )
+        meter = meter_for(svc.pricing.for_model(model), body, endpoint.usage_in_stream,
+                          client.counts_tokens)  # fmt: skip
+        call = Call(
+            endpoint, model, body, endpoint.is_streamed(body), prompt_tokens,
+            decision, policy, meter, plan.affinity_key, plan.blocked, admitted, plan.steered,
+        )  # fmt: skip
+    except BaseException:
+        await svc.gate.charge(ticket, 0, 0.0)  # admitted, never sent: free its slot
+        raise
+    return DispatchResponse(svc.dispatcher, call, svc, ticket)
+
+
+def _permitted(
+    svc: Services, client: Client, body: dict[str, Any], endpoint: Endpoint
+) -> Mapping[str, str]:
+    """The model's pairs, if the client may use the model and the request stays within the
+    policy's and the client's caps (n, max_tokens...). Raises ModelNotFound (the same 404
+    for a model the client may not use as for one nobody configured), InvalidRequest."""
+    model = body["model"]
+    try:
+        pairs = permissions.model_pairs(client, svc.pairs, model)
+    except ModelNotFound:
+        svc.gate.refused(client, "model")
+        raise
+    policy = svc.policies.current.for_model(model)
+    policy.limits.check(body, endpoint.limited)  # n, max_tokens, top_logprobs: 400 past caps
+    if client.max_tokens is not None or client.max_n is not None:
+        try:
+            permissions.check_caps(client, body, endpoint.limited)
+        except InvalidRequest:
+            svc.gate.refused(client, "caps")
+            raise
+    return pairs
 
 
 # A request still running after this long gets a task watching for its client's disconnect
@@ -154,10 +222,11 @@ class DispatchResponse:
     """An ASGI app (not a starlette Response): runs dispatch inside the ASGI call, racing it
     against the client's disconnect, and sends the answer or the error."""
 
-    def __init__(self, dispatcher: Dispatcher, call: Call, svc: Services) -> None:
+    def __init__(self, dispatcher: Dispatcher, call: Call, svc: Services, ticket: Ticket) -> None:
         self._dispatcher = dispatcher
         self._call = call
         self._svc = svc
+        self._ticket = ticket
         self._client_gone = False
         self._watcher: asyncio.Task[None] | None = None
 
@@ -186,6 +255,7 @@ class DispatchResponse:
             later.cancel()
             if self._watcher is not None:
                 self._watcher.cancel()
+            await self._settle()
             self._svc.metrics.count_request(self._call.model, status)
 
     def _start_watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
@@ -199,14 +269,33 @@ class DispatchResponse:
                 task.cancel()
                 return
 
+    async def _settle(self) -> None:
+        """Charge the client with what the request used (once; before the answer's last
+        bytes, so its concurrency slot is free when the client can ask again): the answer's
+        reported tokens (else the estimate; none without an answer) and what it cost."""
+        ticket, call = self._ticket, self._call
+        if ticket.is_charged:
+            return
+        tokens = ticket.tokens if call.decision.winner is not None else 0
+        usage = call.meter.tap.usage if call.meter is not None else None
+        if usage is not None and usage.prompt_tokens is not None:
+            tokens = usage.prompt_tokens + (usage.completion_tokens or 0)
+        await self._svc.gate.charge(ticket, tokens, call.decision.charged_usd or 0.0)
+
     def _response_headers(self, provider: str, content_type: bytes) -> list[tuple[bytes, bytes]]:
-        return [
+        headers = [
             (b"content-type", content_type),
             (b"x-ttft-router-provider", provider.encode()),
             (b"x-ttft-router-decision-id", self._call.decision.id.encode()),
             (b"x-ttft-router-attempts", str(len(self._call.decision.attempts)).encode()),
             (requestid.HEADER_BYTES, self._call.decision.request_id.encode()),
         ]
+        ticket = self._ticket
+        if self._svc.config.auth.client_header:
+            headers.append((b"x-ttft-router-client", ticket.client.name.encode()))
+        if ticket.use is not None and ticket.client.limits is not None:
+            headers += rate_headers(ticket.client.limits, ticket.use)
+        return headers
 
     async def _send_stream(self, send: Send) -> None:
         started = await self._dispatcher.start(self._call)
@@ -218,10 +307,12 @@ class DispatchResponse:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
         await self._dispatcher.relay(self._call, started, emit)
+        await self._settle()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _send_whole(self, send: Send) -> None:
         started, payload = await self._dispatcher.complete(self._call)
+        await self._settle()
         headers = self._response_headers(started.candidate.provider, b"application/json")
         cost = self._call.decision.cost_usd
         if cost is not None and self._svc.config.server.cost_header:  # usage x price

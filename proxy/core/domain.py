@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -54,7 +55,12 @@ ERROR_OUTCOMES = frozenset(o for o in Outcome if o not in (Outcome.OK, Outcome.C
 
 
 class Source(enum.StrEnum):
+    """Who placed the attempt: routing (passive: user traffic routed by the scores), the
+    client's own controls (steered: counts less in the scores, learning.stats), the prober,
+    or a benchmark run."""
+
     PASSIVE = "passive"
+    STEERED = "steered"
     PROBE = "probe"
     BENCH = "bench"
 
@@ -76,7 +82,9 @@ class Sample:
     `ttft_s` is None when no output arrived. `censored_at_s` is set when the attempt was
     cut off before its first token (client cancel, hedge loser, timeout): all we know
     is that the TTFT is greater than that many seconds. Times are seconds; `timestamp`
-    is wall-clock epoch seconds.
+    is wall-clock epoch seconds. `client` names the client whose request it measured ("" for
+    probes and samples written before clients had names): a label, never part of the pair,
+    so it does not split the pair's window.
     """
 
     model: str
@@ -90,14 +98,31 @@ class Sample:
     source: Source = Source.PASSIVE
     prompt_tokens: int = 0
     replica: str = ""
+    output_tokens: int | None = None
+    decode_s: float | None = None
+    client: str = ""
 
     @property
     def pair(self) -> Pair:
         return Pair(self.model, self.provider)
 
     @property
+    def is_traffic(self) -> bool:
+        """A client's request (routed by the scores or placed by its controls)."""
+        return self.source is Source.PASSIVE or self.source is Source.STEERED
+
+    @property
     def is_censored(self) -> bool:
         return self.ttft_s is None and self.censored_at_s is not None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decode throughput: output tokens after the first per second after the first
+        token; None unless at least two tokens came over a measurable time."""
+        tokens, decode_s = self.output_tokens, self.decode_s
+        if tokens is None or decode_s is None or tokens < 2 or decode_s <= 0.0:
+            return None
+        return (tokens - 1) / decode_s
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +137,9 @@ class Sample:
             "source": self.source.value,
             "prompt_tokens": self.prompt_tokens,
             "replica": self.replica,
+            "output_tokens": self.output_tokens,
+            "decode_s": self.decode_s,
+            "client": self.client,
         }
 
     @classmethod
@@ -129,6 +157,9 @@ class Sample:
             source=Source(data.get("source", "passive")),
             prompt_tokens=int(data.get("prompt_tokens", 0)),
             replica=str(data.get("replica", "")),
+            output_tokens=_opt_count(data.get("output_tokens")),
+            decode_s=_opt_float(data.get("decode_s")),
+            client=str(data.get("client", "")),
         )
 
 
@@ -142,6 +173,44 @@ def _opt_float(value: Any) -> float | None:
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"expected a finite non-negative number of seconds, got {value!r}")
     return number
+
+
+def _opt_count(value: Any) -> int | None:
+    if value is None:
+        return None
+    count = int(value)
+    if count < 0:
+        raise ValueError(f"expected a token count >= 0, got {value!r}")
+    return count
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Decode throughput of a pair's window (learning.decode): output tokens per second
+    after the first token, over the `n` answers that measured it.
+
+    Percentiles read as OpenRouter publishes them: `p90` is the rate at least 90% of the
+    answers reached, so p50 >= p75 >= p90 >= p99 (the slow tail, like TTFT's p90 is).
+    `output_tokens`: the median length of those answers (tokens), the pair's typical
+    output when a request names no max_tokens."""
+
+    n: int
+    p50: float
+    p75: float
+    p90: float
+    p99: float
+    output_tokens: float
+
+    def percentile(self, name: str) -> float:
+        """The figure named p50, p75, p90 or p99."""
+        value: float = getattr(self, name)
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n, "p50": self.p50, "p75": self.p75, "p90": self.p90, "p99": self.p99,
+            "output_tokens": self.output_tokens,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +286,63 @@ class ColdModel:
 
 
 @dataclass(frozen=True, slots=True)
+class Prefill:
+    """A pair's TTFT against its prompt's size (learning.prefill): `base_s` +
+    `s_per_token` x prompt tokens over its warm samples. `identified`: its own samples span
+    enough sizes to fix the slope; otherwise the slope is the model's pooled one or the
+    policy's prior. `n`: the warm samples fitted."""
+
+    base_s: float
+    s_per_token: float
+    identified: bool
+    n: int
+
+    def predict_s(self, prompt_tokens: int) -> float:
+        return self.base_s + self.s_per_token * prompt_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        rate = 1.0 / self.s_per_token if self.s_per_token > 0 else None
+        return {
+            "base_s": round(self.base_s, 6), "s_per_token": self.s_per_token,
+            "s_per_1k_tokens": round(self.s_per_token * 1e3, 6),
+            "tokens_per_s": round(rate) if rate is not None else None,
+            "identified": self.identified, "n": self.n,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change of a pair's latency found in its window (learning.change): since `at_ts`
+    (the first sample of the new regime; wall clock), found at `detected_ts` after
+    `n_after` samples. `what` moved: "cold starts" (`before`/`after` are shares of
+    cold-start-like samples) or "warm latency" (p90 in seconds before and after)."""
+
+    at_ts: float
+    detected_ts: float
+    direction: str  # degraded | improved
+    what: str
+    before: float
+    after: float
+    n_after: int
+
+    def describe(self, provider: str) -> str:
+        """'provider-a degraded at 12:03:04: warm latency p90 0.50 -> 3.10 s over 9 samples'."""
+        when = time.strftime("%H:%M:%S", time.gmtime(self.at_ts))
+        if self.what == "cold starts":
+            moved = f"cold starts {self.before:.0%} -> {self.after:.0%}"
+        else:
+            moved = f"warm latency p90 {self.before:.2f} -> {self.after:.2f} s"
+        return f"{provider} {self.direction} at {when}: {moved} over {self.n_after} samples"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at_ts, "detected_at": self.detected_ts, "direction": self.direction,
+            "what": self.what, "before": self.before, "after": self.after,
+            "n_after": self.n_after,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class Score:
     """Statistics of one pair's recent window. Latency figures are seconds, None when n == 0.
 
@@ -250,6 +376,28 @@ class Score:
     is_proven: bool
     belief: Belief | None = None  # set by the scoreboard (stats.score_model), else None
     cold: ColdModel | None = None  # set by the scoreboard (proxy.learning.coldness), else None
+    change: Change | None = None  # the newest change found in the window (learning.change)
+    recent_ts: tuple[float, ...] = ()  # the newest samples' timestamps (up to 10), oldest first
+    prefill: Prefill | None = None  # TTFT against prompt size (learning.prefill)
+    belief_class: int = 0  # the prompt size class `belief` is for (learning.prefill)
+    sized: tuple[tuple[int, Belief], ...] = ()  # the beliefs of the other size classes
+    n_steered: int = 0  # client traffic placed by the client's controls (Source.STEERED)
+    p75: float | None = None  # TTFT, like the quantiles above (OpenRouter's latency cutoffs)
+    throughput: Throughput | None = None  # decode throughput (learning.decode); None: unmeasured
+
+    def belief_for(self, size_class: int) -> Belief | None:
+        """The belief for prompts of `size_class`; `belief` when the model has no sample
+        of that size (no pair is known better there than at its usual size)."""
+        if size_class == self.belief_class:
+            return self.belief
+        for cls, belief in self.sized:
+            if cls == size_class:
+                return belief
+        return self.belief
+
+    def n_since(self, ts: float) -> int:
+        """Samples newer than `ts` among the newest ten (10 means: at least 10)."""
+        return sum(1 for t in self.recent_ts if t >= ts)
 
     @property
     def pair(self) -> Pair:
@@ -268,6 +416,7 @@ class Score:
             "n_errors": self.n_errors,
             "n_attempts": self.n_attempts,
             "median_s": self.median,
+            "p75_s": self.p75,
             "p90_s": self.p90,
             "p95_s": self.p95,
             "p99_s": self.p99,
@@ -280,11 +429,19 @@ class Score:
             "cold_share": self.cold_share,
             "error_rate": self.error_rate,
             "consecutive_errors": self.consecutive_errors,
-            "source_mix": {"passive": self.n_passive, "probe": self.n_probe},
+            "source_mix": {
+                "passive": self.n_passive,
+                "steered": self.n_steered,
+                "probe": self.n_probe,
+            },
             "age_s": self.age_s(now),
             "is_proven": self.is_proven,
             "belief": self.belief.to_dict() if self.belief is not None else None,
             "cold": self.cold.to_dict(now) if self.cold is not None else None,
+            "change": self.change.to_dict() if self.change is not None else None,
+            "prefill": self.prefill.to_dict() if self.prefill is not None else None,
+            "beliefs_by_size": {str(c): b.to_dict() for c, b in self.sized} or None,
+            "throughput": self.throughput.to_dict() if self.throughput is not None else None,
         }
 
 
@@ -400,6 +557,10 @@ class Decision:
     hedge: HedgeRecord | None = None
     controls: list[str] | None = None  # what shaped the route besides measurements (controls)
     cost_usd: float | None = None  # usage x the winner's price, when both are known (pricing)
+    client: str = ""  # the client's name (proxy.clients): "anonymous" for auth.api_keys
+    # what the client was charged: cost_usd plus the estimated cost of its other attempts
+    # (hedges, failover); None until the request is over or when nothing is priced
+    charged_usd: float | None = None
     # the ranking's candidates as plain data at a time (routing.Ranking.candidates), or None
     candidates: Callable[[float], list[dict[str, Any]]] | None = None
 
@@ -430,6 +591,8 @@ class Decision:
             "hedge": self.hedge.to_dict() if self.hedge else None,
             "controls": self.controls or [],
             "cost_usd": self.cost_usd,
+            "client": self.client or None,
+            "charged_usd": self.charged_usd,
         }
 
 

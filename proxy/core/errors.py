@@ -14,6 +14,7 @@ these or into `Outcome`s at their own boundary, never here.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar
 
 from proxy.core import requestid
@@ -120,6 +121,57 @@ class RateLimited(ProxyError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, round(self.retry_after_s)))}
+
+
+class ClientRateLimited(ProxyError):
+    """A client is over one of its own rate limits (proxy.clients): OpenAI's 429, whose
+    `type` names what ran out ("requests" or "tokens"), with Retry-After (and OpenAI's
+    `retry-after-ms`) and the x-ratelimit-* headers of the client's limits."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+    log_level = logging.INFO
+
+    def __init__(
+        self, message: str, *, kind: str, retry_after_s: float, headers: dict[str, str]
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after_s = retry_after_s
+        self._headers = headers
+
+    def headers(self) -> dict[str, str]:
+        wait_s = max(self.retry_after_s, 0.001)
+        return {
+            "Retry-After": str(max(1, math.ceil(wait_s))),
+            "retry-after-ms": str(max(1, math.ceil(wait_s * 1000))),
+            **self._headers,
+        }
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["type"] = self.kind
+        return body
+
+
+class QuotaExceeded(ProxyError):
+    """A client spent its budget (proxy.clients): OpenAI's 429 `insufficient_quota`, which
+    waiting a few seconds does not cure (`x-should-retry: false` tells the openai SDK)."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+    log_level = logging.INFO
+
+    def __init__(self, message: str, *, resets_in_s: float, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.resets_in_s = resets_in_s
+        self._headers = headers
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.resets_in_s))),
+                "x-should-retry": "false", **self._headers}  # fmt: skip
 
 
 class UpstreamRejected(ProxyError):

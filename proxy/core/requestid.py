@@ -23,6 +23,9 @@ MAX_LENGTH = 128
 _SAFE = re.compile(rb"[A-Za-z0-9._-]{1,%d}" % MAX_LENGTH)
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("ttft_router_request_id", default=None)
+# The name of the request's client (proxy.clients), once its key is checked: in every log
+# line written while the request runs, like the request id.
+CLIENT: ContextVar[str | None] = ContextVar("ttft_router_client", default=None)
 
 
 def current() -> str | None:

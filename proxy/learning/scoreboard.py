@@ -1,28 +1,33 @@
 """The in-memory scoreboard routing reads: store -> stats -> one immutable snapshot.
 
 A background loop asks the store for windows whose version changed since the last refresh
-and recomputes only those pairs' scores; every `full_every_s` it also recomputes the pairs
-whose window lost a sample to age since the last such pass, so that samples age out of a window
-with no new traffic; a policy change recomputes every pair. A pair's Belief (the posterior of
-its objective, stats.score_model) depends on the model's other pairs (the pooled prior) and on
-the clock (evidence ages), so a pair is always rescored with its whole model, and the periodic
-pass rescores every model. The snapshot is swapped whole: a reader never sees a half-updated board
-and never awaits; a refresh of many pairs yields to the event loop between batches.
+and recomputes only those pairs' scores, plus, in turn, a slice of the models, so that every
+model is rescored at least once per `full_every_s` (samples age out of a window, and evidence
+ages, with no new traffic); a policy change recomputes every pair. A pair's Belief (the
+posterior of its objective, stats.score_model) depends on the model's other pairs (the
+pooled prior) and on the clock (evidence ages), so a pair is always rescored with its whole
+model. Each pair's change detector (learning.change) is fed its new samples once. The
+snapshot is swapped whole: a reader never sees a half-updated board and never awaits; a
+refresh of many pairs yields to the event loop between batches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
-from proxy.core.domain import Pair, Sample, Score
+from proxy.core.domain import SAMPLE_TIME, Change, Pair, Sample, Score, Source
 from proxy.core.loops import pause
 from proxy.learning import stats
+from proxy.learning.change import LATE_S, Detector
 from proxy.learning.coldness import cold_model
 from proxy.learning.stats import score_model
 from proxy.learning.store.base import Store, StoreUnavailable
@@ -63,9 +68,10 @@ class Scoreboard:
         self.refreshed_at: float | None = None
         self.last_error: str | None = None
         self.last_refresh_cpu_s = 0.0
-        self._last_full = 0.0
+        self._turns: deque[str] = deque()  # models in the order they are rescored for ageing
         self._policy_seen = policies.current
         self._seeds = rng or random.Random()
+        self._detectors: dict[Pair, Detector] = {}
 
     def window(self, pair: Pair) -> Sequence[Sample]:
         """The samples last read of `pair`, oldest first (empty when none); read-only."""
@@ -95,13 +101,9 @@ class Scoreboard:
             self._windows[pair] = window.samples
         if self._policies.current is not self._policy_seen:
             self._policy_seen = self._policies.current
-            self._last_full = now
             pairs = list(self._windows)
-        elif now - self._last_full >= self._full_every_s:
-            pairs = list(self._windows)  # every posterior ages, whether a sample left or not
-            self._last_full = now
-        else:
-            pairs = list(changed)
+        else:  # every posterior ages, whether a sample came or left or not: a slice a time
+            pairs = [*changed, *self._ageing_slice()]
         cpu = time.process_time() - cpu
         if pairs:
             board = dict(self.snapshot)
@@ -117,7 +119,8 @@ class Scoreboard:
                 batch_cpu = time.process_time()
                 params = self._policies.current.for_model(model).window_params()
                 seed = self._seeds.getrandbits(64)
-                scored = score_model(by_model[model], params, now, seed)
+                changes = self._changes(by_model[model], params)
+                scored = score_model(by_model[model], params, now, seed, changes)
                 board.update(with_cold_models(scored, by_model[model], params, now))
                 done += len(by_model[model])
                 cpu += time.process_time() - batch_cpu
@@ -126,6 +129,51 @@ class Scoreboard:
         self.refreshed_at = now
         self.last_refresh_cpu_s = cpu
         return len(pairs)
+
+    def _ageing_slice(self) -> list[Pair]:
+        """The pairs of the next models in turn, so that every model is rescored at least
+        once per `full_every_s` without one refresh rescoring them all (at 2,000 pairs a
+        whole pass costs seconds of CPU: spread, each refresh costs a share of it)."""
+        models = list(dict.fromkeys(p.model for p in self._windows))
+        if not models:
+            return []
+        if set(self._turns) != set(models):
+            self._turns = deque(models)
+        share = self.refresh_s / self._full_every_s if self._full_every_s > 0 else 1.0
+        count = max(1, math.ceil(len(models) * share))
+        chosen = set()
+        for _ in range(min(count, len(self._turns))):
+            chosen.add(self._turns[0])
+            self._turns.rotate(-1)
+        return [p for p in self._windows if p.model in chosen]
+
+    def _changes(
+        self, windows: Mapping[Pair, Sequence[Sample]], params: WindowParams
+    ) -> dict[Pair, Change | None] | None:
+        """Each pair's newest change: its online detector (learning.change) fed the samples
+        it has not seen yet; a new detector when the policy's change parameters move."""
+        if params.change is None:
+            return None
+        out: dict[Pair, Change | None] = {}
+        for pair, samples in windows.items():
+            detector = self._detectors.get(pair)
+            if detector is None or detector.params != params.change:
+                detector = self._detectors[pair] = Detector(params.change)
+            # the detector skips what it has read: a late sample (one that started earlier
+            # and took longer) is still read, when it arrives
+            start = bisect.bisect_left(samples, detector.last_ts - LATE_S, key=SAMPLE_TIME)
+            out[pair] = detector.feed(samples[start:], self._slope(pair, params))
+        return out
+
+    def _slope(self, pair: Pair, params: WindowParams) -> float:
+        """The pair's prefill slope (s per prompt token) as last fitted, else the prior's."""
+        score = self.snapshot.get(pair)
+        fitted = score.prefill if score is not None else None
+        return (
+            fitted.s_per_token
+            if fitted is not None and fitted.identified
+            else (params.prefill_s_per_token)
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -148,7 +196,10 @@ def with_cold_models(
 ) -> dict[Pair, Score]:  # fmt: skip
     """`scores` with each pair's ColdModel (proxy.learning.coldness) from its window."""
     for pair, score in scores.items():
-        recent = stats.in_window(windows.get(pair, ()), params, now)
+        recent = [  # a client's own placements (steered) do not teach the coldness model
+            s for s in stats.in_window(windows.get(pair, ()), params, now)
+            if s.source is not Source.STEERED
+        ]  # fmt: skip
         cold = cold_model(recent, params.cold_factor, params.cold_floor_s)
         if cold is not None:
             scores[pair] = replace(score, cold=cold)

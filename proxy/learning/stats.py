@@ -22,7 +22,7 @@ robust measures of the same spread (see docs/statistics.md).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -31,15 +31,21 @@ from proxy.core.domain import (
     ERROR_OUTCOMES,
     SAMPLE_TIME,
     Belief,
+    Change,
     Outcome,
     Pair,
+    Prefill,
     Sample,
     Score,
     Source,
 )
+from proxy.learning import prefill
+from proxy.learning.change import detect
+from proxy.learning.decode import throughput_of
 from proxy.settings.policy import WindowParams
 
-QUANTILES = (0.5, 0.9, 0.95, 0.99)
+QUANTILES = (0.5, 0.75, 0.9, 0.95, 0.99)
+RECENT = 10  # a score keeps its newest samples' timestamps (routing.advice counts them)
 TAIL_SHARE = 0.05
 # Policy objective -> the quantile it is (tail_mean is the expected shortfall instead).
 OBJECTIVE_QUANTILE = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
@@ -110,7 +116,7 @@ def compute_score(pair: Pair, samples: Sequence[Sample], params: WindowParams, n
 def _score_of_window(pair: Pair, recent: list[Sample], params: WindowParams) -> Score:
     times: list[float] = []
     observed: list[bool] = []
-    n_errors = n_passive = n_probe = 0
+    n_errors = n_passive = n_probe = n_steered = 0
     last_error = None
     for s in recent:  # one pass: this runs for every changed pair every refresh
         if s.outcome in ERROR_OUTCOMES:
@@ -120,6 +126,8 @@ def _score_of_window(pair: Pair, recent: list[Sample], params: WindowParams) -> 
             n_passive += 1
         elif s.source is Source.PROBE:
             n_probe += 1
+        elif s.source is Source.STEERED:
+            n_steered += 1
         if s.ttft_s is not None:
             times.append(s.ttft_s)
             observed.append(True)
@@ -137,16 +145,19 @@ def _score_of_window(pair: Pair, recent: list[Sample], params: WindowParams) -> 
         error_rate=n_errors / len(recent) if recent else 0.0,
         consecutive_errors=_trailing_errors(recent),
         newest_ts=recent[-1].timestamp if recent else None,
+        recent_ts=tuple(s.timestamp for s in recent[-RECENT:]),
         last_error_ts=last_error,
         n_passive=n_passive,
         n_probe=n_probe,
+        n_steered=n_steered,
         is_proven=len(times) >= params.min_samples,
+        throughput=throughput_of(recent),
         **figures,  # type: ignore[arg-type]  # floats only; `belief` is not among them
     )
 
 
 _NO_FIGURES: dict[str, float | None] = dict.fromkeys(
-    ("median", "p90", "p95", "p99", "tail_mean", "mean", "std", "cv", "std_over_median",
+    ("median", "p75", "p90", "p95", "p99", "tail_mean", "mean", "std", "cv", "std_over_median",
      "tail_ratio", "cold_share"),
 )  # fmt: skip
 
@@ -160,12 +171,13 @@ def _latency_figures(
         mass = np.full(len(t), 1.0 / len(t))
     else:
         t, mass = km_masses(times, np.array(is_observed, dtype=np.bool_))
-    median, p90, p95, p99 = quantiles_of(t, mass, QUANTILES)
+    median, p75, p90, p95, p99 = quantiles_of(t, mass, QUANTILES)
     mean = float(times.mean())
     std = float(times.std(ddof=1)) if len(times) > 1 else 0.0
     cold_threshold = max(params.cold_factor * median, params.cold_floor_s)
     return {
         "median": median,
+        "p75": p75,
         "p90": p90,
         "p95": p95,
         "p99": p99,
@@ -205,7 +217,11 @@ def cv_band(cv: float | None, tight_below: float, variable_below: float) -> str:
 
 
 def score_model(
-    windows: Mapping[Pair, Sequence[Sample]], params: WindowParams, now: float, seed: int
+    windows: Mapping[Pair, Sequence[Sample]],
+    params: WindowParams,
+    now: float,
+    seed: int,
+    changes: Mapping[Pair, Change | None] | None = None,
 ) -> dict[Pair, Score]:
     """The scores of one model's pairs, each with its Belief (the posterior of the objective).
 
@@ -225,28 +241,140 @@ def score_model(
       is believed to be like a random one of the measured pairs (`_typical_pair`), the
       `prior` every Belief of the model carries.
     `params.draws` draws per pair, computed here (once per scoreboard refresh), never per
-    request.
+    request. `changes`: each pair's newest change as its online detector found it (the
+    scoreboard's, learning.change); without them each window is tested on its own.
     """
     rng = np.random.default_rng(seed)
     scored: dict[Pair, tuple[Score, _Obs | None]] = {}
     for pair, samples in windows.items():
         recent = in_window(samples, params, now)
-        scored[pair] = _score(pair, recent, params)
-    measured = [obs for _, obs in scored.values() if obs is not None]
+        score, obs = _score(pair, recent, params)
+        if params.change is not None and obs is not None:
+            change = changes.get(pair) if changes is not None else detect(recent, params.change)
+            if change is not None and change.at_ts >= recent[0].timestamp:  # else it is history
+                score = replace(score, change=change)
+        scored[pair] = score, obs
+    measured = {pair: obs for pair, (_, obs) in scored.items() if obs is not None}
     if not measured:
         return {pair: score for pair, (score, _) in scored.items()}
-    prior_t = _pooled_points(measured)
+    weights = {pair: _weights(pair, obs, scored, params, now) for pair, obs in measured.items()}
+    fits = _prefills(scored, measured, weights, params)
+    present = sorted({int(c) for obs in measured.values() for c in np.unique(obs.classes)})
+    by_class = {c: _class_beliefs(c, scored, measured, weights, fits, params, rng) for c in present}
     out: dict[Pair, Score] = {}
-    for pair, (score, obs) in scored.items():
-        if obs is not None:
-            weights = np.power(0.5, np.maximum(now - obs.stamps, 0.0) / params.half_life_s)
-            belief = _belief(obs.times, obs.observed, weights, prior_t, params, rng)
-            out[pair] = replace(score, belief=belief)
-    prior = _typical_pair([b for s in out.values() if (b := s.belief) is not None], params, rng)
+    base = present[0]
     for pair, (score, _) in scored.items():
-        base = out.get(pair, score)
-        out[pair] = replace(base, belief=replace(base.belief or prior, prior=prior))
+        sized = tuple((c, by_class[c][pair]) for c in present[1:])
+        out[pair] = replace(
+            score, belief=by_class[base][pair], belief_class=base, sized=sized,
+            prefill=fits.get(pair),
+        )  # fmt: skip
     return out
+
+
+def _class_beliefs(
+    size: int,
+    scored: Mapping[Pair, object],
+    measured: Mapping[Pair, _Obs],
+    weights: Mapping[Pair, npt.NDArray[np.float64]],
+    fits: Mapping[Pair, Prefill],
+    params: WindowParams,
+    rng: np.random.Generator,
+) -> dict[Pair, Belief]:
+    """Every pair's belief for prompts of size class `size` (learning.prefill): its samples
+    of that class and, weighing less, of the classes beside it, moved to the class's centre;
+    a pair with none there (or none at all: `scored` holds every pair) gets the model's
+    prior for the class."""
+    near: dict[Pair, tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_],
+                           npt.NDArray[np.float64]]] = {}  # fmt: skip
+    for pair, obs in measured.items():
+        times, factor = prefill.moved(obs.times, obs.tokens, obs.classes, fits[pair], size)
+        keep = factor > 0.0
+        if keep.any():
+            near[pair] = times[keep], obs.observed[keep], weights[pair][keep] * factor[keep]
+    pooled = _pooled_points([_Obs.of(times, seen) for times, seen, _ in near.values()])
+    beliefs = {
+        pair: _belief(times, seen, w, pooled, params, rng)
+        for pair, (times, seen, w) in near.items()
+    }
+    prior = _typical_pair(list(beliefs.values()), params, rng)
+    out = {pair: replace(belief, prior=prior) for pair, belief in beliefs.items()}
+    for pair in scored:
+        out.setdefault(pair, prior)
+    return out
+
+
+def _prefills(
+    scored: Mapping[Pair, tuple[Score, _Obs | None]],
+    measured: Mapping[Pair, _Obs],
+    weights: Mapping[Pair, npt.NDArray[np.float64]],
+    params: WindowParams,
+) -> dict[Pair, Prefill]:
+    """Each measured pair's prefill rate; the pairs whose samples do not fix one get the
+    median of the model's identified rates, else the policy's prior."""
+    fits = {}
+    for pair, obs in measured.items():
+        warm = obs.observed & (obs.times <= _cold_above(obs, params))
+        fits[pair] = prefill.fit(obs.tokens, obs.times, warm, weights[pair],
+                                 params.prefill_s_per_token)  # fmt: skip
+    known = [f.s_per_token for f in fits.values() if f.identified]
+    if known:
+        pooled = float(np.median(known))
+        fits = {p: f if f.identified else replace(f, s_per_token=pooled) for p, f in fits.items()}
+    return fits
+
+
+def _cold_above(obs: _Obs, params: WindowParams) -> npt.NDArray[np.float64]:
+    """Each sample's cold-start-like threshold, by its own prompt size class: above
+    `cold_factor` x the median of its class (and `cold_floor_s`). One threshold for all sizes
+    would take a slow-prefill pair's long prompts for cold starts and hide its slope."""
+    above = np.empty(len(obs.times), np.float64)
+    for size in np.unique(obs.classes):
+        mine = obs.classes == size
+        median = (
+            float(np.median(obs.times[mine & obs.observed])) if (mine & obs.observed).any() else 0.0
+        )
+        above[mine] = max(params.cold_factor * median, params.cold_floor_s)
+    return above
+
+
+def _weights(
+    pair: Pair,
+    obs: _Obs,
+    scored: Mapping[Pair, tuple[Score, _Obs | None]],
+    params: WindowParams,
+    now: float,
+) -> npt.NDArray[np.float64]:
+    """Each observation's weight: halved every `half_life_s` of age, less after changes,
+    `steered_weight` for a request the client's own controls placed (docs/security.md)."""
+    aged = np.power(0.5, np.maximum(now - obs.stamps, 0.0) / params.half_life_s)
+    if obs.steered is not None:
+        aged = np.where(obs.steered, aged * params.steered_weight, aged)
+    return _after_changes(aged, obs.stamps, pair, scored, params)
+
+
+def _after_changes(
+    weights: npt.NDArray[np.float64],
+    stamps: npt.NDArray[np.float64],
+    pair: Pair,
+    scored: Mapping[Pair, tuple[Score, _Obs | None]],
+    params: WindowParams,
+) -> npt.NDArray[np.float64]:
+    """The evidence weights after changes (learning.change): a pair's own samples from
+    before its change count `pre_change_weight`; when another pair of the model changed
+    later, the samples from before that change count `others_weight` too (the market
+    moved: what the pair was then says less of what it is now)."""
+    change = params.change
+    if change is None:
+        return weights
+    own = scored[pair][0].change
+    if own is not None:
+        weights = np.where(stamps < own.at_ts, weights * change.pre_change_weight, weights)
+    others = [s.change.at_ts for p, (s, _) in scored.items() if p != pair and s.change is not None]
+    newest = max(others, default=None)
+    if newest is not None and (own is None or newest > own.at_ts):
+        weights = np.where(stamps < newest, weights * change.others_weight, weights)
+    return weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +384,15 @@ class _Obs:
     stamps: npt.NDArray[np.float64]
     t: npt.NDArray[np.float64]  # Kaplan-Meier support, sorted
     mass: npt.NDArray[np.float64]
+    tokens: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    classes: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    steered: npt.NDArray[np.bool_] | None = None  # None: none is (Source.STEERED)
+
+    @classmethod
+    def of(cls, times: npt.NDArray[np.float64], observed: npt.NDArray[np.bool_]) -> _Obs:
+        """Times alone (the pooled prior's points need only their Kaplan-Meier masses)."""
+        t, mass = km_masses(times, observed)
+        return cls(times, observed, np.zeros(0), t, mass)
 
 
 def _score(pair: Pair, recent: list[Sample], params: WindowParams) -> tuple[Score, _Obs | None]:
@@ -268,8 +405,14 @@ def _score(pair: Pair, recent: list[Sample], params: WindowParams) -> tuple[Scor
     )
     observed = np.array([s.ttft_s is not None for s in latency], np.bool_)
     stamps = np.array([s.timestamp for s in latency], np.float64)
+    tokens = np.array([s.prompt_tokens for s in latency], np.float64)
+    steered = None
+    if score.n_steered:
+        steered = np.array([s.source is Source.STEERED for s in latency], np.bool_)
     t, mass = km_masses(times, observed)
-    return score, _Obs(times, observed, stamps, t, mass)
+    return score, _Obs(
+        times, observed, stamps, t, mass, tokens, prefill.classes_of(tokens), steered
+    )
 
 
 def _pooled_points(measured: list[_Obs]) -> npt.NDArray[np.float64]:

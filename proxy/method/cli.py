@@ -88,6 +88,7 @@ def bench_options(args: argparse.Namespace) -> BenchOptions:
         requests=args.requests, warmup=args.warmup, concurrency=args.concurrency,
         prompt=prompt, max_tokens=args.max_tokens, pacing=pacing,
         min_samples=args.min_samples, max_error_rate=args.max_error_rate,
+        prompt_tokens=args.prompt_tokens or (),
     )  # fmt: skip
 
 
@@ -120,11 +121,14 @@ def _show(report: Report, files: Sequence[Path]) -> None:
                   f"p95 {format_seconds(best.score.p95)})" if best
                   else "none (no proven pair within the error limit)")  # fmt: skip
         console.print(f"best for {model}: {choice}")
-    incomplete = [r for r in report.rows if r.requests < report.header.method.requests]
+    for slope in report.slopes:
+        console.print(f"slope of {slope.spec.pair}: {slope.s_per_1k:.4f} s per 1k prompt tokens "
+                      f"(TTFT at 0 tokens {format_seconds(slope.at_zero_s)})")  # fmt: skip
+    wanted = report.header.method.counted_per_pair
+    incomplete = [r for r in report.rows if r.requests < wanted]
     if incomplete:
         console.print(f"[yellow]incomplete: {len(incomplete)} pair(s) have fewer than "
-                      f"{report.header.method.requests} counted requests; rerun bench to "
-                      "resume[/]")  # fmt: skip
+                      f"{wanted} counted requests; rerun bench to resume[/]")  # fmt: skip
     if files:
         console.print(f"wrote {', '.join(p.name for p in files)} in {files[0].parent}")
 
@@ -224,6 +228,15 @@ def _share(text: str) -> float:
     return value
 
 
+def _prompt_sizes(text: str) -> tuple[int, ...]:
+    from proxy.method.prompts import parse_sizes
+
+    try:
+        return parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
@@ -281,6 +294,9 @@ def add_bench_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="requests in flight per pair (1)",
     )
     add("--prompt-file", metavar="PATH", help="the prompt to send (default: a fixed short prompt)")
+    add("--prompt-tokens", type=_prompt_sizes, metavar="N[,M...]",
+        help="pad the prompt to about N tokens (several: each in turn, --requests at each, and "
+        "the report gives each pair's slope); its text differs in every request")  # fmt: skip
     add(
         "--max-tokens",
         type=_positive_int,

@@ -44,6 +44,7 @@ class BenchOptions:
     concurrency: int = 1
     prompt: str = ""
     max_tokens: int = 16
+    prompt_tokens: tuple[int, ...] = ()  # --prompt-tokens: sizes to pad the prompt to
     pacing: Pacing = field(default_factory=Pacing)
     min_samples: int | None = None  # None: the method's 75, or --requests when fewer
     max_error_rate: float = 0.10
@@ -73,6 +74,7 @@ def prepare(options: BenchOptions, config: Config, policies: PolicySet) -> Job:
     method = Method(
         pairs=pairs, requests=options.requests, warmup=options.warmup,
         concurrency=options.concurrency, prompt=options.prompt, max_tokens=options.max_tokens,
+        prompt_tokens=options.prompt_tokens,
     )  # fmt: skip
     judgement = judgement_from_policies(
         policies,
@@ -105,7 +107,7 @@ def _existing_run(path: Path, method: Method) -> RunLog | None:
 
 def remaining(job: Job) -> int:
     """Requests still to send."""
-    total = len(job.method.pairs) * (job.method.warmup + job.method.requests)
+    total = len(job.method.pairs) * (job.method.warmup + job.method.counted_per_pair)
     return total - (len(job.existing.records) if job.existing else 0)
 
 

@@ -19,6 +19,7 @@ import orjson
 from proxy.core.domain import Pair
 from proxy.core.errors import TtftRouterError
 from proxy.learning.stats import OBJECTIVE_QUANTILE
+from proxy.method.prompts import nonce_of, padded_prompt
 from proxy.settings.config import Config, LiteLLMProvider
 from proxy.settings.policy import ModelPolicy, PolicySet, WindowParams
 
@@ -46,7 +47,12 @@ class PairSpec:
 
 @dataclass(frozen=True, slots=True)
 class Method:
-    """Everything that decides what a sample means; a resumed run must match it exactly."""
+    """Everything that decides what a sample means; a resumed run must match it exactly.
+
+    `prompt_tokens` (`--prompt-tokens`): the prompt sizes to measure; empty: the prompt as
+    it is. With sizes, `requests` is per pair and size, each pair's requests take the sizes
+    in turn (so every size sees the same hours), and each request's prompt is `prompt`
+    padded to its size with text of its own (method/prompts.py)."""
 
     pairs: tuple[PairSpec, ...]
     requests: int
@@ -55,13 +61,30 @@ class Method:
     prompt: str
     max_tokens: int
     temperature: float = 0.0
+    prompt_tokens: tuple[int, ...] = ()
 
-    def body(self, spec: PairSpec) -> bytes:
-        """The streamed chat request sent for `spec` (the same bytes every time)."""
+    @property
+    def counted_per_pair(self) -> int:
+        """Counted requests per pair: `requests` at each prompt size."""
+        return self.requests * max(1, len(self.prompt_tokens))
+
+    def size_of(self, index: int) -> int | None:
+        """The prompt size of a pair's request `index` (either phase); None: unpadded."""
+        sizes = self.prompt_tokens
+        return sizes[index % len(sizes)] if sizes else None
+
+    def body(self, spec: PairSpec, phase: str = "counted", index: int = 0) -> bytes:
+        """The streamed chat request sent for `spec` as its request `index` of `phase`: the
+        same bytes every time (without sizes, for every index too)."""
+        size = self.size_of(index)
+        prompt = self.prompt
+        if size is not None:
+            nonce = nonce_of(spec.model, spec.provider, phase, index)
+            prompt = padded_prompt(self.prompt, size, nonce)
         return orjson.dumps(
             {
                 "model": spec.upstream_model,
-                "messages": [{"role": "user", "content": self.prompt}],
+                "messages": [{"role": "user", "content": prompt}],
                 "max_tokens": self.max_tokens,
                 "temperature": self.temperature,
                 "stream": True,
@@ -72,6 +95,7 @@ class Method:
         data = asdict(self)
         data["pairs"] = [asdict(p) for p in self.pairs]
         data["prompt_sha256"] = hashlib.sha256(self.prompt.encode()).hexdigest()
+        data["prompt_tokens"] = list(self.prompt_tokens)
         return data
 
     @classmethod
@@ -88,6 +112,7 @@ class Method:
             prompt=str(data["prompt"]),
             max_tokens=int(data["max_tokens"]),
             temperature=float(data["temperature"]),
+            prompt_tokens=tuple(int(n) for n in data.get("prompt_tokens", ())),  # absent: none
         )
 
     def differences(self, asked: Method) -> list[str]:
@@ -103,6 +128,9 @@ class Method:
                 out.append(f"{flag} {here} here, {there} there")
         if self.prompt != asked.prompt:
             out.append("another prompt (--prompt-file)")
+        if self.prompt_tokens != asked.prompt_tokens:
+            out.append(f"--prompt-tokens {_sizes_text(asked.prompt_tokens)} here, "
+                       f"{_sizes_text(self.prompt_tokens)} there")  # fmt: skip
         return out
 
 
@@ -246,6 +274,10 @@ def _require_key(config: Config, provider: str) -> None:
 
 def _env_name(provider: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", provider.upper()) + "_API_KEY"
+
+
+def _sizes_text(sizes: Sequence[int]) -> str:
+    return ",".join(map(str, sizes)) or "(none)"
 
 
 def _pairs_text(pairs: Sequence[PairSpec]) -> str:

@@ -151,4 +151,4 @@ def _when(sample: Sample) -> float:
 
 def _method_text(report: Report) -> str:
     m = report.header.method
-    return f"{m.requests} counted requests per pair after {m.warmup} warm-ups"
+    return f"{m.counted_per_pair} counted requests per pair after {m.warmup} warm-ups"

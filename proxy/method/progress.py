@@ -50,7 +50,7 @@ class Tally:
 
     @property
     def total(self) -> int:
-        return len(self.method.pairs) * (self.method.warmup + self.method.requests)
+        return len(self.method.pairs) * (self.method.warmup + self.method.counted_per_pair)
 
     @property
     def errors(self) -> int:
@@ -69,7 +69,7 @@ class Tally:
             last = self.last.get(spec.pair)
             table.add_row(
                 spec.model, spec.provider, f"{self.warmups[spec.pair]}/{m.warmup}",
-                f"{len(samples)}/{m.requests}", _secs(score.median), _secs(score.p95),
+                f"{len(samples)}/{m.counted_per_pair}", _secs(score.median), _secs(score.p95),
                 Text(str(score.n_errors), style="red" if score.n_errors else ""),
                 _last(last),
             )  # fmt: skip

@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,12 @@ from rich import box
 from rich.table import Table
 
 from proxy.core.domain import Sample, Score
+from proxy.learning.decode import PERCENTILES
+from proxy.learning.published import Span
 from proxy.learning.stats import compute_score, cv_band
 from proxy.method.plan import METHOD_REQUESTS, Judgement, PairSpec
 from proxy.method.samplefile import Header, RunLog, atomic_write
+from proxy.method.sizes import SizeRow, Slope, size_rows, slopes
 from proxy.routing.ranking import OBJECTIVES
 
 UNPROVEN = "unproven"
@@ -62,7 +65,13 @@ class Row:
             "cold_start_like": self.cold_count,
             "verdict": self.verdict,
             "is_best": self.is_best,
+            **{f"tokens_per_s_{p}": _rate(s, p) for p in PERCENTILES},
         }
+
+
+def _rate(score: Score, name: str) -> float | None:
+    """The score's decode throughput percentile `name` in tokens/s; None: not measured."""
+    return None if score.throughput is None else score.throughput.percentile(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +81,8 @@ class Report:
     rows: list[Row]
     samples: dict[PairSpec, list[Sample]]  # counted samples per pair, oldest first
     generated: float
+    by_size: list[SizeRow] = field(default_factory=list)  # with --prompt-tokens: pair x size
+    slopes: list[Slope] = field(default_factory=list)  # with several sizes: per pair
 
     def best(self, model: str) -> Row | None:
         return next((r for r in self.rows if r.spec.model == model and r.is_best), None)
@@ -92,7 +103,9 @@ def build_report(log: RunLog, judgement: Judgement | None = None) -> Report:
     for pair_samples in samples.values():
         pair_samples.sort(key=lambda s: s.timestamp)
     rows = [_row(spec, s, judgement, now) for spec, s in samples.items()]
-    return Report(log.header, judgement, _mark_best(rows, judgement), samples, now)
+    sized = size_rows(samples, log.header.method.prompt_tokens, judgement, now)
+    return Report(log.header, judgement, _mark_best(rows, judgement), samples, now, sized,
+                  slopes(sized))  # fmt: skip
 
 
 def _row(spec: PairSpec, samples: list[Sample], judgement: Judgement, now: float) -> Row:
@@ -120,6 +133,8 @@ class LiveReport:
     judgement: Judgement
     rows: list[Row]
     generated: float
+    # each pair's last 5 min / 30 min / day (learning.published), when computed
+    published: Mapping[PairSpec, Sequence[Span]] = field(default_factory=dict)
 
     @property
     def models(self) -> list[str]:
@@ -130,12 +145,14 @@ class LiveReport:
 
 
 def build_live_report(
-    scores: Sequence[tuple[PairSpec, Score]], judgement: Judgement, replica: str, now: float
-) -> LiveReport:
+    scores: Sequence[tuple[PairSpec, Score]], judgement: Judgement, replica: str, now: float,
+    published: Mapping[PairSpec, Sequence[Span]] | None = None,
+) -> LiveReport:  # fmt: skip
     """Rows from the scoreboard's scores as they are (no figure is recomputed here): the
-    same rows, verdicts and best pair as a bench report of the same samples."""
+    same rows, verdicts and best pair as a bench report of the same samples; `published`:
+    each pair's figures over the last 5 min, 30 min and day, shown in their own section."""
     rows = [row_of(spec, score, score.n_attempts, judgement) for spec, score in scores]
-    return LiveReport(replica, judgement, _mark_best(rows, judgement), now)
+    return LiveReport(replica, judgement, _mark_best(rows, judgement), now, published or {})
 
 
 def live_markdown(report: LiveReport) -> str:
@@ -149,6 +166,7 @@ def live_markdown(report: LiveReport) -> str:
         *_table_lines(report.rows),
         "",
         *_notes(report, report.judgement),
+        *_published_lines(report.published),
     ]
     return "\n".join(lines) + "\n"
 
@@ -160,8 +178,47 @@ def live_json(report: LiveReport) -> bytes:
         "judgement": report.judgement.to_dict(),
         "best": {m: row.spec.provider for m in report.models if (row := report.best(m))},
         "rows": [row.to_dict() for row in report.rows],
-    }
+        "published": [
+            {"model": spec.model, "provider": spec.provider,
+             **{span.name: span.to_dict() for span in spans}}
+            for spec, spans in report.published.items()
+        ],
+    }  # fmt: skip
     return orjson.dumps(document, option=orjson.OPT_INDENT_2)
+
+
+PUBLISHED_COLUMNS = ("model", "provider", "span", "attempts", "uptime", "TTFT p50", "p75",
+                     "p90", "p99", "tok/s p50", "p75", "p90", "p99")  # fmt: skip
+
+
+def _published_lines(published: Mapping[PairSpec, Sequence[Span]]) -> list[str]:
+    """The section of OpenRouter's endpoint figures: one line per pair and span."""
+    if not published:
+        return []
+    lines = [
+        "", "## Last 5 minutes, 30 minutes and day", "",
+        "Per pair as OpenRouter publishes per endpoint: TTFT (s) and decode throughput "
+        "(tokens/s after the first token; p90 is the rate 90% of the answers reached) at "
+        "p50/p75/p90/p99, uptime (attempts without a provider error). From the samples the "
+        "store keeps of each pair (its count limit may cut the day short).", "",
+        "| " + " | ".join(PUBLISHED_COLUMNS) + " |",
+        "|" + "|".join("---" if c in _LEFT else "---:" for c in PUBLISHED_COLUMNS) + "|",
+    ]  # fmt: skip
+    for spec, spans in published.items():
+        for span in spans:
+            latency, rates = span.latency or {}, span.throughput or {}
+            cells = [
+                spec.model, spec.provider, span.name, str(span.n_attempts),
+                "-" if span.uptime is None else f"{span.uptime:.1f}%",
+                *(format_seconds(latency.get(p), "") for p in PERCENTILES),
+                *(_tokens(rates.get(p)) for p in PERCENTILES),
+            ]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _tokens(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def objective_of(score: Score, objective: str) -> float | None:
@@ -192,7 +249,7 @@ def _mark_best(rows: list[Row], judgement: Judgement) -> list[Row]:
 # -- renderings -----------------------------------------------------------------------------
 
 COLUMNS = ("model", "provider", "n", "errors", "median", "p90", "p95", "p99", "mean", "std",
-           "CV%", "std/median%", "p95/p50", "cold", "verdict", "best")  # fmt: skip
+           "CV%", "std/median%", "p95/p50", "cold", "tok/s", "verdict", "best")  # fmt: skip
 # What a terminal too narrow for every column still shows, under shorter headings.
 COMPACT = ("model", "provider", "n", "errors", "median", "p95", "CV%", "verdict", "best")
 _SHORT = {"errors": "err", "median": "p50", "best": ""}
@@ -213,6 +270,7 @@ def _cells(row: Row, unit: str = " s") -> dict[str, str]:
         "std/median%": _pct(s.std_over_median),
         "p95/p50": "-" if s.tail_ratio is None else f"{s.tail_ratio:.1f}",
         "cold": str(row.cold_count),
+        "tok/s": _tokens(_rate(s, "p50")),
         "verdict": row.verdict,
         "best": "best" if row.is_best else "",
     }
@@ -266,16 +324,54 @@ def markdown(report: Report, pictures: Sequence[Path] = ()) -> str:
         f"concurrency {m.concurrency} per pair, pairs interleaved round-robin, "
         f"{p.spacing_s:g} s apart (jitter ±{100 * p.jitter:.0f}%)"
         + (f", spread over {p.duration_s:g} s." if p.duration_s else "."),
-        f"Prompt: `{m.prompt}`",
+        f"Prompt: `{m.prompt}`"
+        + (
+            f", padded to {_sizes(m.prompt_tokens)} tokens, its text different in every request"
+            if m.prompt_tokens
+            else ""
+        ),
         "",
         *_table_lines(report.rows),
         "",
         *_notes(report, j),
+        *_size_lines(report),
     ]
     if pictures:
         lines += ["", "## Pictures", ""]
         lines += [f"![{pic.stem}]({pic.name})" for pic in pictures]
     return "\n".join(lines) + "\n"
+
+
+def _sizes(sizes: Sequence[int]) -> str:
+    return ", ".join(f"{n:,}" for n in sizes)
+
+
+SIZE_COLUMNS = ("model", "provider", "prompt tokens", "n", "errors", "median", "p95", "tok/s")
+
+
+def _size_lines(report: Report) -> list[str]:
+    """With --prompt-tokens: TTFT per pair and size, and each pair's slope."""
+    if not report.by_size:
+        return []
+    lines = [
+        "", "## TTFT by prompt size", "",
+        "| " + " | ".join(SIZE_COLUMNS) + " |",
+        "|" + "|".join("---" if c in _LEFT else "---:" for c in SIZE_COLUMNS) + "|",
+    ]  # fmt: skip
+    for row in report.by_size:
+        s, t = row.score, row.score.throughput
+        cells = (row.spec.model, row.spec.provider, f"{row.prompt_tokens:,}", str(s.n),
+                 str(s.n_errors), format_seconds(s.median), format_seconds(s.p95),
+                 _tokens(t.p50 if t else None))  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    if report.slopes:
+        lines += ["", "Slope per pair: the least-squares line through its median TTFT at each "
+                  "size (the main table above mixes the sizes).", "",
+                  "| model | provider | s per 1k prompt tokens | TTFT at 0 tokens |",
+                  "|---|---|---:|---:|"]  # fmt: skip
+        lines += [f"| {x.spec.model} | {x.spec.provider} | {x.s_per_1k:.4f} | "
+                  f"{format_seconds(x.at_zero_s)} |" for x in report.slopes]  # fmt: skip
+    return lines
 
 
 def _table_lines(rows: Sequence[Row]) -> list[str]:
@@ -316,6 +412,8 @@ def _notes(report: Report | LiveReport, j: Judgement) -> list[str]:
         "CVs above ~866% (75 samples) can only be std/median.",
         "cold: samples above max(factor x median, floor) of the pair, per the policy's "
         "cold_start settings.",
+        "tok/s: the median decode throughput, output tokens per second after the first "
+        "token (usage when the stream reports it, else output chunks counted).",
         f"verdict: the policy's CV bands ({band_text}); `unproven` below {j.min_samples} samples.",
         f"best: lowest {_objectives(report, j)} of the model (the routing objective) among "
         f"proven pairs with at most {100 * j.max_error_rate:.0f}% errors.",
@@ -349,6 +447,8 @@ def json_bytes(report: Report) -> bytes:
         "judgement": report.judgement.to_dict(),
         "best": {m: row.spec.provider for m in report.models if (row := report.best(m))},
         "rows": [row.to_dict() for row in report.rows],
+        "by_prompt_size": [row.to_dict() for row in report.by_size],
+        "slopes": [slope.to_dict() for slope in report.slopes],
     }
     return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 

@@ -44,7 +44,7 @@ class Cursor:
 
     @property
     def remaining(self) -> int:
-        return self.method.warmup + self.method.requests - sum(self.made.values())
+        return self.method.warmup + self.method.counted_per_pair - sum(self.made.values())
 
     def batch(self) -> int:
         """How many requests this pair sends in the next round: up to `concurrency`, and
@@ -120,13 +120,15 @@ def _pause_s(pacing: Pacing, end_at: float | None, rounds_left: int, rng: random
 
 
 async def _request(run: Run, spec: PairSpec, phase: Phase, index: int, progress: Progress) -> None:
-    body = run.method.body(spec)
+    body = run.method.body(spec, phase, index)
     clock, outcome, error = await measure_stream(
         run.upstreams[spec.provider], CHAT_PATH, body, run.first_token_s[spec.provider]
     )
+    size = run.method.size_of(index)  # a padded prompt's nominal size, else the estimate
     sample = clock.sample(
         spec.model, spec.provider, outcome, source=Source.BENCH,
-        prompt_tokens=estimate_prompt_tokens(len(body)), replica=run.replica,
+        prompt_tokens=size if size is not None else estimate_prompt_tokens(len(body)),
+        replica=run.replica,
     )  # fmt: skip
     record = Record(sample, phase, index, error)
     run.writer.append(record)

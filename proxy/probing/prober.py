@@ -16,10 +16,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from proxy.core.domain import Pair, Sample
+from proxy.core.domain import Pair, Sample, Score
 from proxy.core.errors import TtftRouterError
 from proxy.core.loops import pause
 from proxy.learning.coldness import learn_idle_to_cold
+from proxy.learning.prefill import size_class
 from proxy.learning.scoreboard import Scoreboard
 from proxy.learning.store.base import Store, StoreUnavailable
 from proxy.learning.store.buffer import SampleBuffer
@@ -41,6 +42,7 @@ from proxy.telemetry.metrics import Metrics
 log = logging.getLogger("ttft_router.prober")
 
 HOUR_S = 3600.0
+LONG_CLASS = 2  # learning.prefill's size class of 2k-8k tokens: "long prompts" from here
 MIN_TICK_S = 0.01
 
 
@@ -50,7 +52,7 @@ class PairState:
 
     bursting: bool = True
     in_flight: bool = False
-    done: str | None = None  # the last slot fired (lease tried) here
+    done: dict[str, str] = field(default_factory=dict)  # kind -> the last slot fired here
     plan: Plan | None = None
     last: Sample | None = None
     last_reason: Reason | None = None
@@ -109,6 +111,8 @@ class Prober:
             for provider, upstream_model in entry.providers.items()
         }
         self.states = {pair: PairState() for pair in self.upstream_models}
+        # per scores snapshot: model -> whether its clients sent long prompts
+        self._long_seen: tuple[object, dict[str, bool]] = (None, {})
         self._learned: dict[Pair, tuple[tuple[float, float, int, int], float | None]] = {}
 
     # -- the loop -------------------------------------------------------------------------
@@ -142,7 +146,8 @@ class Prober:
                 continue
             self._resume()
             state.in_flight = True
-            state.done = state.plan.slot
+            slot = state.plan.slot
+            state.done[slot.rstrip("0123456789-")] = slot
             entry = self.budget.spend(now, self._estimate_usd(pair))  # before the next tick
             task = asyncio.create_task(
                 self._scheduled(pair, state, state.plan, entry), name="probe"
@@ -164,13 +169,54 @@ class Prober:
         window = self._scoreboard.window(pair)
         uncertain = evidence.reasons().get(pair.provider)
         is_chosen = self.is_chosen(pair)
-        learning = timing.keep_warm and is_chosen  # the window is walked only then
+        is_standby = (
+            timing.standby
+            and pair.provider in evidence.standby
+            and self._has_traffic(pair.model, policy.probe.standby.traffic_s, now)
+        )
+        learning = (timing.keep_warm and is_chosen) or is_standby  # walk the window then only
         view = PairView(
             score=score, window=window, bursting=state.bursting, is_chosen=is_chosen,
-            uncertain=uncertain, done=state.done, local_end=_end_of(state.last),
+            uncertain=uncertain, done=frozenset(state.done.values()), local_end=_end_of(state.last),
             idle_to_cold_s=self.idle_to_cold_s(pair, policy) if learning else None,
+            is_standby=is_standby, wants_prefill=self._wants_prefill(pair, score),
         )  # fmt: skip
         return plan(pair, timing, view, now)
+
+    def _wants_prefill(self, pair: Pair, score: Score | None) -> bool:
+        """The pair's prefill rate is unknown (its samples' sizes do not fix it) while the
+        model's clients send long prompts (a size class of 2k tokens or more). Only client
+        traffic counts: the long probes' own samples would keep them going."""
+        if score is None or score.prefill is None or score.prefill.identified:
+            return False
+        return self._gets_long_prompts(pair.model)
+
+    def _gets_long_prompts(self, model: str) -> bool:
+        """Whether a client request of `model` in the routing windows had a long prompt;
+        read once per scores snapshot."""
+        snapshot = self._scoreboard.snapshot
+        if self._long_seen[0] is not snapshot:
+            self._long_seen = (snapshot, {})
+        known = self._long_seen[1]
+        found = known.get(model)
+        if found is None:
+            found = known[model] = any(
+                s.is_traffic and size_class(s.prompt_tokens) >= LONG_CLASS
+                for provider in self._config.models[model].providers
+                for s in self._scoreboard.window(Pair(model, provider))
+            )
+        return found
+
+    def _has_traffic(self, model: str, within_s: float, now: float) -> bool:
+        """Whether a client request of `model` was measured within `within_s` (scaled)."""
+        since = now - within_s * self.time_scale
+        for provider in self._config.models[model].providers:
+            for sample in reversed(self._scoreboard.window(Pair(model, provider))):
+                if sample.timestamp < since:
+                    break
+                if sample.is_traffic:
+                    return True
+        return False
 
     def is_chosen(self, pair: Pair) -> bool:
         """The pair is its model's current choice (keep-warm applies to it)."""
@@ -263,9 +309,11 @@ class Prober:
         self, pair: Pair, state: PairState, reason: Reason, entry: list[float]
     ) -> tuple[Sample, str | None]:
         async with state.lock:  # concurrency 1 per pair
-            probe = self._policies.current.for_model(pair.model).probe
+            policy = self._policies.current.for_model(pair.model)
+            probe = policy.probe
             timeout = probe.timeout_s * self.time_scale
-            result = await self._runner.run(pair, self.upstream_models[pair], probe, timeout)
+            size = policy.prefill.probe_tokens if reason is Reason.PREFILL else None
+            result = await self._runner.run(pair, self.upstream_models[pair], probe, timeout, size)
             sample = result.sample
             self._buffer.add_sample(sample)
             self.budget.correct(entry, result.cost_usd)

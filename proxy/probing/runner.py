@@ -9,6 +9,7 @@ request.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -41,12 +42,13 @@ class ProbeRunner:
         self.replica = replica
 
     @staticmethod
-    def body(upstream_model: str, probe: Probe) -> bytes:
-        """The probe request: the policy's fixed prompt, temperature 0, max_tokens, streamed
-        with usage."""
+    def body(upstream_model: str, probe: Probe, prompt_tokens: int | None = None) -> bytes:
+        """The probe request: the policy's fixed prompt (or, with `prompt_tokens`, a long
+        one of about that many tokens), temperature 0, max_tokens, streamed with usage."""
+        content = probe.prompt if prompt_tokens is None else long_prompt(prompt_tokens)
         return orjson.dumps({
             "model": upstream_model,
-            "messages": [{"role": "user", "content": probe.prompt}],
+            "messages": [{"role": "user", "content": content}],
             "max_tokens": probe.max_tokens,
             "temperature": 0,
             "stream": True,
@@ -61,13 +63,15 @@ class ProbeRunner:
         return prompt * price.prompt_usd + probe.max_tokens * price.completion_usd
 
     async def run(
-        self, pair: Pair, upstream_model: str, probe: Probe, timeout_s: float
-    ) -> ProbeResult:
-        """Send one probe and measure it (first-token timeout `timeout_s`)."""
+        self, pair: Pair, upstream_model: str, probe: Probe, timeout_s: float,
+        prompt_tokens: int | None = None,
+    ) -> ProbeResult:  # fmt: skip
+        """Send one probe and measure it (first-token timeout `timeout_s`); with
+        `prompt_tokens`, a long probe (learning.prefill)."""
         if not self.pricing.resolved:  # the app resolves at start-up; a bare runner here
             await asyncio.to_thread(self.pricing.resolve)
         found, _ = self.pricing.for_budget(pair)
-        body = self.body(upstream_model, probe)
+        body = self.body(upstream_model, probe, prompt_tokens)
         usage = Usage()
         clock, outcome, error = await measure_stream(
             self._upstreams[pair.provider], CHAT_PATH, body, timeout_s, usage
@@ -81,6 +85,15 @@ class ProbeRunner:
                      found.completion_usd, outcome)  # fmt: skip
         redacted = self.redact.provider_text(error) if error is not None else None
         return ProbeResult(sample, redacted, cost)
+
+
+def long_prompt(tokens: int) -> str:
+    """About `tokens` tokens (4 bytes of request a token, as the proxy estimates prompts)
+    of text no earlier probe sent: a nonce first, so that no provider's prefix cache can
+    answer it faster than a real prompt of that size."""
+    nonce = secrets.token_hex(8)
+    words = (f"{nonce[i % 16]}{i % 97:02d}" for i in range(max(1, tokens - 8)))
+    return f"Probe {nonce}. Reply with one word: ready.\n" + " ".join(words)
 
 
 def _cost(

@@ -16,10 +16,10 @@ import enum
 import math
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from proxy.core.domain import Pair, Sample, Score, Source
+from proxy.core.domain import Pair, Sample, Score
 from proxy.learning.coldness import last_activity
 from proxy.settings.policy import ModelPolicy
 
@@ -28,6 +28,8 @@ class Reason(enum.StrEnum):
     BURST = "burst"  # a new or emptied pair, until min_samples
     UNCERTAIN = "uncertain"  # routing asked for evidence about this pair
     KEEP_WARM = "keep-warm"  # the model's chosen pair, before its learned idle-to-cold time
+    STANDBY = "standby"  # a pair next in line for failover, before its idle-to-cold time
+    PREFILL = "prefill"  # a long prompt: the pair's prefill rate is unknown (learning.prefill)
     STALE = "stale"  # the newest sample is older than stale_after_s: probe at once
     GAP = "gap"  # few recent passive samples: one probe per interval
     SKIPPED = "skipped"  # enough passive traffic (or probing off for the model)
@@ -45,9 +47,12 @@ class Timing:
     timeout_s: float
     enough_passive: int
     keep_warm: bool
+    standby: bool
     margin: float
     idle_to_cold_s: float
     min_idle_s: float
+    prefill_interval_s: float
+    long_probes: bool
 
     @classmethod
     def of(cls, policy: ModelPolicy, time_scale: float) -> Timing:
@@ -57,9 +62,12 @@ class Timing:
             burst_spacing_s=p.burst_spacing_s * time_scale,
             stale_after_s=p.stale_after_s * time_scale, timeout_s=p.timeout_s * time_scale,
             enough_passive=p.enough_passive,
-            keep_warm=p.keep_warm.enabled, margin=p.keep_warm.margin,
+            keep_warm=p.keep_warm.enabled, standby=p.standby.enabled,
+            margin=p.keep_warm.margin,
             idle_to_cold_s=p.keep_warm.idle_to_cold_s * time_scale,
             min_idle_s=p.keep_warm.min_idle_s * time_scale,
+            prefill_interval_s=policy.prefill.probe_interval_s * time_scale,
+            long_probes=policy.prefill.long_probes,
         )  # fmt: skip
 
 
@@ -82,12 +90,12 @@ def slot_due(pair: Pair, kind: str, period_s: float, jitter: float, k: int) -> f
 
 
 def next_slot(
-    pair: Pair, kind: str, period_s: float, jitter: float, now: float, done: str | None
+    pair: Pair, kind: str, period_s: float, jitter: float, now: float, done: Collection[str]
 ) -> tuple[str, float]:
-    """The current slot of `now` unless this replica has already fired it (`done`), else the
-    next one: (slot name, due time)."""
+    """The current slot of `now` unless this replica has already fired it (`done`: the last
+    slot fired of each kind), else the next one: (slot name, due time)."""
     k = math.floor(now / period_s)
-    if done == f"{kind}{k}":
+    if f"{kind}{k}" in done:
         k += 1
     return f"{kind}{k}", slot_due(pair, kind, period_s, jitter, k)
 
@@ -109,12 +117,26 @@ class PairView:
     is_chosen: bool  # the model's current choice (keep-warm applies to it)
     uncertain: str | None  # why routing wants evidence, or None
     idle_to_cold_s: float | None  # learned from the window, None: not learned yet
-    done: str | None  # the last slot this replica fired
+    done: Collection[str]  # the last slot this replica fired, of each kind (g, b, k, l)
     local_end: float | None = None  # when this replica's last probe of it ended (before the
     # store and scoreboard show its sample)
+    is_standby: bool = False  # next in line for failover while the model has traffic
+    wants_prefill: bool = False  # its prefill rate is unknown and the model gets long prompts
 
 
 def plan(pair: Pair, timing: Timing, view: PairView, now: float) -> Plan:
+    """The pair's next probe (`_plan`), or its long probe when that is due first: a pair
+    whose prefill rate is unknown while its model gets long prompts is probed with a long
+    prompt once per `prefill.probe_interval_s`, beside its other probes."""
+    planned = _plan(pair, timing, view, now)
+    if not (timing.long_probes and view.wants_prefill):
+        return planned
+    long = _slotted(pair, Reason.PREFILL, "l", timing.prefill_interval_s, timing, view, now,
+                    "prefill rate unknown and the model gets long prompts")  # fmt: skip
+    return _earliest([planned, long])
+
+
+def _plan(pair: Pair, timing: Timing, view: PairView, now: float) -> Plan:
     """The earliest due of the reasons that apply (ties in Reason's order). Enough passive
     samples within the last interval rule out gap and stale probes; so do burst, uncertain
     and keep-warm, which probe more often than they would. Burst and uncertain share their
@@ -168,8 +190,13 @@ def _slotted(
 
 
 def _keep_warm(timing: Timing, view: PairView) -> Plan | None:
-    """Keep-warm for the chosen pair: due once it has been idle for the spacing."""
-    if not (timing.keep_warm and view.is_chosen):
+    """Keep-warm for the chosen pair (off by default) and warm standby for the pairs next in
+    line (on by default): due once the pair has been idle for the spacing."""
+    if timing.keep_warm and view.is_chosen:
+        reason = Reason.KEEP_WARM
+    elif timing.standby and view.is_standby:
+        reason = Reason.STANDBY
+    else:
         return None
     spacing = keep_warm_spacing(timing, view.idle_to_cold_s)
     last_seen = last_activity(view.window)
@@ -179,13 +206,13 @@ def _keep_warm(timing: Timing, view: PairView) -> Plan | None:
         return None
     due = last_seen + spacing
     k = math.floor(due / spacing)
-    if view.done == f"k{k}":
+    if f"k{k}" in view.done:
         k += 1
         due = max(due, k * spacing)
     learned = "learned" if view.idle_to_cold_s is not None else "assumed"
     idle = view.idle_to_cold_s if view.idle_to_cold_s is not None else timing.idle_to_cold_s
     detail = f"idle-to-cold {idle:.3g} s ({learned}): probe after {spacing:.3g} s idle"
-    return Plan(Reason.KEEP_WARM, due, f"k{k}", spacing, detail)
+    return Plan(reason, due, f"k{k}", spacing, detail)
 
 
 def keep_warm_spacing(timing: Timing, learned_s: float | None) -> float:
@@ -199,7 +226,7 @@ def recent_passive(window: Sequence[Sample], since: float) -> int:
     for sample in reversed(window):
         if sample.timestamp < since:
             break
-        count += sample.source is Source.PASSIVE
+        count += sample.is_traffic
     return count
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from proxy.core.domain import Pair
 from proxy.probing.prober import PairState, Prober
-from proxy.probing.schedule import Timing, keep_warm_spacing
+from proxy.probing.schedule import Reason, Timing, keep_warm_spacing
 
 
 def prober_status(prober: Prober, now: float, model: str | None = None) -> dict[str, Any]:
@@ -76,7 +76,9 @@ def _pair_status(prober: Prober, pair: Pair, state: PairState, now: float) -> di
         },
         "keep_warm": {
             "enabled": timing.keep_warm,
+            "standby_enabled": timing.standby,
             "is_chosen": prober.is_chosen(pair),
+            "is_standby": planned.reason is Reason.STANDBY,
             "idle_to_cold_s": learned,
             "spacing_s": keep_warm_spacing(timing, learned),
         },

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from proxy.core.domain import Belief, Pair, Score
+from proxy.core.domain import Belief, Change, Pair, Score
 from proxy.routing.ranking import ModelView, exploit_key
 from proxy.routing.reasons import WinShares, belief_range
 from proxy.settings.policy import ModelPolicy
@@ -34,10 +34,12 @@ class Wanted:
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """What routing says of a model's pairs: the ones it wants measured, most wanted first,
-    and the ones clearly worse than the leader (their burst of probes ends early)."""
+    the ones clearly worse than the leader (their burst of probes ends early), and the
+    pairs next in line for failover (kept warm while the model has traffic)."""
 
     wanted: tuple[Wanted, ...] = ()
     settled: frozenset[str] = frozenset()
+    standby: tuple[str, ...] = ()
 
     def reasons(self) -> Mapping[str, str]:
         """provider -> why it is wanted."""
@@ -45,11 +47,37 @@ class Evidence:
 
 
 def evidence(view: ModelView, shares: WinShares) -> Evidence:
-    return Evidence(tuple(evidence_wanted(view, shares)), out_of_contention(view, shares))
+    return Evidence(
+        tuple(evidence_wanted(view, shares)), out_of_contention(view, shares), standby(view)
+    )
+
+
+def standby(view: ModelView) -> tuple[str, ...]:
+    """The usable pairs next in line after the leader (by the estimates, the incumbent's
+    scaled by the hysteresis), `probe.standby.count` of them; none when standby is off."""
+    policy = view.policy
+    count = policy.probe.standby.count if policy.probe.standby.enabled else 0
+    if count == 0:
+        return ()
+    cut = 1.0 - policy.hysteresis
+    keyed = []
+    for p in view.pairs:
+        if not policy.is_usable(p):
+            continue
+        score = view.scores.get(Pair(view.model, p))
+        belief = score.belief if score is not None else None
+        if belief is None or belief.n_eff <= 0.0:
+            keyed.append((1, 0.0, p))  # unmeasured: after the measured ones
+        else:
+            keyed.append((0, belief.estimate * (cut if p == view.incumbent else 1.0), p))
+    keyed.sort()
+    return tuple(p for _, _, p in keyed[1 : 1 + count])
 
 
 def evidence_wanted(view: ModelView, shares: WinShares | None = None) -> list[Wanted]:
     """The model's pairs whose measurement could change the routing, most wanted first:
+    every pair with fewer than `probe.burst_min` samples since the newest change of any pair
+    of the model (learning.change, within `change.remeasure_s`: the market moved);
     never measured; aged (its samples weigh less than half their count after ageing, and
     its newest is older than a half-life); or with fewer samples than `min_samples` yet best
     in at least CONTENDER (10%) of the posterior draws although not the leader; or whose
@@ -63,11 +91,18 @@ def evidence_wanted(view: ModelView, shares: WinShares | None = None) -> list[Wa
     if not filled:  # nothing measured: every pair is wanted alike
         return [Wanted(p, "not measured yet", 1.0 / len(pairs)) for p in pairs]
     policy, now = view.policy, view.now
+    moved = _market_change(view)
     out: list[tuple[int, float, Wanted]] = []
     for i, (p, b) in enumerate(zip(pairs, filled, strict=True)):
         score = view.scores.get(Pair(view.model, p))
         n = score.n if score is not None else 0
-        if n == 0:
+        if moved is not None and (
+            score is None or score.n_since(moved[1].at_ts) < policy.probe.burst_min
+        ):
+            # the market moved: what every pair is now matters, not what it was
+            why = f"re-measuring after a change: {moved[1].describe(moved[0])}"
+            out.append((0, -won[i], Wanted(p, why, won[i])))
+        elif n == 0:
             # a pair with min_samples attempts and no latency is failing: its errors are
             # evidence enough, and the gap schedule and circuit breaker look after it
             if score is None or score.n_attempts < policy.min_samples:
@@ -141,6 +176,20 @@ def _contest(
     won = shares(filled, advantage)
     lead = min(range(len(pairs)), key=lambda i: exploit_key(filled[i], advantage[i]))
     return pairs, filled, won, lead
+
+
+def _market_change(view: ModelView) -> tuple[str, Change] | None:
+    """The newest change of any of the model's pairs detected within `remeasure_s`, with
+    its provider; None when none."""
+    newest: tuple[str, Change] | None = None
+    for p in view.pairs:
+        score = view.scores.get(Pair(view.model, p))
+        change = score.change if score is not None else None
+        if change is None or view.now - change.detected_ts > view.policy.change.remeasure_s:
+            continue
+        if newest is None or change.at_ts > newest[1].at_ts:
+            newest = (p, change)
+    return newest
 
 
 def _older_than(score: Score | None, age_s: float, now: float) -> bool:

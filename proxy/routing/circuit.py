@@ -8,8 +8,10 @@ for another cooldown; a cancelled one (client gone) leaves it half-open for the 
 
 When every provider of a model has an open circuit, routing does not wait for a cooldown:
 one request at a time is let through as a trial (`trial_order`), so recovery costs one
-successful attempt. Rate limits are not failures here: a 429 has its own exclusion, which
-honours the provider's Retry-After.
+successful attempt; a pair gets a trial at most every `trial_interval_s` (a provider that
+refuses at once is not sent every request, and its recovery is still seen within about
+that). Rate limits are not failures here: a 429 has its own exclusion, which honours the
+provider's newest Retry-After up to `max_retry_after_s`.
 
 The state is this replica's own (failures elsewhere reach it through error rates in the
 shared scores); pure: times are passed in, nothing is awaited.
@@ -17,6 +19,7 @@ shared scores); pure: times are passed in, nothing is awaited.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -38,6 +41,8 @@ class CircuitState:
     failures: int
     open_until: float | None = None
     trial_in_flight: bool = False
+    trial_at: float = -math.inf  # when its last trial went out
+    trial_token: int = 0  # the trial attempt's token (routing's AttemptStarted)
 
     @property
     def is_open(self) -> bool:
@@ -76,13 +81,15 @@ class Breakers:
         """A new scores snapshot: attempts that ended before it are in it (or lost)."""
         self.pending = dict(self._in_flight)
 
-    def on_start(self, pair: Pair) -> None:
+    def on_start(self, pair: Pair, now: float, token: int = 0) -> None:
         """An attempt is sent to `pair`: if its circuit is open, this attempt is its trial."""
         self._in_flight[pair] = self._in_flight.get(pair, 0) + 1
         self.pending[pair] = self.pending.get(pair, 0) + 1
         state = self.states.get(pair)
         if state is not None and state.is_open and not state.trial_in_flight:
-            self.states[pair] = replace(state, trial_in_flight=True)
+            self.states[pair] = replace(
+                state, trial_in_flight=True, trial_at=now, trial_token=token
+            )
             self.version += 1
 
     def on_first_token(self, pair: Pair) -> None:
@@ -94,36 +101,50 @@ class Breakers:
         if state is not None and state.is_open:
             self.version += 1
 
-    def on_result(self, pair: Pair, outcome: Outcome, now: float, policy: Circuit) -> None:
-        """An attempt to `pair` ended with `outcome`."""
+    def on_result(
+        self, pair: Pair, outcome: Outcome, now: float, policy: Circuit, token: int = 0
+    ) -> None:
+        """An attempt to `pair` (`token`: its AttemptStarted's) ended with `outcome`. A
+        success changes no circuit here: its first token closed it then, and a stream that
+        began before an outage and ends after the circuit opened says nothing of now."""
         left = self._in_flight.get(pair, 0) - 1
         if left > 0:
             self._in_flight[pair] = left
         else:
             self._in_flight.pop(pair, None)
         state = self.states.get(pair)
+        is_trial = state is not None and state.trial_in_flight and state.trial_token == token
         if outcome is Outcome.OK:
-            self.on_first_token(pair)
             return
         if outcome not in COUNTED:
-            if state is not None and state.trial_in_flight:  # cancelled trial: try again
+            if state is not None and is_trial:  # a cancelled trial: the next request tries
                 self.states[pair] = replace(state, trial_in_flight=False)
                 self.version += 1
             return
         failures = (state.failures if state else 0) + 1
-        if (state is not None and state.is_open) or failures >= policy.consecutive_errors:
-            self.states[pair] = CircuitState(failures, now + policy.cooldown_s)
+        if state is not None and state.is_open:
+            # a failed trial opens it again; another attempt's failure (one that went before
+            # the circuit opened) leaves a trial in flight as it is
+            in_flight = state.trial_in_flight and not is_trial
+            self.states[pair] = replace(
+                state, failures=failures, open_until=now + policy.cooldown_s,
+                trial_in_flight=in_flight,
+            )  # fmt: skip
+            self.version += 1
+        elif failures >= policy.consecutive_errors:
+            trial_at = state.trial_at if state is not None else -math.inf
+            self.states[pair] = CircuitState(failures, now + policy.cooldown_s, False, trial_at)
             self.version += 1
         else:
             self.states[pair] = CircuitState(failures)
 
 
 def trial_order(
-    states: Mapping[Pair, CircuitState], pairs: Iterable[Pair], now: float
+    states: Mapping[Pair, CircuitState], pairs: Iterable[Pair], now: float, interval_s: float
 ) -> list[Pair]:
     """When every pair of a model is out, those whose circuit is open with no trial in
-    flight, soonest-due first: the next request tries them. Empty while any pair of the
-    model has a trial in flight (one trial request at a time)."""
+    flight and none for `interval_s`, soonest-due first: the next request tries them. Empty
+    while any pair of the model has a trial in flight (one trial request at a time)."""
     out: list[tuple[float, Pair]] = []
     for pair in pairs:
         state = states.get(pair)
@@ -131,14 +152,18 @@ def trial_order(
             continue
         if state.trial_in_flight:
             return []
-        out.append((state.open_until, pair))
+        if now - state.trial_at >= interval_s:
+            out.append((state.open_until, pair))
     return [pair for _, pair in sorted(out)]
 
 
-def retry_after_s(states: Mapping[Pair, CircuitState], pairs: Iterable[Pair], now: float) -> float:
-    """Seconds a client should wait before asking again while every circuit is out."""
+def retry_after_s(
+    states: Mapping[Pair, CircuitState], pairs: Iterable[Pair], now: float, interval_s: float
+) -> float:
+    """Seconds a client should wait before asking again while every circuit is out: until
+    the next trial may go (at least a second)."""
     waits = [
-        (s.open_until - now) if not s.trial_in_flight else 1.0
+        min(s.open_until, s.trial_at + interval_s) - now if not s.trial_in_flight else 1.0
         for p in pairs
         if (s := states.get(p)) is not None and s.open_until is not None
     ]

@@ -17,12 +17,14 @@ The request path reads the scoreboard's in-memory snapshot and never awaits anyt
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol
 
 from proxy.core.domain import Candidate, LazyText, Outcome, Pair, Score
+from proxy.learning.prefill import size_class
 from proxy.routing.advice import Evidence, evidence
 from proxy.routing.affinity import AffinityTable
 from proxy.routing.circuit import Breakers, retry_after_s
@@ -56,6 +58,7 @@ class RouteRequest:
     controls: Controls | None = None
     served_by: frozenset[str] | None = None
     unserved_reason: str = ""
+    prompt_tokens: int = 0  # an estimate: routing compares pairs at this prompt size
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,28 +86,39 @@ class Plan:
     affinity_key: str | None = None
     candidates: Callable[[float], list[dict[str, Any]]] | None = None
     blocked: Blocked | None = None
+    steered: bool = False  # the client's controls placed it (routing.steering.Controls.places)
 
 
 # -- events: what happened, reported to `Routing.observe` -------------------------------
 
 
 class AttemptStarted(NamedTuple):
+    """An attempt went out at `now` (wall clock). `slow_at`: when, without a first token by
+    then, it is cold-start-like (the pair is then tried last until it answers); `token`
+    names the attempt in the events that follow."""
+
     pair: Pair
+    token: int = 0
+    slow_at: float = math.inf
+    now: float = 0.0
 
 
 class FirstToken(NamedTuple):
     pair: Pair
+    token: int = 0
 
 
 class AttemptEnded(NamedTuple):
-    """An attempt is over. `client_fault`: the request was at fault (a 400 from the
-    provider), not the pair. `retry_after_s`: a 429's Retry-After (None: not given)."""
+    """An attempt is over. `client_fault`: the request caused the failure (a 400 from the
+    provider, a 429 for its size alone, a timeout of a long prompt: serving.failures), so
+    nothing counts against the pair. `retry_after_s`: a 429's Retry-After (None: none)."""
 
     pair: Pair
     outcome: Outcome
     now: float
     retry_after_s: float | None = None
     client_fault: bool = False
+    token: int = 0
 
 
 class Served(NamedTuple):
@@ -156,9 +170,11 @@ class Routing:
         self._breakers = Breakers()
         self._affinity = AffinityTable()
         self._shares = WinShares()
-        self._steady: dict[tuple[str, frozenset[str] | None], _Steady] = {}
+        self._steady: dict[tuple[str, frozenset[str] | None, int], _Steady] = {}
         self._scores_seen: Mapping[Pair, Score] | None = None
         self._evidence: dict[str, tuple[object, object, Evidence]] = {}
+        # model -> provider -> attempt token -> when it turns cold-start-like (in flight)
+        self._slow_at: dict[str, dict[str, dict[int, float]]] = {}
 
     # -- the request path -----------------------------------------------------------------
 
@@ -181,16 +197,23 @@ class Routing:
         blocked = None if steered.ranked else self._blocked(model, steered.excluded, now)
         return Plan(
             steered.ranked, steered.excluded, steered.reason, ranking.verdict,
-            steered.shaped_by, key, None, blocked,
+            steered.shaped_by, key, None, blocked, controls is not None and controls.places,
         )  # fmt: skip
 
     def observe(self, event: Event) -> None:
         """Take in what happened; the only way routing state changes from outside."""
         if type(event) is AttemptStarted:
-            self._breakers.on_start(event.pair)
+            self._breakers.on_start(event.pair, event.now, event.token)
+            if event.slow_at != math.inf:
+                model, provider = event.pair
+                self._slow_at.setdefault(model, {}).setdefault(provider, {})[event.token] = (
+                    event.slow_at
+                )
         elif type(event) is FirstToken:
             self._breakers.on_first_token(event.pair)
+            self._landed(event.pair, event.token)
         elif type(event) is AttemptEnded:
+            self._landed(event.pair, event.token)
             self._attempt_ended(event)
         elif type(event) is Served:
             policy = self._policies.current.for_model(event.model)
@@ -227,10 +250,12 @@ class Routing:
         self._evidence[model] = (snapshot, policy, found)
         return found
 
-    def explain(self, model: str, now: float) -> Explanation:
-        """The model's route by the estimates alone (no draw); changes nothing."""
+    def explain(self, model: str, now: float, prompt_tokens: int = 0) -> Explanation:
+        """The model's route by the estimates alone (no draw), for a prompt of
+        `prompt_tokens`; changes nothing."""
         policy = self._policies.current.for_model(model)
-        ranking, _ = self._rank(policy, RouteRequest(model, now), draw=False)
+        request = RouteRequest(model, now, prompt_tokens=prompt_tokens)
+        ranking, _ = self._rank(policy, request, draw=False)
         return Explanation(
             ranking, self.incumbent(model), self.is_probed(policy), self.evidence(model, now)
         )
@@ -251,9 +276,12 @@ class Routing:
             self._scores_seen = scores
             self._breakers.on_snapshot()
         model = request.model
-        key = (model, request.served_by)
+        key = (model, request.served_by, size_class(request.prompt_tokens))
         steady = self._steady.get(key)
         incumbent = self._incumbents.get(model)
+        late = self._late(model, request.now)
+        if late:  # a pair in the middle of a cold start: not now
+            return _tried_last(self._rank_anew(policy, request, scores, draw), late), None
         if steady is not None and steady.holds(
             scores, policy, incumbent, self._rate_limits_version, self._breakers.version
         ):
@@ -274,11 +302,47 @@ class Routing:
         if ranking.leader == incumbent and standing.lasts:
             steady = self._steady[key] = _Steady(
                 scores, policy, incumbent, self._rate_limits_version, self._breakers.version,
-                standing, ranking if is_steady(ranking, policy, incumbent) else None,
+                standing,
+                ranking if is_steady(ranking, policy, incumbent, key[2]) else None,
             )  # fmt: skip
             return ranking, steady
         self._steady.pop(key, None)
         return ranking, None
+
+    def _rank_anew(
+        self, policy: ModelPolicy, request: RouteRequest, scores: Mapping[Pair, Score],
+        draw: bool,
+    ) -> Ranking:  # fmt: skip
+        """A ranking made afresh and not kept (the inputs hold for this moment only)."""
+        view = self._view(policy, request.model, scores, request.now, request)
+        return order(
+            prepare(view), self._rng, self._breakers.pending, probed=self.is_probed(policy),
+            draw=draw, shares=self._shares,
+        )  # fmt: skip
+
+    def _late(self, model: str, now: float) -> dict[str, float]:
+        """The model's pairs with an attempt in flight past its cold-start-like time, and
+        since when: each is probably loading right now, so the next request should not
+        queue behind it (its sample says so only once its first token comes, maybe a
+        minute later)."""
+        late = {}
+        for provider, waiting in self._slow_at.get(model, {}).items():
+            since = min(waiting.values())
+            if since <= now:
+                late[provider] = since
+        return late
+
+    def _landed(self, pair: Pair, token: int) -> None:
+        model, provider = pair
+        providers = self._slow_at.get(model)
+        waiting = providers.get(provider) if providers is not None else None
+        if providers is None or waiting is None:
+            return
+        waiting.pop(token, None)
+        if not waiting:
+            del providers[provider]
+            if not providers:
+                del self._slow_at[model]
 
     def _view(
         self,
@@ -293,6 +357,7 @@ class Routing:
             self._rate_limited_until, self._breakers.states,
             request.served_by if request is not None else None,
             request.unserved_reason if request is not None else "",
+            request.prompt_tokens if request is not None else 0,
         )  # fmt: skip
 
     def _plain(self, ranking: Ranking, model: str, now: float) -> Plan:
@@ -304,26 +369,45 @@ class Routing:
         )  # fmt: skip
 
     def _blocked(self, model: str, excluded: tuple[Candidate, ...], now: float) -> Blocked:
-        pairs = [Pair(model, c.provider) for c in excluded]
+        """Why nothing can be tried. Only the pairs out for a while count (a rate limit, a
+        circuit); those out by policy or endpoint would be out anyway."""
+        states = self._breakers.states
+        pairs = [
+            pair for c in excluded
+            if (pair := Pair(model, c.provider)) in self._rate_limited_until or pair in states
+        ]  # fmt: skip
         waits = [self._rate_limited_until.get(pair, 0.0) - now for pair in pairs]
         if waits and all(w > 0 for w in waits):
             return Blocked(True, min(waits))
-        states = self._breakers.states
         if any(pair in states for pair in pairs):
-            return Blocked(False, retry_after_s(states, pairs, now))
+            interval = self._policies.current.for_model(model).circuit.trial_interval_s
+            return Blocked(False, retry_after_s(states, pairs, now, interval))
         return Blocked(False, None)
 
     def _attempt_ended(self, event: AttemptEnded) -> None:
         pair = event.pair
-        if event.outcome is Outcome.RATE_LIMITED:
-            wait = event.retry_after_s if event.retry_after_s is not None else DEFAULT_RETRY_AFTER_S
-            until = event.now + wait
-            self._rate_limited_until[pair] = max(until, self._rate_limited_until.get(pair, 0.0))
-            self._rate_limits_version += 1
-        # a client's fault is not the pair's: the attempt ends, nothing counts against it
-        outcome = Outcome.CANCELLED if event.client_fault else event.outcome
         circuit = self._policies.current.for_model(pair.model).circuit
-        self._breakers.on_result(pair, outcome, event.now, circuit)
+        if event.outcome is Outcome.RATE_LIMITED and not event.client_fault:
+            # the newest Retry-After holds (the provider's latest word), at most the cap
+            wait = event.retry_after_s if event.retry_after_s is not None else DEFAULT_RETRY_AFTER_S
+            self._rate_limited_until[pair] = event.now + min(wait, circuit.max_retry_after_s)
+            self._rate_limits_version += 1
+        # what the request caused is not the pair's: the attempt ends, nothing counts
+        outcome = Outcome.CANCELLED if event.client_fault else event.outcome
+        self._breakers.on_result(pair, outcome, event.now, circuit, event.token)
+
+
+def _tried_last(ranking: Ranking, late: Mapping[str, float]) -> Ranking:
+    """The ranking with the late pairs moved after the others (unless none is left)."""
+    ahead = tuple(c for c in ranking.ranked if c.provider not in late)
+    behind = tuple(c for c in ranking.ranked if c.provider in late)
+    if not ahead or not behind:
+        return ranking
+    base = ranking.reason
+    names = ", ".join(c.provider for c in behind)
+    text = LazyText(lambda: f"{base}; tried last: {names} (an attempt in flight past its "
+                            "cold-start-like time: probably cold now)")  # fmt: skip
+    return replace(ranking, ranked=ahead + behind, reason=text, _rendered=[])
 
 
 @dataclass(slots=True)

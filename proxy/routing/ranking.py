@@ -35,6 +35,7 @@ from proxy.core.domain import (
     empty_score,
     render_candidates,
 )
+from proxy.learning.prefill import size_class
 from proxy.routing import reasons
 from proxy.routing.circuit import CircuitState, trial_order
 from proxy.routing.reasons import WinShares
@@ -61,7 +62,8 @@ class ModelView:
     `pairs`: provider -> that provider's model id, in config order. `served_by`: the
     providers that serve the request's endpoint (None: all of them); the others are
     excluded with `unserved_reason`. `circuits`: the open or failing circuits;
-    `rate_limited_until`: Retry-After deadlines (wall clock), both per pair."""
+    `rate_limited_until`: Retry-After deadlines (wall clock), both per pair. Pairs are
+    compared by their beliefs for the request's prompt size (learning.prefill)."""
 
     policy: ModelPolicy
     model: str
@@ -73,6 +75,11 @@ class ModelView:
     circuits: Mapping[Pair, CircuitState] = dataclass_field(default_factory=dict)
     served_by: frozenset[str] | None = None
     unserved_reason: str = ""
+    prompt_tokens: int = 0  # the request's (estimated): its size class picks the beliefs
+
+    @property
+    def size_class(self) -> int:
+        return size_class(self.prompt_tokens)
 
     def score(self, provider: str) -> Score:
         pair = Pair(self.model, provider)
@@ -161,17 +168,19 @@ def prepare(view: ModelView) -> Standing:
     eligible: list[Candidate] = []
     excluded: list[Candidate] = []
     prior: Belief | None = None
+    size = view.size_class
     for provider, upstream_model in view.pairs.items():
         score = view.score(provider)
-        if prior is None and score.belief is not None:
-            prior = score.belief.prior
+        belief = score.belief_for(size)
+        if prior is None and belief is not None:
+            prior = belief.prior
         why = _exclusion(view, provider)
         (excluded if why else eligible).append(Candidate(provider, upstream_model, score, why))
     standing = Standing(view, eligible, tuple(excluded))
     if prior is None or not eligible:
         return standing
     policy = view.policy
-    beliefs = [c.score.belief or prior for c in eligible]
+    beliefs = [c.score.belief_for(size) or prior for c in eligible]
     if policy.objective == "expected":
         now = view.now
         beliefs = [expect(b, c.score.cold, now) for b, c in zip(beliefs, eligible, strict=True)]
@@ -332,7 +341,7 @@ def _all_excluded(excluded: tuple[Candidate, ...], view: ModelView) -> Ranking:
     }
     trials = tuple(
         replace(out_by_circuit[pair], excluded_because=None)
-        for pair in trial_order(circuits, out_by_circuit, now)
+        for pair in trial_order(circuits, out_by_circuit, now, view.policy.circuit.trial_interval_s)
     )
     if not trials:
         return Ranking(
@@ -367,7 +376,7 @@ def _weighted_order(
     return [c for _, _, c in keyed]
 
 
-def is_steady(ranking: Ranking, policy: ModelPolicy, incumbent: str | None) -> bool:
+def is_steady(ranking: Ranking, policy: ModelPolicy, incumbent: str | None, size: int = 0) -> bool:
     """True when `rank()` on the same inputs gives this ranking again at any later time.
 
     Best mode only (weighted draws anew each time); every eligible pair measured, and the
@@ -380,7 +389,7 @@ def is_steady(ranking: Ranking, policy: ModelPolicy, incumbent: str | None) -> b
     cut = 1.0 - policy.hysteresis
     below = float("-inf")
     for c in ranking.ranked:
-        b = c.score.belief
+        b = c.score.belief_for(size)
         if b is None or b.n_eff <= 0.0:
             return False
         f = cut if c.provider == incumbent else 1.0

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from proxy.core.domain import Belief, Candidate
 from proxy.learning.coldness import describe
+from proxy.learning.prefill import describe_size
 
 if TYPE_CHECKING:
     from proxy.routing.ranking import Standing
@@ -80,6 +81,8 @@ def ranked(standing: Standing, first: Candidate, exploring: bool, shares: WinSha
         )
     else:
         head = f"{lead.provider} has the lowest estimated {label}"
+    if view.size_class:  # a long prompt: the pairs are compared at its size
+        head = f"for {describe_size(view.prompt_tokens)} prompt tokens: {head}"
     return f"{head}: {figures}"
 
 
@@ -118,10 +121,11 @@ def _figures(c: Candidate, b: Belief, share: float, min_samples: int) -> str:
         )
     proven = "proven" if s.is_proven else f"unproven, below {min_samples}"
     cv = f"{s.cv:.0%}" if s.cv is not None else "n/a"
+    changed = f"; {s.change.describe(c.provider)}" if s.change is not None else ""
     return (
         f"{c.provider}: {belief_range(b)}, n={s.n} ({proven}; {s.n_censored} censored, weight "
         f"{b.n_eff:.1f} after ageing), p95 {s.p95:.3f} s, median {s.median:.3f} s, CV {cv}, "
-        f"errors {s.error_rate:.0%}, best in {share:.0%} of draws"
+        f"errors {s.error_rate:.0%}, best in {share:.0%} of draws{changed}"
     )
 
 

@@ -1,9 +1,10 @@
 """Steering: a ranking shaped by a request's controls and the policy's own steering.
 
 `steer()` shapes a ranking made by routing.ranking: it filters (only, ignore, max price) and
-reorders (sort, the policy's cost objective, order, affinity, pin, the request's order) the
-measured order, and cuts the fallbacks when asked; it records which controls shaped the
-route. Pure: no I/O, no clock; prices and the provider an affinity key is bound to come in.
+reorders (sort, the policy's cost objective, the performance preferences, order, affinity,
+pin, the request's order) the measured order, and cuts the fallbacks when asked; it records
+which controls shaped the route. Pure: no I/O, no clock; prices and the provider an
+affinity key is bound to come in.
 The controls themselves are parsed and checked against the policy at the HTTP surface
 (api/controls.py). docs/request-controls.md and docs/cost.md tell the whole story.
 """
@@ -14,11 +15,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from proxy.core.domain import Candidate, LazyText
+from proxy.routing.preferences import (
+    Cutoffs,
+    Preferences,
+    describe,
+    prefer,
+    throughput_order,
+    throughput_text,
+)
 from proxy.routing.ranking import OBJECTIVES, Ranking
 from proxy.settings.policy import ModelPolicy
 from proxy.settings.pricing import PairPrice
 
 SORTS = ("latency", "price", "throughput")
+PARTITIONS = ("model", "none")  # OpenRouter's; one model per request: both sort the same
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +45,24 @@ class Controls:
     max_completion: float | None = None
     affinity_key: str | None = None
     given: dict[str, str] = field(default_factory=dict)
+    partition: str | None = None
+    max_latency: Cutoffs | None = None  # preferred_max_latency (routing.preferences)
+    min_throughput: Cutoffs | None = None  # preferred_min_throughput
+    output_tokens: int | None = None  # the request's max_tokens (routing.total), if any
+
+    @property
+    def preferences(self) -> Preferences:
+        return Preferences(self.max_latency, self.min_throughput, self.output_tokens)
+
+    @property
+    def places(self) -> bool:
+        """The client chose or ordered the providers (any control but an affinity key, which
+        keeps routing's own earlier choice, and allow_fallbacks): what such a request
+        measures is kept apart (Source.STEERED, docs/security.md)."""
+        return any(k not in UNPLACED for k in self.given)
+
+
+UNPLACED = frozenset(("affinity", "allow_fallbacks"))
 
 
 def steers(policy: ModelPolicy) -> bool:
@@ -69,7 +97,8 @@ def steer(
     it is among the ranked candidates (a ranked pair's circuit is not open, it is not
     excluded).
     Precedence of the orders, highest first: the request's `order`, the policy's `pin`,
-    affinity, the policy's `order`, `sort` (or the policy's cost objective), measurements.
+    affinity, the policy's `order`, the performance preferences (soft: those that miss go
+    last), `sort` (or the policy's cost objective), measurements.
     """
     c = controls or Controls()
     ranked, excluded = list(ranking.ranked), list(ranking.excluded)
@@ -77,6 +106,10 @@ def steer(
     how = _Shaping(c, policy, prices, shaped, excluded)
     ranked = _filter(ranked, how)
     ranked = _sorted(ranked, how)
+    prefs = c.preferences
+    if prefs:
+        ranked, tiers = prefer(ranked, prefs)
+        shaped.append(describe(prefs, tiers))
     if policy.order:
         ranked = _to_front(ranked, policy.order)
         shaped.append(f"policy order {', '.join(policy.order)}")
@@ -185,9 +218,13 @@ def _sorted(ranked: list[Candidate], how: _Shaping) -> list[Candidate]:
     if c.sort == "price":
         shaped.append(f"provider.sort price ({c.given['sort']})")
         return sorted(ranked, key=lambda x: _unit_price(prices.get(x.provider)))
+    if c.sort == "throughput":
+        ranked = throughput_order(ranked)
+        shaped.append(f"provider.sort throughput ({c.given['sort']}): "
+                      f"{throughput_text(ranked, c.output_tokens)}")  # fmt: skip
+        return ranked
     if c.sort is not None:
-        what = "" if c.sort == "latency" else ": throughput is not measured, ranked by TTFT"
-        shaped.append(f"provider.sort {c.sort} ({c.given['sort']}){what}")
+        shaped.append(f"provider.sort {c.sort} ({c.given['sort']})")
         return ranked
     if policy.cost is not None:
         return _cheapest_under_ceiling(ranked, how)

@@ -21,7 +21,7 @@ import orjson
 
 from proxy.core.domain import Outcome
 from proxy.core.errors import AnswerTooLarge
-from proxy.upstream.base import MAX_ANSWER_BYTES, UpstreamFailure
+from proxy.upstream.base import MAX_ANSWER_BYTES, UpstreamFailure, event_failure
 from proxy.upstream.sse import RESPONSES, data_of, is_error_event, parse_payload
 
 _KEEP_TOP = ("id", "created", "model", "system_fingerprint", "service_tier")
@@ -121,7 +121,7 @@ class _Assembly:
 
     def add(self, chunk: dict[str, Any]) -> None:
         if is_error_event(chunk):
-            raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
+            raise event_failure(chunk, Outcome.STREAM_ERROR, "mid-stream")
         top = self._top
         if len(top) < len(_KEEP_TOP):
             for key in _KEEP_TOP:
@@ -151,7 +151,7 @@ class _ResponseAssembly:
 
     def add(self, event: dict[str, Any]) -> None:
         if self._check_errors and RESPONSES.is_error(event):
-            raise UpstreamFailure(Outcome.STREAM_ERROR, "error event mid-stream")
+            raise event_failure(event, Outcome.STREAM_ERROR, "mid-stream")
         if event.get("type") in RESPONSE_ENDS and isinstance(event.get("response"), dict):
             self.final = event["response"]
 

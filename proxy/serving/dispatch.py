@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 from proxy.core.domain import Attempt, Candidate, Outcome, Pair
 from proxy.core.timers import Deadline
+from proxy.learning.coldness import describe
 from proxy.serving.call import Call
-from proxy.serving.failures import all_failed, is_client_fault, raise_if_client_fault, unavailable
+from proxy.serving.failures import all_failed, fault_of, raise_if_client_fault, unavailable
 from proxy.serving.forward import ResponseGuard, Started, relay, whole_body
-from proxy.serving.hedge import HedgeBudgets
-from proxy.serving.race import HedgeRace
+from proxy.serving.hedge import HedgeBudget, HedgeBudgets, HedgeDelay
+from proxy.serving.race import HedgeRace, RacePlan
 from proxy.serving.recorder import Recorder
 from proxy.upstream.base import Upstream, UpstreamFailure
 from proxy.upstream.measure import AttemptClock, read_first_token
@@ -35,6 +36,7 @@ class ProviderUpstream:
     upstream: Upstream
     first_token_s: float
     streams_for_non_stream: bool
+    extra_fields: frozenset[str] = frozenset()  # fields beyond OpenAI's it takes (config)
 
 
 class Dispatcher:
@@ -61,22 +63,31 @@ class Dispatcher:
             call.began = time.perf_counter()
             call.deadline = call.began + call.policy.failover.total_deadline_s
         tried = {a.provider for a in decision.attempts}
-        budget = call.policy.failover.max_attempts - len(decision.attempts)
-        untried = [c for c in decision.ranked if c.provider not in tried][: max(budget, 0)]
+        left = call.max_attempts - len(decision.attempts)
+        untried = [c for c in decision.ranked if c.provider not in tried][: max(left, 0)]
+        budget = self.hedge_budgets.for_model(call.model, call.policy.hedge)
+        if not decision.attempts:  # every request counts toward the share hedges may take
+            budget.note_request(time.monotonic())
         try:
-            if call.policy.hedge.enabled and not decision.attempts and call.endpoint.hedgeable:
-                return await self._race(call, untried)
-            return await self._in_turn(call, untried)
+            if call.policy.hedge.enabled and not decision.attempts and call.hedgeable:
+                busy = self._recorder.pending(Pair(call.model, untried[0].provider)) > 0
+                plan = RacePlan.hedging(call, budget, busy)
+                return await self._race(call, untried, plan)
+            return await self._in_turn(call, untried, budget)
         except BaseException:
             self._recorder.finish(call, None)
             raise
 
-    async def _in_turn(self, call: Call, untried: list[Candidate]) -> Started:
+    async def _in_turn(self, call: Call, untried: list[Candidate], budget: HedgeBudget) -> Started:
         failures: list[UpstreamFailure] = []
-        for candidate in untried:
+        for i, candidate in enumerate(untried):
             remaining = call.deadline - time.perf_counter()
             if remaining <= 0:
                 break
+            if i > 0 and call.hedgeable:
+                race = self._cold_race(call, untried[i:], budget)
+                if race is not None:
+                    return await self._race(call, untried[i:], race, failures)
             try:
                 return await self._attempt(call, candidate, remaining)
             except UpstreamFailure as failure:
@@ -84,17 +95,36 @@ class Dispatcher:
                 raise_if_client_fault(failure)
         raise all_failed(call.decision, failures)
 
-    async def _race(self, call: Call, queue: list[Candidate]) -> Started:
-        budget = self.hedge_budgets.for_model(call.model, call.policy.hedge)
-        busy = self._recorder.pending(Pair(call.model, queue[0].provider)) > 0
+    def _cold_race(self, call: Call, rest: list[Candidate], budget: HedgeBudget) -> RacePlan | None:
+        """A failover whose next candidate is probably cold (its ColdModel, learning.coldness)
+        races it with the one after at once, when the policy and the hedge budget allow: an
+        outage then waits for the first of two cold starts, or a warm answer, not for one
+        cold start per request."""
+        policy = call.policy
+        if not policy.failover.race_cold or len(rest) < 2:
+            return None
+        cold = rest[0].score.cold
+        now = time.time()
+        busy = self._recorder.pending(Pair(call.model, rest[0].provider)) > 0
+        if cold is None or cold.chance(now, busy) < policy.hedge.cold_chance:
+            return None
+        if not budget.try_spend(time.monotonic()):
+            return None
+        basis = f"failover to {describe(rest[0].provider, cold, now, busy)}: racing the next"
+        return RacePlan(HedgeDelay(0.0, basis, "cold"), policy.hedge.min_delay_s, 1, budget,
+                        spent=True)  # fmt: skip
 
+    async def _race(
+        self, call: Call, queue: list[Candidate], plan: RacePlan,
+        failures: list[UpstreamFailure] | None = None,
+    ) -> Started:  # fmt: skip
         async def attempt(candidate: Candidate, remaining: float, hedge: bool) -> Started:
             return await self._attempt(call, candidate, remaining, hedge)
 
         async def drop(started: Started) -> None:
             await self._drop(call, started)
 
-        return await HedgeRace(call, queue, attempt, drop, budget, busy).run()
+        return await HedgeRace(call, queue, attempt, drop, plan, failures).run()
 
     async def _drop(self, call: Call, started: Started) -> None:
         """An attempt that reached its first token but lost: its sample is real, it is closed."""
@@ -112,6 +142,7 @@ class Dispatcher:
         payload = endpoint.upstream_body(
             call.body, candidate.upstream_model, upstream_stream=upstream_stream,
             client_stream=call.stream, wants_usage=call.meter is not None and call.meter.tap.strip,
+            omit=call.admitted.omit_for(provider.extra_fields),
         )  # fmt: skip
         clock = AttemptClock()
         attempt = self._recorder.attempt_started(call, candidate, hedge)
@@ -133,34 +164,35 @@ class Dispatcher:
                     started = Started(
                         candidate, clock, guard, prelude, chunks, splitter, attempt, True
                     )
-            self._recorder.first_token(call, candidate)
+            self._recorder.first_token(call, candidate, attempt)
             return started
+        # Each way out records the attempt before closing it: a second cancel during the
+        # close must not leave the attempt unrecorded (routing would count it in flight).
         except UpstreamFailure as raw:
-            await guard.close()
             failure = raw.redacted(self._redact)
             self._failed(call, candidate, clock, attempt, failure)
+            await guard.close()
             raise failure from None
         except TimeoutError:
-            await guard.close()
             timed_out = UpstreamFailure(
                 Outcome.TIMEOUT, f"no first token within {clock.elapsed():.1f} s"
             )
             self._failed(call, candidate, clock, attempt, timed_out)
+            await guard.close()
             raise timed_out from None
         except BaseException:
             # The client went away, the server is stopping, or this attempt lost a hedge
             # race: censored at this moment, not an error.
-            await guard.close()
             self._recorder.attempt_ended(call, candidate, clock, attempt, Outcome.CANCELLED)
+            await guard.close()
             raise
 
     def _failed(
         self, call: Call, candidate: Candidate, clock: AttemptClock, attempt: Attempt,
         failure: UpstreamFailure,
     ) -> None:  # fmt: skip
-        self._recorder.attempt_failed(
-            call, candidate, clock, attempt, failure, client_fault=is_client_fault(failure)
-        )
+        fault = fault_of(failure, call.prompt_tokens, call.policy.circuit)
+        self._recorder.attempt_failed(call, candidate, clock, attempt, failure, fault)
 
     # -- after the first token -----------------------------------------------------------
 
@@ -174,8 +206,8 @@ class Dispatcher:
             grammar = call.endpoint.grammar
             outcome = await relay(started, call.model, self._redact, emit, grammar, tap)
         finally:
+            self._done(call, started, outcome)  # recorded before the close can be cancelled
             await started.guard.close()
-            self._done(call, started, outcome)
 
     async def complete(self, call: Call) -> tuple[Started, bytes]:
         """A whole answer for a stream=false client; a break mid-body fails over too,
@@ -184,18 +216,20 @@ class Dispatcher:
             started = await self.start(call)
             try:
                 tap = call.meter.tap if call.meter is not None else None
-                body = await whole_body(started, call.endpoint.assembly, call.model, tap)
+                body = await whole_body(started, call.endpoint.assembly, call.model, tap,
+                                        call.endpoint.grammar)  # fmt: skip
             except UpstreamFailure as raw:
-                await started.guard.close()
                 failure = raw.redacted(self._redact)
                 self._failed(call, started.candidate, started.clock, started.attempt, failure)
+                await started.guard.close()
+                raise_if_client_fault(failure)  # an error that blames the prompt: no failover
                 continue  # start() skips providers already tried
             except BaseException:
-                await started.guard.close()
                 self._done(call, started, Outcome.OK)
+                await started.guard.close()
                 raise
-            await started.guard.close()
             self._done(call, started, Outcome.OK)
+            await started.guard.close()
             return started, body
 
     def _done(self, call: Call, started: Started, outcome: Outcome) -> None:

@@ -17,6 +17,7 @@ import orjson
 
 from proxy.core.errors import InvalidRequest
 from proxy.settings.config import LiteLLMProvider, OpenAIProvider
+from proxy.upstream.params import OPENAI_PARAMS, STATEFUL_FIELDS
 from proxy.upstream.sse import CHAT, RESPONSES, StreamGrammar
 
 Chunks = list[dict[str, Any]]
@@ -46,6 +47,8 @@ class Endpoint:
     limited: tuple[tuple[str, str], ...] = ()
     serves: Callable[[ProviderConfig], bool] | None = None
     unserved_reason: str = ""
+    # body fields that tie a request to state kept at one provider (serving.fields)
+    stateful_fields: tuple[str, ...] = ()
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         """The client's JSON object, checked only for what routing needs: the model, the
@@ -69,6 +72,11 @@ class Endpoint:
             raise InvalidRequest("'stream' must be a boolean", param="stream")
         return body
 
+    @property
+    def params(self) -> frozenset[str]:
+        """The OpenAI parameters a client may set here (upstream.params; serving.fields)."""
+        return OPENAI_PARAMS[self.path]
+
     def is_streamed(self, body: Mapping[str, Any]) -> bool:
         """Whether the client asked for a stream (an endpoint without one never streams)."""
         return self.streams and bool(body.get("stream"))
@@ -88,12 +96,16 @@ class Endpoint:
         upstream_stream: bool,
         client_stream: bool,
         wants_usage: bool,
+        omit: frozenset[str] = frozenset(),
     ) -> bytes:
         """The JSON sent upstream: the client's body with the provider's model id; streamed
         when the client asked for a whole answer but the provider may stream it (then
         with usage, where usage must be asked for); `wants_usage`: metering needs the
-        usage of a client's stream (its usage chunk is dropped again: serving.metering)."""
+        usage of a client's stream (its usage chunk is dropped again: serving.metering).
+        `omit`: extra fields this provider does not take (serving.fields)."""
         body["model"] = upstream_model
+        if omit:
+            body = {k: v for k, v in body.items() if k not in omit}
         if upstream_stream and not client_stream:
             if self.usage_in_stream:
                 return orjson.dumps(
@@ -135,6 +147,7 @@ RESPONSES_API = Endpoint(
     limited=(("max_output_tokens", "max_tokens"), ("top_logprobs", "max_top_logprobs")),
     serves=_serves_responses,
     unserved_reason="does not serve the Responses API (its config has responses: false)",
+    stateful_fields=STATEFUL_FIELDS,
 )  # fmt: skip
 
 ENDPOINTS = (CHAT_COMPLETIONS, COMPLETIONS, EMBEDDINGS, RESPONSES_API)

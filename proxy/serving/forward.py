@@ -104,6 +104,7 @@ async def relay(
     (OK or STREAM_ERROR). The caller closes the guard. A callback rather than an async
     generator: one per request, and asyncio registers every async generator in a WeakSet."""
     rewrite = ModelRewrite(started.candidate.upstream_model, public_model)
+    answer = started.clock.tally(started.prelude, grammar)  # decode throughput
     try:
         screen = grammar.may_hold_error
         prelude = started.prelude if tap is None else tap(started.prelude)
@@ -112,12 +113,15 @@ async def relay(
         assert chunks is not None and splitter is not None
         async for data in chunks:
             events = splitter.feed(data)
-            if events and tap is not None:  # metering: notes usage, may drop its chunk
-                events = tap(events)
+            if events:
+                answer.note(events)  # before metering may drop a usage chunk
+                if tap is not None:  # metering: notes usage, may drop its chunk
+                    events = tap(events)
             if events:
                 await emit(rewrite(_screen(redact, events, screen)))
         if splitter.pending.strip():  # a last event without its blank line
             last = splitter.pending + b"\n\n"
+            answer.note(last)
             if tap is not None:  # a Responses stream's usage is in its last event
                 last = tap(last)
             if last:
@@ -141,12 +145,17 @@ def _screen(redact: Redactor, events: bytes, may_hold_error: Callable[[bytes], b
 
 
 async def whole_body(
-    started: Started, assembly: str, public_model: str, tap: UsageTap | None = None
+    started: Started,
+    assembly: str,
+    public_model: str,
+    tap: UsageTap | None = None,
+    grammar: StreamGrammar = CHAT,
 ) -> bytes:
     """The client's JSON answer: the upstream body renamed, or assembled from its stream
     (`assembly`: the endpoint's, serving.assemble.WholeAnswer; UpstreamFailure when the stream
     carries an error event, AnswerTooLarge past the byte cap). `tap` (metering) is given the
-    answer's usage."""
+    answer's usage; the stream, read by the endpoint's `grammar`, is tallied on the attempt's
+    clock (decode throughput)."""
     if not started.upstream_stream:
         if tap is not None:
             parsed = parse_payload(started.prelude)
@@ -155,9 +164,12 @@ async def whole_body(
         return ModelRewrite(started.candidate.upstream_model, public_model)(started.prelude)
     assert started.chunks is not None and started.splitter is not None
     whole = WholeAnswer(assembly)  # folded as it arrives, within a byte cap
+    tally = started.clock.tally(started.prelude, grammar)
     await whole.feed(started.prelude)
     async for data in started.chunks:
-        await whole.feed(started.splitter.feed(data))
+        events = started.splitter.feed(data)
+        tally.note(events)
+        await whole.feed(events)
     answer = whole.answer()
     answer["model"] = public_model
     if tap is not None:

@@ -119,6 +119,8 @@ class HedgeBudgets:
         self._budgets: dict[str, HedgeBudget] = {}
 
     def for_model(self, model: str, policy: Hedge) -> HedgeBudget:
+        """The model's budget (hedges and failover races share it), remade on a new share
+        or window."""
         budget = self._budgets.get(model)
         if budget is None or (budget.share, budget.window_s) != (
             policy.budget_share,

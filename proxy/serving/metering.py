@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.core.domain import Decision, Outcome
 from proxy.settings.pricing import PairPrice
+from proxy.upstream.measure import USAGE_MARKS as _MARKS
 from proxy.upstream.measure import Usage
 from proxy.upstream.sse import iter_data, parse_payload
-
-_MARKS = (b'"usage":{', b'"usage": {')  # a usage object, not `"usage":null`
 
 
 def asks_for_usage(body: Mapping[str, Any]) -> bool:
@@ -65,13 +65,14 @@ class UsageTap:
 
 
 def meter_for(
-    prices: Mapping[str, PairPrice], body: Mapping[str, Any], usage_in_stream: bool
-) -> Meter | None:
-    """A request's meter when its model is priced (else None). `usage_in_stream`: the
-    endpoint's stream reports usage in a usage-only chunk when asked, which is dropped again
-    unless the client asked for it; other streams report it in their last event, which
-    every client gets."""
-    if not prices:
+    prices: Mapping[str, PairPrice], body: Mapping[str, Any], usage_in_stream: bool,
+    counts_tokens: bool = False,
+) -> Meter | None:  # fmt: skip
+    """A request's meter when its model is priced or its client counts tokens (else None).
+    `usage_in_stream`: the endpoint's stream reports usage in a usage-only chunk when asked,
+    which is dropped again unless the client asked for it; other streams report it in their
+    last event, which every client gets."""
+    if not prices and not counts_tokens:
         return None
     return Meter(prices, UsageTap(strip=usage_in_stream and not asks_for_usage(body)))
 
@@ -91,3 +92,26 @@ class Meter:
         if price is None or usage.prompt_tokens is None:
             return None
         return price.cost_usd(usage.prompt_tokens, usage.completion_tokens or 0)
+
+
+# Attempts that reached a provider and may have cost prefill there: sent and answered, or cut
+# off before or after their first token. Refused ones (429, 5xx, 4xx, no connection) did not.
+_REACHED = frozenset((Outcome.OK, Outcome.CANCELLED, Outcome.TIMEOUT, Outcome.STREAM_ERROR))
+
+
+def request_cost(decision: Decision, meter: Meter | None, prompt_tokens: int) -> float | None:
+    """What a request cost the operator, in USD: its answer's metered cost, plus for every
+    other attempt that reached a provider (a hedge's loser, a failover's timed-out attempt)
+    an estimate, its prompt at that pair's prompt price and one completion token if it
+    produced one; an answer without reported usage is estimated the same way. None when the
+    model has no priced pair. Probes never come here: their cost is the prober's budget."""
+    if meter is None or not meter.prices:
+        return None
+    total = 0.0
+    for attempt in decision.attempts:
+        price = meter.prices.get(attempt.provider)
+        if attempt.provider == decision.winner and decision.cost_usd is not None:
+            total += decision.cost_usd
+        elif price is not None and attempt.outcome in _REACHED:
+            total += price.cost_usd(prompt_tokens, 1 if attempt.ttft_s is not None else 0)
+    return total

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from proxy.core.domain import Candidate, Decision, HedgeRecord, Outcome
 from proxy.serving.call import Call
 from proxy.serving.failures import all_failed, raise_if_client_fault
 from proxy.serving.forward import Started
-from proxy.serving.hedge import HedgeBudget, expected_saving, hedge_delay
+from proxy.serving.hedge import HedgeBudget, HedgeDelay, expected_saving, hedge_delay
 from proxy.upstream.base import UpstreamFailure
 
 # (candidate, seconds left of the deadline, is it a hedge) -> the attempt's first token
@@ -25,35 +26,55 @@ Attempt = Callable[[Candidate, float, bool], Awaitable[Started]]
 Drop = Callable[[Started], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class RacePlan:
+    """When the next candidate joins (`delay`), how long between further ones (`every_s`),
+    how many may join (`max_hedges`), and the budget they are counted in."""
+
+    delay: HedgeDelay
+    every_s: float
+    max_hedges: int
+    budget: HedgeBudget
+    spent: bool = False  # the first hedge is paid for already (a failover race)
+
+    @classmethod
+    def hedging(cls, call: Call, budget: HedgeBudget, primary_busy: bool) -> RacePlan:
+        """The policy's hedging: a quantile or fixed delay, at once for a probably cold
+        primary (serving.hedge)."""
+        policy = call.policy.hedge
+        delay = hedge_delay(policy, call.decision.ranked[0].score, time.time(), primary_busy)
+        return cls(delay, max(delay.seconds, policy.min_delay_s), policy.max_hedges, budget)
+
+
 class HedgeRace:
     """Like trying candidates in turn, but an attempt without a first token after the
     hedge delay gets the next candidate beside it (budget and `max_hedges` allowing)."""
 
     def __init__(
-        self, call: Call, queue: list[Candidate], attempt: Attempt, drop: Drop,
-        budget: HedgeBudget, primary_busy: bool,
+        self, call: Call, queue: list[Candidate], attempt: Attempt, drop: Drop, plan: RacePlan,
+        failures: list[UpstreamFailure] | None = None,
     ) -> None:  # fmt: skip
+        """`failures`: of the attempts before the race (a failover race), reported with its
+        own when every attempt fails."""
         self._call = call
+        self._prepaid = plan.spent
         self._queue = queue
         self._attempt = attempt
         self._drop = drop
-        self._budget = budget
-        policy = call.policy.hedge
-        primary = queue[0]
-        delay = hedge_delay(policy, primary.score, time.time(), primary_busy)
+        self._budget = plan.budget
+        delay = plan.delay
         self._delay_s = delay.seconds
-        self._every_s = max(delay.seconds, policy.min_delay_s)  # a further hedge: never at once
+        self._every_s = plan.every_s  # a further hedge: never at once
         self._record = call.decision.hedge = HedgeRecord(
-            primary.provider, delay.seconds, delay.basis, delay.trigger
+            queue[0].provider, delay.seconds, delay.basis, delay.trigger
         )
         self._racing: dict[asyncio.Task[Started], Candidate] = {}
-        self._failures: list[UpstreamFailure] = []
-        self._hedges_left = policy.max_hedges if len(queue) > 1 else 0
+        self._failures: list[UpstreamFailure] = failures if failures is not None else []
+        self._hedges_left = plan.max_hedges if len(queue) > 1 else 0
 
     async def run(self) -> Started:
         """The winner's attempt. Raises ProxyError when every attempt failed."""
         call, record, racing = self._call, self._record, self._racing
-        self._budget.note_request(time.monotonic())
         try:
             self._launch(False)
             hedge_at = time.perf_counter() + self._delay_s
@@ -93,7 +114,9 @@ class HedgeRace:
         if self._call.deadline <= time.perf_counter():
             self._hedges_left = 0
             return
-        if not budget.try_spend(time.monotonic()):
+        if self._prepaid:
+            self._prepaid = False
+        elif not budget.try_spend(time.monotonic()):
             record.skipped = (
                 f"hedge budget spent ({budget.share:.0%} of requests per {budget.window_s:g} s)"
             )

@@ -7,8 +7,6 @@ policies' contents (see policy.py) and starts nothing.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import os
 import re
 from pathlib import Path
@@ -18,8 +16,6 @@ import yaml
 from pydantic import (
     AliasChoices,
     AnyHttpUrl,
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -28,11 +24,9 @@ from pydantic import (
 )
 
 from proxy.core.errors import ConfigError
+from proxy.settings.auth import AuthConfig, check_bind
+from proxy.settings.base import Frozen
 from proxy.settings.redis_url import RedisTarget, parse_redis_url
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Timeouts(Frozen):
@@ -59,6 +53,28 @@ class Price(Frozen):
     )
 
 
+# Fields no provider may take from a client: set by routing (model), or the proxy's own.
+_NOT_EXTRA = frozenset(("model", "provider"))
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+def _extra_fields(names: list[str]) -> list[str]:
+    for name in names:
+        if name in _NOT_EXTRA or not _FIELD_NAME.match(name):
+            raise ValueError(
+                f"extra_fields: {name!r} cannot be a provider's extra field (a field name of "
+                "letters, digits, _ . -; not model or provider)"
+            )
+    return names
+
+
+EXTRA_FIELDS_DESCRIPTION = (
+    "request fields beyond OpenAI's parameters that clients may send to this provider, "
+    "e.g. [top_k, min_p, repetition_penalty, chat_template_kwargs] for vLLM or SGLang "
+    "(docs/api.md); others are refused with a 400"
+)
+
+
 class OpenAIProvider(Frozen):
     """Any OpenAI-compatible endpoint, spoken to over the shared aiohttp pool."""
 
@@ -76,6 +92,9 @@ class OpenAIProvider(Frozen):
         "/v1/responses requests skip it (most OpenAI-compatible providers serve only chat)",
     )
     price: Price | None = Field(None, description="for every model of this provider (pricing)")
+    extra_fields: list[str] = Field(default_factory=list, description=EXTRA_FIELDS_DESCRIPTION)
+
+    _extra_names = field_validator("extra_fields")(_extra_fields)
 
     @property
     def url(self) -> str:
@@ -96,12 +115,18 @@ class LiteLLMProvider(Frozen):
     params: dict[str, Any] = Field(
         default_factory=dict, description="extra keyword arguments for litellm (e.g. region)"
     )
+    extra_fields: list[str] = Field(
+        default_factory=list,
+        description=EXTRA_FIELDS_DESCRIPTION + "; sent as litellm's extra_body",
+    )
     forward_unknown_fields: bool = Field(
         False,
-        description="send request fields that are not OpenAI parameters as litellm's "
-        "extra_body (merged into the provider's JSON body); off: they are dropped",
+        description="no longer used (read so old configs load; a warning says so): list "
+        "the fields in extra_fields",
     )
     price: Price | None = Field(None, description="instead of litellm's price map (pricing)")
+
+    _extra_names = field_validator("extra_fields")(_extra_fields)
 
 
 Provider = Annotated[OpenAIProvider | LiteLLMProvider, Field(discriminator="kind")]
@@ -167,116 +192,6 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise ValueError(f"server.admin_listen: expected HOST:PORT, got {value!r}")
     return host.strip("[]"), int(port)
-
-
-HASHED_KEY = re.compile(r"sha256:([0-9a-fA-F]{64})")
-MIN_KEY_CHARS = 24
-# Keys that are instructions, not secrets (copied from an example, never replaced).
-_PLACEHOLDER = re.compile(
-    r"replaceme|changeme|yourkey|yourapikey|yoursecret|keyhere|secrethere|placeholder|"
-    r"insertkey|example|dummy|notasecret|xxxxxx|todo|fixme"
-)
-# The digests of an empty key and of the placeholders the project ever shipped: a hashed
-# key cannot be checked for its length, but it can be checked against these.
-_PLACEHOLDER_DIGESTS = frozenset(
-    hashlib.sha256(text.encode()).digest()
-    for text in ("", "replace-me", "changeme", "change-me", "demo-key", "demo-admin-key")
-)
-
-
-def key_digest(key: str) -> bytes:
-    """The SHA-256 digest of a configured key: given as ``sha256:<hex>``, or hashed here."""
-    hashed = HASHED_KEY.fullmatch(key)
-    if hashed:
-        return bytes.fromhex(hashed.group(1))
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-
-
-def key_problem(key: str) -> str | None:
-    """Why `key` must not be a client or admin key, or None. Never quotes the key."""
-    if not key.strip():
-        return "is empty (an environment variable set to nothing?)"
-    if key != key.strip():
-        return "starts or ends with white space"
-    if key.lower().startswith("sha256:"):
-        if not HASHED_KEY.fullmatch(key):
-            return "is not a hashed key: 'sha256:' and 64 hex digits"
-        if key_digest(key) in _PLACEHOLDER_DIGESTS:
-            return "is the digest of an empty or placeholder key"
-        return None
-    if len(key) < MIN_KEY_CHARS:
-        return (f"has {len(key)} characters; a key needs at least {MIN_KEY_CHARS} "
-                "(generate one: openssl rand -hex 32)")  # fmt: skip
-    if _PLACEHOLDER.search(re.sub(r"[^a-z0-9]", "", key.lower())) or len(set(key)) < 8:
-        return "looks like a placeholder, not a random key (generate one: openssl rand -hex 32)"
-    return None
-
-
-def is_loopback(host: str) -> bool:
-    """True for a loopback address (127.0.0.0/8, ::1) or the name localhost."""
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-class AuthConfig(Frozen):
-    """Client and admin keys. Each is the key itself (at least 24 characters, not a
-    placeholder) or ``sha256:<64 hex digits>`` (its digest). Required in every config: a
-    proxy without keys serves only when `allow_unauthenticated` says so, on loopback."""
-
-    api_keys: list[SecretStr] = Field(default_factory=list)
-    admin_keys: list[SecretStr] = Field(default_factory=list)
-    allow_unauthenticated: bool = Field(
-        False, description="serve /v1 without a key (local development only: loopback binds)"
-    )
-    session_lifetime_s: float = Field(
-        8 * 3600.0, gt=0, le=24 * 3600.0, description="a dashboard session lasts this long"
-    )
-    session_cookie_secure: Literal["auto", "always", "never"] = Field(
-        "auto",
-        description="the dashboard cookie's Secure flag (and __Host- name): auto: when the "
-        "request came over https; always: TLS ends at a load balancer in front",
-    )
-
-    @field_validator("api_keys", "admin_keys")
-    @classmethod
-    def _usable_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
-        for index, key in enumerate(keys):
-            problem = key_problem(key.get_secret_value())
-            if problem is not None:
-                raise ValueError(f"the key at index {index} {problem}")
-        return keys
-
-    @model_validator(mode="after")
-    def _some_key(self) -> AuthConfig:
-        if not self.api_keys and not self.allow_unauthenticated:
-            raise ValueError(
-                "auth.api_keys is empty: list at least one client key "
-                "or set auth.allow_unauthenticated: true"
-            )
-        client = {key_digest(k.get_secret_value()) for k in self.api_keys}
-        if any(key_digest(k.get_secret_value()) in client for k in self.admin_keys):
-            raise ValueError("auth.admin_keys and auth.api_keys share a key: an admin key "
-                             "must not be a client key")  # fmt: skip
-        return self
-
-    @property
-    def is_open(self) -> bool:
-        """/v1 is served without a key."""
-        return self.allow_unauthenticated and not self.api_keys
-
-
-def check_bind(auth: AuthConfig, host: str) -> None:
-    """Raise ValueError when /v1 would be served without a key on a non-loopback `host`."""
-    if auth.is_open and not is_loopback(host):
-        raise ValueError(
-            f"auth.allow_unauthenticated: refused on host {host!r}, which is not a loopback "
-            "address: anyone who reaches it would spend your providers' keys; list "
-            "auth.api_keys, or bind to 127.0.0.1"
-        )
 
 
 class MemoryStoreConfig(Frozen):
@@ -409,6 +324,17 @@ class TelemetryConfig(Frozen):
     otlp: OtlpConfig = OtlpConfig()
 
 
+class ClientStatsConfig(Frozen):
+    """What clients may see of the providers behind a model: `GET /v1/models/{model}/endpoints`
+    (OpenRouter's per-endpoint uptime, latency and throughput; docs/api.md). Off by default:
+    the route then answers 404 as an unknown route does."""
+
+    enabled: bool = Field(False, description="serve GET /v1/models/{model}/endpoints")
+    provider_names: bool = Field(
+        False, description="name each provider; false: provider-1, provider-2, ... (config order)"
+    )
+
+
 class Config(Frozen):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig
@@ -418,6 +344,7 @@ class Config(Frozen):
     routing: RoutingConfig = RoutingConfig()
     prober: ProberConfig = ProberConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    client_stats: ClientStatsConfig = ClientStatsConfig()
     providers: dict[str, Provider] = Field(min_length=1)
     models: dict[str, ModelEntry] = Field(min_length=1)
     policies: list[Path] = Field(
@@ -450,6 +377,18 @@ class Config(Frozen):
                         f"models.{model}.providers.{provider}: unknown provider "
                         f"'{provider}' (known: {known})"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _client_models_known(self) -> Config:
+        rules = {"auth.anonymous": self.auth.anonymous}
+        rules |= {f"auth.clients.{name}": spec for name, spec in self.auth.clients.items()}
+        for where, rule in rules.items():
+            unknown = [m for m in rule.models or () if m not in self.models]
+            if unknown:
+                known = ", ".join(self.models)
+                raise ValueError(f"{where}.models: unknown model {', '.join(map(repr, unknown))}"
+                                 f" (known: {known})")  # fmt: skip
         return self
 
     def policy_paths(self) -> list[Path]:

@@ -13,14 +13,30 @@ import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from proxy.core.errors import ConfigError, InvalidRequest
-from proxy.settings.config import Config, Frozen, format_validation_error, load_config, read_yaml
+from proxy.settings.auth import ClientControl
+from proxy.settings.base import Frozen
+from proxy.settings.config import Config, format_validation_error, load_config, read_yaml
 
 log = logging.getLogger("ttft_router.policy")
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeParams:
+    """What a policy says about change detection (learning.change)."""
+
+    baseline: int = 30
+    warm_k: float = 1.0
+    warm_h: float = 8.0
+    cold_h: float = 5.0
+    cold_factor: float = 4.0
+    cold_floor_s: float = 2.0
+    pre_change_weight: float = 0.02
+    others_weight: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +52,9 @@ class WindowParams:
     draws: int = 64
     prior_weight: float = 0.5
     half_life_s: float = 120.0
+    steered_weight: float = 0.1  # a steered sample's weight in the beliefs (Source.STEERED)
+    change: ChangeParams | None = ChangeParams()  # None: no change detection
+    prefill_s_per_token: float = 5e-5  # a pair's prefill slope until its samples fix one
 
 
 class WindowBounds(Frozen):
@@ -46,6 +65,12 @@ class WindowBounds(Frozen):
 class Failover(Frozen):
     max_attempts: int = Field(3, ge=1, le=20)
     total_deadline_s: float = Field(120.0, gt=0, description="for all attempts together")
+    race_cold: bool = Field(
+        True,
+        description="a failover to a probably cold pair races it with the next candidate "
+        "(counted in the hedge budget), so an outage does not queue every request behind "
+        "one cold start",
+    )
 
 
 class CvBands(Frozen):
@@ -70,10 +95,26 @@ class ColdStart(Frozen):
 
 
 class Circuit(Frozen):
-    """A pair whose last `consecutive_errors` attempts all failed rests for `cooldown_s`."""
+    """A pair whose last `consecutive_errors` attempts all failed rests for `cooldown_s`.
+    What a client caused is not held against a pair (routing.circuit, docs/security.md)."""
 
     consecutive_errors: int = Field(5, ge=1)
     cooldown_s: float = Field(30.0, gt=0)
+    trial_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="while every pair of a model is out, at most one trial per "
+        "pair this often (per replica): a dead provider is not hammered, recovery is seen",
+    )
+    max_retry_after_s: float = Field(
+        60.0, gt=0, description="a 429's Retry-After keeps the pair out this long at most"
+    )
+    long_prompt_tokens: int = Field(
+        8192,
+        ge=1,
+        description="a first-token timeout of a prompt this long or longer is "
+        "the prompt's, not held against the pair (its censored sample is kept)",
+    )
 
 
 class Uncertainty(Frozen):
@@ -84,6 +125,66 @@ class Uncertainty(Frozen):
         0.5, ge=0, le=1000, description="pseudo-observations pooled from the model's pairs"
     )
     half_life_s: float = Field(120.0, gt=0, description="a sample's weight halves this often")
+    steered_weight: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="the weight of a sample whose request the client's own "
+        "controls placed (provider.only, order, sort...): such requests may be chosen to "
+        "make a pair look slow; 0 leaves them out of the beliefs",
+    )
+
+
+class ChangeDetection(Frozen):
+    """Notice when a pair's latency changes (learning.change, docs/policies.md): its evidence
+    from before the change stops counting, and the model's other pairs are measured again."""
+
+    enabled: bool = True
+    baseline: int = Field(
+        30, ge=5, le=1000, description="samples of a regime that set its reference"
+    )
+    warm_k: float = Field(
+        1.0, gt=0, description="allowance per warm sample, in robust sds of log TTFT"
+    )
+    warm_h: float = Field(8.0, gt=0, description="threshold of the warm latency CUSUMs")
+    cold_h: float = Field(5.0, gt=0, description="threshold of the cold-start CUSUM")
+    pre_change_weight: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="a changed pair's samples from before the change count this much",
+    )
+    others_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="the model's other pairs' samples from before the change count this much",
+    )
+    remeasure_s: float = Field(
+        300.0,
+        gt=0,
+        description="after a change the model's other pairs are probed (burst_min samples "
+        "each) for at most this long",
+    )
+
+
+class PrefillPolicy(Frozen):
+    """TTFT against the prompt's size (learning.prefill, docs/policies.md): scores per size
+    class, and a long probe for a pair whose prefill rate is unknown while the model gets
+    long prompts."""
+
+    prior_tokens_per_s: float = Field(
+        20_000.0, gt=0, description="a pair's prefill rate until its own samples show it"
+    )
+    probe_tokens: int = Field(
+        4000, ge=600, le=100_000, description="the long probe's prompt size (tokens)"
+    )
+    probe_interval_s: float = Field(
+        1800.0, gt=0, description="a long probe per pair at most this often"
+    )
+    long_probes: bool = Field(
+        True, description="false: never a long probe (they cost more than short ones)"
+    )
 
 
 class KeepWarm(Frozen):
@@ -97,7 +198,19 @@ class KeepWarm(Frozen):
         300.0, gt=0, description="assumed until one is learned from the pair's samples"
     )
     min_idle_s: float = Field(
-        60.0, gt=0, description="never probe more often than this (a floor on the spacing)"
+        20.0, gt=0, description="never probe more often than this (a floor on the spacing)"
+    )
+
+
+class Standby(Frozen):
+    """Keep the pairs next in line for failover warm while their model has traffic: probed
+    before their learned idle-to-cold time (keep_warm's margin and assumed idle-to-cold),
+    so an outage of the chosen pair does not turn into a cold start for every request."""
+
+    enabled: bool = True
+    count: int = Field(1, ge=0, le=5, description="pairs kept warm beside the chosen one")
+    traffic_s: float = Field(
+        600.0, gt=0, description="the model has traffic: a passive sample within this long"
     )
 
 
@@ -127,6 +240,7 @@ class Probe(Frozen):
     max_tokens: int = Field(1, ge=1, le=64)
     prompt: str = Field("Reply with one word: ready.", min_length=1, max_length=2000)
     keep_warm: KeepWarm = KeepWarm()
+    standby: Standby = Standby()
 
 
 class Hedge(Frozen):
@@ -154,12 +268,6 @@ class Hedge(Frozen):
         if self.min_delay_s > self.max_delay_s:
             raise ValueError("hedge.min_delay_s must not exceed hedge.max_delay_s")
         return self
-
-
-# The request controls (routing.controls, docs/request-controls.md) a policy may let clients use.
-ClientControl = Literal["order", "only", "ignore", "allow_fallbacks", "sort", "max_price",
-                        "affinity"]  # fmt: skip
-CLIENT_CONTROLS: tuple[ClientControl, ...] = get_args(ClientControl)
 
 
 class MaxPrice(Frozen):
@@ -220,6 +328,40 @@ class RequestLimits(Frozen):
                 )
 
 
+ENDPOINT_NAMES = ("chat", "completions", "embeddings", "responses")
+
+
+class Fields(Frozen):
+    """What the proxy does to a client's body fields before sending it (serving.fields): only
+    OpenAI's parameters are taken at all (and a provider's own `extra_fields`); of those,
+    `strip` are removed and `force` sets values per endpoint (docs/security.md)."""
+
+    strip: list[str] = Field(
+        default_factory=lambda: ["service_tier"],
+        description="removed from every request (service_tier: premium billing)",
+    )
+    force: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"responses": {"store": False}},
+        description="endpoint (chat, completions, embeddings, responses) -> field -> value "
+        "set on every request to it (responses: store false keeps tenants' requests out of "
+        "the operator's stored responses)",
+    )
+
+    @field_validator("force")
+    @classmethod
+    def _known_endpoints(cls, force: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = sorted(set(force) - set(ENDPOINT_NAMES))
+        if unknown:
+            raise ValueError(
+                f"fields.force: unknown endpoint {', '.join(unknown)} (endpoints: "
+                f"{', '.join(ENDPOINT_NAMES)})"
+            )
+        for values in force.values():
+            if "model" in values:
+                raise ValueError("fields.force: 'model' is set by routing, not by policy")
+        return force
+
+
 class ModelPolicy(Frozen):
     mode: Literal["best", "weighted"] = "best"
     objective: Literal["p50", "p90", "p95", "p99", "tail_mean", "expected"] = Field(
@@ -246,6 +388,8 @@ class ModelPolicy(Frozen):
     failover: Failover = Failover()
     cv_bands: CvBands = CvBands()
     cold_start: ColdStart = ColdStart()
+    change: ChangeDetection = ChangeDetection()
+    prefill: PrefillPolicy = PrefillPolicy()
     circuit: Circuit = Circuit()
     hedge: Hedge = Hedge()
     exclude: list[str] = Field(default_factory=list, description="providers never used")
@@ -262,11 +406,13 @@ class ModelPolicy(Frozen):
     max_price_per_million: MaxPrice | None = None
     cost: CostObjective | None = Field(None, description="the cost objective (docs/cost.md)")
     client_controls: list[ClientControl] = Field(
-        default_factory=lambda: list(CLIENT_CONTROLS),
-        description="the request controls clients may use for this model",
+        default_factory=list,
+        description="the request controls every client may use for this model (beside "
+        "those granted to each client by auth.clients.*.controls); default: none",
     )
     affinity: Affinity = Affinity()
     limits: RequestLimits = RequestLimits()
+    fields: Fields = Fields()
 
     @model_validator(mode="after")
     def _window_holds_proof(self) -> ModelPolicy:
@@ -308,7 +454,20 @@ class ModelPolicy(Frozen):
             draws=self.uncertainty.draws,
             prior_weight=self.uncertainty.prior_weight,
             half_life_s=self.uncertainty.half_life_s,
+            steered_weight=self.uncertainty.steered_weight,
+            change=self._change_params(),
+            prefill_s_per_token=1.0 / self.prefill.prior_tokens_per_s,
         )
+
+    def _change_params(self) -> ChangeParams | None:
+        c = self.change
+        if not c.enabled:
+            return None
+        return ChangeParams(
+            baseline=c.baseline, warm_k=c.warm_k, warm_h=c.warm_h, cold_h=c.cold_h,
+            cold_factor=self.cold_start.factor, cold_floor_s=self.cold_start.floor_s,
+            pre_change_weight=c.pre_change_weight, others_weight=c.others_weight,
+        )  # fmt: skip
 
 
 class PolicyFile(Frozen):

@@ -56,12 +56,14 @@ class Reject(Exception):
 class Answer:
     """A ready answer: the whole JSON ``body``, or the stream ``frames`` when streaming.
 
-    ``output_steps`` is how many token intervals the output spans (for the non-stream wait).
+    ``output_steps`` is how many token intervals the output spans (for the non-stream wait);
+    ``prompt_tokens`` the prompt's size (its prefill adds to TTFT at the model's rate).
     """
 
     body: bytes
     frames: wire.Frames | None
     output_steps: int
+    prompt_tokens: int = 0
 
 
 async def deliver(
@@ -81,7 +83,7 @@ async def deliver(
             raise _injected_error(engine, draw)
         try:
             if is_stream and answer.frames is not None:
-                return await _stream(request, engine, draw, answer.frames)
+                return await _stream(request, engine, draw, answer)
             return await _respond(request, engine, draw, answer)
         except asyncio.CancelledError:
             engine.record_aborted()
@@ -108,8 +110,10 @@ def _injected_error(engine: ModelEngine, draw: Draw) -> Reject:
 
 
 async def _stream(
-    request: web.Request, engine: ModelEngine, draw: Draw, frames: wire.Frames
+    request: web.Request, engine: ModelEngine, draw: Draw, answer: Answer
 ) -> web.StreamResponse:
+    frames = answer.frames
+    assert frames is not None
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -118,7 +122,7 @@ async def _stream(
         await response.write(frames.head)
         async with engine.slot(draw) as admission:
             await _hang_if(engine, draw)
-            await asyncio.sleep(admission.ttft_s)
+            await asyncio.sleep(admission.ttft_s + engine.prefill_s(draw, answer.prompt_tokens))
             for k, step in enumerate(frames.steps):
                 if k:
                     await asyncio.sleep(engine.token_interval_s(draw))
@@ -142,7 +146,8 @@ async def _respond(
     async with engine.slot(draw) as admission:
         await _hang_if(engine, draw)
         generation_s = max(0, answer.output_steps - 1) * engine.token_interval_s(draw)
-        await asyncio.sleep(admission.ttft_s + generation_s)
+        prefill_s = engine.prefill_s(draw, answer.prompt_tokens)
+        await asyncio.sleep(admission.ttft_s + prefill_s + generation_s)
         if draw.fault is Fault.DROP:
             return _drop(request, engine, web.Response())
     response = web.Response(body=answer.body, content_type="application/json")

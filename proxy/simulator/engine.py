@@ -157,6 +157,11 @@ class ModelEngine:
                 return label, merged
         return None, self._base
 
+    def prefill_s(self, draw: Draw, prompt_tokens: int) -> float:
+        """Scaled seconds the prompt's prefill adds to TTFT (none without a prefill rate)."""
+        rate = draw.behaviour.prefill_tokens_per_s
+        return 0.0 if rate is None else prompt_tokens / rate * self.time_scale
+
     def token_interval_s(self, draw: Draw) -> float:
         """Scaled seconds between two output tokens after the first."""
         return self.time_scale / draw.behaviour.tokens_per_s

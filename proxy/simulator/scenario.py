@@ -47,6 +47,9 @@ class Behaviour(_Frozen):
     scale_to_zero_after_s: float | None = Field(default=None, gt=0)
     max_concurrency: int = Field(default=8, ge=1, le=10_000)
     tokens_per_s: float = Field(default=50.0, gt=0)
+    prefill_tokens_per_s: float | None = Field(
+        default=None, gt=0, description="prompt tokens per second: adds prompt / rate to TTFT"
+    )
     error_500_rate: float = Field(default=0.0, ge=0, le=1)
     error_429_rate: float = Field(default=0.0, ge=0, le=1)
     retry_after_s: float = Field(default=1.0, ge=0)
@@ -93,6 +96,7 @@ class Phase(_Frozen):
     cold_chance: float | None = Field(default=None, ge=0, le=1)
     scale_to_zero_after_s: float | None = Field(default=None, gt=0)
     tokens_per_s: float | None = Field(default=None, gt=0)
+    prefill_tokens_per_s: float | None = Field(default=None, gt=0)
     error_500_rate: float | None = Field(default=None, ge=0, le=1)
     error_429_rate: float | None = Field(default=None, ge=0, le=1)
     retry_after_s: float | None = Field(default=None, ge=0)

@@ -77,10 +77,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     prompt = body.prompt()
     choices = [generate(prompt, index, body.ask()) for index in range(body.n)]
     env = _envelope(provider, "chatcmpl", body.model, body.include_usage)
-    frames = wire.chat_frames(env, choices, count_words(prompt))
-    single = wire.chat_response(env, choices, count_words(prompt))
+    tokens = count_words(prompt)
+    frames = wire.chat_frames(env, choices, tokens)
+    single = wire.chat_response(env, choices, tokens)
     return await deliver(
-        request, engine, Answer(single, frames, len(frames.steps)), is_stream=body.stream
+        request, engine, Answer(single, frames, len(frames.steps), tokens), is_stream=body.stream
     )
 
 
@@ -100,9 +101,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     env = _envelope(provider, "cmpl", body.model, body.include_usage)
     frames = wire.completion_frames(env, choices, prompt_tokens)
     single = wire.completion_response(env, choices, prompt_tokens)
-    return await deliver(
-        request, engine, Answer(single, frames, len(frames.steps)), is_stream=body.stream
-    )
+    answer = Answer(single, frames, len(frames.steps), prompt_tokens)
+    return await deliver(request, engine, answer, is_stream=body.stream)
 
 
 async def responses(request: web.Request) -> web.StreamResponse:
@@ -113,10 +113,11 @@ async def responses(request: web.Request) -> web.StreamResponse:
     prompt = body.prompt()
     choice = generate(prompt, 0, body.ask())
     env = _envelope(provider, "resp", body.model, False)
-    frames = wire.responses_frames(env, choice, count_words(prompt))
-    single = wire.responses_response(env, choice, count_words(prompt))
+    tokens = count_words(prompt)
+    frames = wire.responses_frames(env, choice, tokens)
+    single = wire.responses_response(env, choice, tokens)
     return await deliver(
-        request, engine, Answer(single, frames, len(frames.steps)), is_stream=body.stream
+        request, engine, Answer(single, frames, len(frames.steps), tokens), is_stream=body.stream
     )
 
 
@@ -137,7 +138,8 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
     tokens = sum(count_words(text) for text in inputs)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     payload = {"object": "list", "data": data, "model": body.model, "usage": usage}
-    return await deliver(request, engine, Answer(orjson.dumps(payload), None, 1), is_stream=False)
+    answer = Answer(orjson.dumps(payload), None, 1, tokens)
+    return await deliver(request, engine, answer, is_stream=False)
 
 
 async def list_models(request: web.Request) -> web.StreamResponse:

@@ -12,8 +12,8 @@ from proxy.core import requestid
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg (+ request_id during a request, exc
-    when there is one)."""
+    """One JSON object per line: ts, level, logger, msg (+ request_id and client during a
+    request, exc when there is one)."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -25,6 +25,9 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None) or requestid.current()
         if request_id is not None:
             entry["request_id"] = request_id  # joins the lines of one request
+        client = requestid.CLIENT.get()
+        if client is not None:
+            entry["client"] = client
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -24,6 +24,7 @@ from proxy.core.domain import Decision, HedgeRecord, Sample
 if TYPE_CHECKING:
     from proxy.core.domain import Pair
 
+MAX_CLIENT_LABELS = 1000  # distinct `client` label values; later names count as "other"
 TTFT_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13, 21, 34, 55, 90)
 
 
@@ -79,6 +80,38 @@ class Metrics:
             "ttft_router_routes_shaped", "Requests whose route controls or policy steering shaped",
             ["model"], registry=self.registry,
         )  # fmt: skip
+
+        self.request_faults = Counter(
+            "ttft_router_request_faults",
+            "Failed attempts the request caused, not held against the pair, by kind: rejected "
+            "(the provider refused it as malformed), too_large (a 429 for its size alone), "
+            "long_prompt (a first-token timeout of a long prompt)",
+            ["model", "provider", "kind"], registry=self.registry,
+        )  # fmt: skip
+        # By client (proxy.clients): names come from the config, at most MAX_CLIENT_LABELS.
+        self.client_requests = Counter(
+            "ttft_router_client_requests", "Requests admitted, by client",
+            ["client"], registry=self.registry,
+        )  # fmt: skip
+        self.client_refusals = Counter(
+            "ttft_router_client_refusals", "Requests refused by a client's limits, budget or "
+            "permissions, by reason", ["client", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.client_tokens = Counter(
+            "ttft_router_client_tokens", "Tokens charged to a client (reported usage, else the "
+            "estimate)", ["client"], registry=self.registry,
+        )  # fmt: skip
+        self.client_cost = Counter(
+            "ttft_router_client_cost_usd", "USD charged to a client: its answers' cost and the "
+            "estimated cost of their hedges and failover attempts", ["client"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.client_limits_local = Gauge(
+            "ttft_router_client_limits_local", "1 while client limits are counted by this "
+            "replica alone (the store did not answer)", registry=self.registry,
+        )  # fmt: skip
+        self._client_children: dict[str, tuple[Counter, Counter, Counter]] = {}
+        self._client_labels: dict[str, str] = {}
 
         self._sample_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         self._request_children: dict[tuple[str, int], Counter] = {}
@@ -142,6 +175,36 @@ class Metrics:
         if child is None:
             child = self._request_children[model, status] = self.requests.labels(model, str(status))
         child.inc()
+
+    def _client(self, name: str) -> tuple[Counter, Counter, Counter]:
+        """The client's counters (requests, tokens, cost): its own label, or "other" past
+        MAX_CLIENT_LABELS names."""
+        children = self._client_children.get(name)
+        if children is None:
+            label = self.client_label(name)
+            children = (self.client_requests.labels(label), self.client_tokens.labels(label),
+                        self.client_cost.labels(label))  # fmt: skip
+            self._client_children[name] = children
+        return children
+
+    def client_label(self, name: str) -> str:
+        label = self._client_labels.get(name)
+        if label is None:
+            label = name if len(self._client_labels) < MAX_CLIENT_LABELS else "other"
+            self._client_labels[name] = label
+        return label
+
+    def count_client_request(self, client: str) -> None:
+        self._client(client)[0].inc()
+
+    def count_client_use(self, client: str, tokens: int, cost_usd: float) -> None:
+        _, tokens_child, cost_child = self._client(client)
+        tokens_child.inc(tokens)
+        if cost_usd:
+            cost_child.inc(cost_usd)
+
+    def count_client_refusal(self, client: str, reason: str) -> None:
+        self.client_refusals.labels(self.client_label(client), reason).inc()
 
     def count_probe(self, pair: Pair, outcome: str, reason: str) -> None:
         self.probes.labels(pair.model, pair.provider, outcome, reason).inc()

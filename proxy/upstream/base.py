@@ -8,10 +8,13 @@ they become `UpstreamFailure`, carrying the `Outcome` that the sample will recor
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
+
+import orjson
 
 from proxy.core.domain import Outcome
 from proxy.core.errors import TtftRouterError
@@ -83,6 +86,77 @@ class Upstream(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+# An error's `code` that says the request is at fault whatever the provider (OpenAI's codes;
+# others send type invalid_request_error, which counts the same unless the code is below).
+REQUEST_ERROR_CODES = frozenset(
+    ("context_length_exceeded", "content_filter", "invalid_prompt", "string_above_max_length",
+     "invalid_image_url", "invalid_value", "unsupported_parameter", "unsupported_value",
+     "invalid_type", "missing_required_parameter")
+)  # fmt: skip
+# ... and codes of type invalid_request_error that are the deployment's, not the request's.
+DEPLOYMENT_ERROR_CODES = frozenset(
+    ("model_not_found", "invalid_api_key", "insufficient_quota", "rate_limit_exceeded")
+)
+
+
+def error_object(payload: object) -> dict[str, object] | None:
+    """The error object of a provider's error body or event: OpenAI's `{"error": {...}}`,
+    a Responses `response.failed` event's `response.error`, or an `error` event itself."""
+    if not isinstance(payload, dict):
+        return None
+    error = payload.get("error")
+    if isinstance(error, dict):
+        return error
+    response = payload.get("response")
+    if isinstance(response, dict) and isinstance(response.get("error"), dict):
+        found: dict[str, object] = response["error"]
+        return found
+    return payload if payload.get("type") == "error" else None
+
+
+# What a provider's error says of its own deployment whatever its status or type: the key,
+# the account's billing or quota, a model it does not have.
+_DEPLOYMENT_WORDS = re.compile(
+    r"(?i)credit balance|billing|quota|api[ _-]?key|not authori[sz]ed|permission denied|"
+    r"deactivated|model\b.{0,80}\b(?:does not exist|not found|not available)"
+)
+
+
+def _code(error: dict[str, object]) -> str | None:
+    code = error.get("code")
+    return code if isinstance(code, str) else None
+
+
+def blames_deployment(error: dict[str, object] | None) -> bool:
+    """Whether a provider's error object says the fault is its deployment's (its key, its
+    account's billing or quota, a model it lacks), whatever the status it came with."""
+    if error is None:
+        return False
+    if _code(error) in DEPLOYMENT_ERROR_CODES or error.get("param") == "model":
+        return True
+    message = error.get("message")
+    return isinstance(message, str) and _DEPLOYMENT_WORDS.search(message[:1000]) is not None
+
+
+def blames_request(error: dict[str, object] | None) -> bool:
+    """Whether a provider's error object says the request is at fault (malformed, too long,
+    filtered), not the provider: by its code, else its type; never when it blames the
+    deployment."""
+    if error is None or blames_deployment(error):
+        return False
+    return _code(error) in REQUEST_ERROR_CODES or error.get("type") == "invalid_request_error"
+
+
+def event_failure(event: dict[str, object], outcome: Outcome, where: str) -> UpstreamFailure:
+    """A provider's error event as a failure: the request's fault (as a 400 would be) when
+    the error says so (`blames_request`), else `outcome` (the provider's)."""
+    raw = orjson.dumps(event)
+    message = f"error event {where}: {raw.decode()}"  # redacted by whoever shows it
+    if blames_request(error_object(event)):
+        return UpstreamFailure(Outcome.HTTP_4XX, message, status=400, body=raw)
+    return UpstreamFailure(outcome, message, body=raw)
 
 
 def outcome_for_status(status: int) -> Outcome:

@@ -7,13 +7,14 @@ configured, so no request waits for it, and never when none is. Its chunks are t
 back into OpenAI SSE bytes, so dispatch and measurement treat every provider alike; its
 exceptions become UpstreamFailure here.
 
-Only OpenAI request parameters reach litellm from a client's body (`OPENAI_PARAMS`): every
-argument that chooses where and how litellm connects (api_base, base_url, api_key,
-extra_headers, custom_llm_provider, aws_*, vertex_*, mock_response, metadata, ...) comes from
-config alone, so no client can send a provider's key to a URL of its choice. Other unknown
-fields are dropped (logged once per provider and field), or passed as `extra_body` (a body
-litellm merges into the provider's JSON, never into a URL or a header) when the provider's
-`forward_unknown_fields` is on.
+Only OpenAI request parameters reach litellm from a client's body (upstream.params, less
+`metadata`, which is litellm's own argument): every argument that chooses where and how
+litellm connects (api_base, base_url, api_key, extra_headers, custom_llm_provider, aws_*,
+vertex_*, mock_response, metadata, ...) comes from config alone, so no client can send a
+provider's key to a URL of its choice. The provider's `extra_fields` go as `extra_body` (a
+body litellm merges into the provider's JSON, never into a URL or a header); anything else is
+dropped (logged once per provider and field). Where a client's field and the provider's
+configured `params` name the same argument, the config's value is sent.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import orjson
 from proxy.core.domain import Outcome
 from proxy.core.errors import ConfigError
 from proxy.settings.config import Config, LiteLLMProvider
+from proxy.upstream import params
 from proxy.upstream.base import (
     MAX_ERROR_READ,
     UpstreamFailure,
@@ -41,21 +43,10 @@ from proxy.upstream.base import (
 log = logging.getLogger("ttft_router.upstream")
 DONE_EVENT = b"data: [DONE]\n\n"
 
-_COMMON = frozenset(
-    ("stream", "stream_options", "user", "n", "seed", "temperature", "top_p", "stop",
-     "max_tokens", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs")
-)  # fmt: skip
-_CHAT = frozenset(
-    ("messages", "functions", "function_call", "max_completion_tokens", "modalities",
-     "prediction", "audio", "response_format", "tools", "tool_choice", "parallel_tool_calls",
-     "top_logprobs", "reasoning_effort", "verbosity", "service_tier", "web_search_options",
-     "prompt_cache_key")
-)  # fmt: skip
-# path -> the OpenAI parameters a client may set on that endpoint (model is set by dispatch).
+# OpenAI parameters that are litellm's own arguments too: never taken from a client.
+LITELLM_OWN = frozenset(("metadata",))
 OPENAI_PARAMS: dict[str, frozenset[str]] = {
-    "/chat/completions": _COMMON | _CHAT,
-    "/completions": _COMMON | {"prompt", "suffix", "echo", "best_of"},
-    "/embeddings": frozenset({"input", "encoding_format", "dimensions", "user"}),
+    path: names - LITELLM_OWN for path, names in params.OPENAI_PARAMS.items()
 }
 
 
@@ -127,21 +118,26 @@ class LiteLLMUpstream:
     def __init__(self, name: str, config: LiteLLMProvider) -> None:
         self.name = name
         self._config = config
+        self._extras = frozenset(config.extra_fields)
         self._dropped_seen: set[str] = set()
+        if config.forward_unknown_fields:
+            log.warning(
+                "provider %s: forward_unknown_fields is no longer used; list the fields "
+                "clients may send it in extra_fields (docs/api.md)", name,
+            )  # fmt: skip
 
     @asynccontextmanager
     async def open(self, path: str, body: bytes, *, stream: bool) -> AsyncIterator[LiteLLMResponse]:
         litellm = _litellm()
         request = self._request(path, orjson.loads(body))
         model = f"{self._config.litellm_provider}/{request.pop('model')}"
-        kwargs = self._kwargs()
         try:
             if path == "/embeddings":
-                result = await litellm.aembedding(model=model, **request, **kwargs)
+                result = await litellm.aembedding(model=model, **request)
             elif path == "/chat/completions":
-                result = await litellm.acompletion(model=model, **request, **kwargs)
+                result = await litellm.acompletion(model=model, **request)
             else:
-                result = await litellm.atext_completion(model=model, **request, **kwargs)
+                result = await litellm.atext_completion(model=model, **request)
         except Exception as exc:
             raise _translate(exc) from exc
         try:
@@ -152,30 +148,45 @@ class LiteLLMUpstream:
                 await close()
 
     def _request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """The client's fields litellm may see: OpenAI parameters, the rest as extra_body
-        (when configured) or dropped. Never a litellm routing or credential argument."""
+        """litellm's keyword arguments: the client's OpenAI parameters, its extra fields as
+        extra_body, then the config's arguments (which win a clash). Never a litellm routing
+        or credential argument from the client."""
         allowed = OPENAI_PARAMS[path]
         request = {k: v for k, v in body.items() if k in allowed}
+        rest = {k: v for k, v in body.items() if k not in allowed and k != "model"}
+        extra = {k: v for k, v in rest.items() if k in self._extras}
+        if extra:
+            request["extra_body"] = extra
+        if len(extra) < len(rest):
+            self._log_dropped({k for k in rest if k not in extra})
+        kwargs = self._kwargs()
+        configured = kwargs.get("extra_body")
+        if extra and isinstance(configured, dict):  # both: the client's extras, the config's win
+            kwargs["extra_body"] = {**extra, **configured}
+        clash = (request.keys() & kwargs.keys()) - {"extra_body"}
+        if clash:
+            self._log_dropped(clash, by_config=True)
+        request.update(kwargs)
         request["model"] = body["model"]
-        unknown = {k: v for k, v in body.items() if k not in allowed and k != "model"}
-        if unknown and self._config.forward_unknown_fields:
-            request["extra_body"] = unknown
-        elif unknown:
-            self._log_dropped(unknown)
         return request
 
-    def _log_dropped(self, unknown: dict[str, Any]) -> None:
+    def _log_dropped(self, names: set[str], *, by_config: bool = False) -> None:
         """Log each dropped field name once, remembering at most MAX_DROPPED_NAMES (of at
         most 64 characters each)."""
         room = MAX_DROPPED_NAMES - len(self._dropped_seen)
-        new = sorted({k[:64] for k in unknown} - self._dropped_seen)[: max(room, 0)]
+        new = sorted({k[:64] for k in names} - self._dropped_seen)[: max(room, 0)]
         if not new:
             return
         self._dropped_seen.update(new)
+        why = (
+            "are set by the provider's params in config, whose values were sent"
+            if by_config
+            else "are not OpenAI parameters litellm takes from clients nor in the provider's "
+            "extra_fields, and were not sent"
+        )
         log.warning(
-            "provider %s (kind litellm): request fields %s are not OpenAI parameters "
-            "and were not sent (set forward_unknown_fields to send them as body)%s",
-            self.name, ", ".join(map(repr, new[:10])),
+            "provider %s (kind litellm): request fields %s %s%s", self.name,
+            ", ".join(map(repr, new[:10])), why,
             "; no further names are listed" if len(new) == room else "",
         )  # fmt: skip
 

@@ -7,6 +7,13 @@ that carries output (the endpoint's `upstream.sse.StreamGrammar`: a chat delta, 
 API `*.delta` event), not at headers, the role-only chunk or `response.created`.
 Time to first byte is kept beside it. An attempt cut off before its first token (timeout,
 client gone, hedge loser) is censored at the time it was cut off.
+
+After the first token the clock tallies the answer (`AnswerTally`, fed the whole events of
+every read as they are relayed or read): its output events counted (the stream grammar's
+`count_output`, on the bytes), the moment of the last, and the completion tokens a usage
+chunk reports. A successful attempt's sample carries `output_tokens` (the reported count,
+else the output events counted) and `decode_s` (first token to last output chunk): its
+decode throughput.
 """
 
 from __future__ import annotations
@@ -18,10 +25,8 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from proxy.core.domain import Outcome, Sample, Source
-from proxy.upstream.base import Upstream, UpstreamFailure
+from proxy.upstream.base import Upstream, UpstreamFailure, event_failure
 from proxy.upstream.sse import (
     CHAT,
     EventSplitter,
@@ -31,17 +36,21 @@ from proxy.upstream.sse import (
     parse_payload,
 )
 
+USAGE_MARKS = (b'"usage":{', b'"usage": {')  # a usage object, not `"usage":null`
+
 
 class AttemptClock:
-    """Started at send; `first_byte()`/`first_token()` mark the moments (first call wins)."""
+    """Started at send; `first_byte()`/`first_token()` mark the moments (first call wins);
+    `tally()` starts the tally of the answer after its first token (decode throughput)."""
 
-    __slots__ = ("started", "ttfb_s", "ttft_s", "wall_start")
+    __slots__ = ("answer", "started", "ttfb_s", "ttft_s", "wall_start")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.wall_start = time.time()
         self.ttfb_s: float | None = None
         self.ttft_s: float | None = None
+        self.answer: AnswerTally | None = None
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
@@ -56,6 +65,19 @@ class AttemptClock:
             if self.ttfb_s is None:
                 self.ttfb_s = self.ttft_s
 
+    def tally(self, prelude: bytes, grammar: StreamGrammar) -> AnswerTally:
+        """Start tallying the answer: `prelude` is what was read up to its first token; feed
+        the returned tally every later read's whole events (`AnswerTally.note`)."""
+        self.answer = AnswerTally(prelude, grammar, self.started)
+        return self.answer
+
+    def decode(self) -> tuple[int | None, float | None]:
+        """(output tokens, seconds from the first token to the last output chunk) of the
+        answer tallied; (None, None) before a first token or without a tally."""
+        if self.ttft_s is None or self.answer is None:
+            return None, None
+        return self.answer.result(self.ttft_s)
+
     def sample(
         self,
         model: str,
@@ -65,13 +87,16 @@ class AttemptClock:
         source: Source = Source.PASSIVE,
         prompt_tokens: int = 0,
         replica: str = "",
+        client: str = "",
     ) -> Sample:
         """The attempt's sample. Without a first token, TIMEOUT and CANCELLED are censored
-        at the elapsed time (TTFT > elapsed); other failures carry no latency."""
+        at the elapsed time (TTFT > elapsed); other failures carry no latency. Only a
+        successful attempt's answer measures decode throughput (`decode()`)."""
         elapsed = self.elapsed()
         censored = None
         if self.ttft_s is None and outcome in (Outcome.TIMEOUT, Outcome.CANCELLED):
             censored = elapsed
+        tokens, decode_s = self.decode() if outcome is Outcome.OK else (None, None)
         return Sample(
             model=model,
             provider=provider,
@@ -84,7 +109,73 @@ class AttemptClock:
             source=source,
             prompt_tokens=prompt_tokens,
             replica=replica,
+            output_tokens=tokens,
+            decode_s=decode_s,
+            client=client,
         )
+
+
+class AnswerTally:
+    """One answer after its first token, tallied as it streams, for its decode throughput.
+
+    Per read only what is cheap: its events counted (blank lines), and the last two reads kept
+    with their times (a reference each, nothing copied). The output events are told apart
+    once, at the end (`result`): the prelude's and the last two reads' by the stream
+    grammar's `count_output`, every read between them taken as output, so the closing events
+    (a finish chunk, the usage chunk, `[DONE]`, the Responses API's `*.done` events) are not
+    counted. The usage a stream reports is read there too: it comes last."""
+
+    __slots__ = ("_grammar", "_started", "before_tail", "before_tail_s", "events", "prelude",
+                 "tail", "tail_s")  # fmt: skip
+
+    def __init__(self, prelude: bytes, grammar: StreamGrammar, started: float) -> None:
+        self.prelude = prelude
+        self._grammar = grammar
+        self._started = started
+        self.events = 0  # whole events read after the prelude
+        self.tail: bytes | None = None  # the last read's events, and the one's before
+        self.before_tail: bytes | None = None
+        self.tail_s = 0.0  # their times, seconds since send
+        self.before_tail_s = 0.0
+
+    def note(self, events: bytes) -> None:
+        """A read's whole events (b"" and reads of no whole event are skipped)."""
+        if events:
+            self.events += events.count(b"\n\n")
+            self.before_tail, self.tail = self.tail, events
+            self.before_tail_s, self.tail_s = self.tail_s, time.perf_counter() - self._started
+
+    def result(self, ttft_s: float) -> tuple[int | None, float | None]:
+        """(output tokens, seconds from `ttft_s` to the last output chunk): the reported
+        completion tokens when a usage chunk came, else the output events counted."""
+        count = self._grammar.count_output
+        output = count(self.prelude) + self.events
+        last_s = ttft_s
+        for block, at_s in ((self.before_tail, self.before_tail_s), (self.tail, self.tail_s)):
+            if block is not None:
+                carried = count(block)
+                output -= block.count(b"\n\n") - carried  # its closing events
+                if carried:
+                    last_s = at_s
+        if self.tail is not None and last_s == ttft_s:
+            last_s = self.before_tail_s or ttft_s  # the final reads closed it: the one before
+        reported = None
+        for block in (self.tail, self.before_tail) if self.tail is not None else (self.prelude,):
+            if block is not None and (reported := reported_tokens(block)) is not None:
+                break
+        tokens = reported if reported is not None else output
+        return (tokens, max(0.0, last_s - ttft_s)) if tokens > 0 else (None, None)
+
+
+def reported_tokens(events: bytes) -> int | None:
+    """The completion tokens a usage chunk among `events` reports; None: none does."""
+    if USAGE_MARKS[0] not in events and USAGE_MARKS[1] not in events:
+        return None
+    usage = Usage()
+    for payload in iter_data(events):
+        if b'"usage"' in payload and (chunk := parse_payload(payload)) is not None:
+            usage.note(chunk)
+    return usage.completion_tokens
 
 
 class FirstTokenWatch:
@@ -122,6 +213,11 @@ class FirstTokenWatch:
         return events
 
 
+def _error_event(event: dict[str, object]) -> UpstreamFailure:
+    """An error event before any output (upstream.base.event_failure)."""
+    return event_failure(event, Outcome.HTTP_5XX, "before output")
+
+
 async def read_first_token(
     chunks: AsyncIterator[bytes], clock: AttemptClock, grammar: StreamGrammar = CHAT
 ) -> tuple[bytes, EventSplitter]:
@@ -137,8 +233,7 @@ async def read_first_token(
     async for data in chunks:
         events = watch.feed(data)
         if watch.upstream_error is not None:
-            message = orjson.dumps(watch.upstream_error).decode()  # redacted by the caller
-            raise UpstreamFailure(Outcome.HTTP_5XX, f"error event before output: {message}")
+            raise _error_event(watch.upstream_error)
         if events:
             prelude.append(events)
         if watch.seen_output:
@@ -203,13 +298,16 @@ async def measure_stream(
             return clock, failure.outcome, failure.message
         except TimeoutError:
             return clock, Outcome.TIMEOUT, f"no first token within {clock.elapsed():.1f} s"
+        answer = clock.tally(prelude, CHAT)
         for payload in iter_data(prelude):
             chunk = parse_payload(payload)
             if chunk is not None:
                 tally.note(chunk)
         try:
             async for data in chunks:
-                for payload in iter_data(splitter.feed(data)):
+                events = splitter.feed(data)
+                answer.note(events)
+                for payload in iter_data(events):
                     chunk = parse_payload(payload)
                     if chunk is None:
                         continue

@@ -285,6 +285,7 @@ def from_config(config: Config, *, hide_ips: bool = True) -> Redactor:
         else:
             urls[name] = provider.url
     secrets.extend(k.get_secret_value() for k in config.auth.api_keys)
+    secrets.extend(key for spec in config.auth.clients.values() for key in spec.secrets())
     secrets.extend(k.get_secret_value() for k in config.auth.admin_keys)
     if isinstance(config.store, RedisStoreConfig):
         store_url = urlsplit(config.store.url.get_secret_value())

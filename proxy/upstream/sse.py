@@ -157,6 +157,20 @@ def _may_hold_chat_error(events: bytes) -> bool:
     return b'"error"' in events  # a JSON key or value with bare quotes, never escaped content
 
 
+# An output field with a non-empty string value. Inside a JSON string a key's quotes are
+# escaped (\"content\":), so text that merely mentions a key never matches.
+_CHAT_OUTPUT_BYTES = re.compile(
+    rb'"(?:content|reasoning_content|reasoning|refusal|text|arguments)":\s*"[^"]'
+)
+
+
+def count_chat_output(events: bytes) -> int:
+    """Output-carrying chunks among whole chat or completion events, counted from their
+    bytes (no JSON parsed: this runs on every read of a relayed stream). An estimate of
+    the answer's tokens when it reports no usage: one chunk is usually one token."""
+    return len(_CHAT_OUTPUT_BYTES.findall(events))
+
+
 # -- the Responses API ----------------------------------------------------------------------
 
 RESPONSE_ERRORS = frozenset(("error", "response.failed"))
@@ -188,6 +202,15 @@ def response_error_event(body: dict[str, Any]) -> bytes:
     return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
+_RESPONSE_DELTA_BYTES = re.compile(rb'"type":\s*"[a-z_.]+\.delta"')
+
+
+def count_response_output(events: bytes) -> int:
+    """`*.delta` events among whole Responses API events, from their bytes (see
+    `count_chat_output`)."""
+    return len(_RESPONSE_DELTA_BYTES.findall(events))
+
+
 def _may_hold_response_error(events: bytes) -> bool:
     # Not `"error"`: every response.created/completed event has `"error":null`, and the
     # completed one the whole output text, which must not be rewritten.
@@ -202,9 +225,11 @@ class StreamGrammar:
     is_error: Callable[[dict[str, Any]], bool]
     may_hold_error: Callable[[bytes], bool]  # a cheap check of raw events (to redact)
     error_event: Callable[[dict[str, Any]], bytes]
+    count_output: Callable[[bytes], int] = count_chat_output  # output chunks in raw events
 
 
 CHAT = StreamGrammar(carries_output, is_error_event, _may_hold_chat_error, error_event)
 RESPONSES = StreamGrammar(
-    response_carries_output, is_response_error, _may_hold_response_error, response_error_event
-)
+    response_carries_output, is_response_error, _may_hold_response_error, response_error_event,
+    count_response_output,
+)  # fmt: skip

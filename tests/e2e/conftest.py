@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from proxy.api.context import Services
 from proxy.app import create_app
 from proxy.core.domain import Outcome, Sample
+from proxy.settings.auth import CLIENT_CONTROLS
 from proxy.settings.config import Config
 from proxy.settings.policy import PolicyHolder
 from proxy.simulator import Market, Scenario
@@ -25,6 +26,9 @@ from tests.helpers import serve_app, wait_until
 
 CLIENT_KEY = "test-client-key-0123456789abcdef"
 ADMIN_KEY = "test-admin-key-fedcba9876543210"
+# `auth` whose key (the client "anonymous") is granted every request control
+STEERING_KEY = {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY],
+                "anonymous": {"controls": list(CLIENT_CONTROLS)}}  # fmt: skip
 
 
 @dataclass
@@ -126,11 +130,17 @@ def policy_file(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def scripted_config(tmp_path: Path, policy: str, *providers: ScriptedProvider) -> Config:
-    """Model "m" on scripted providers p0, p1, ... (in that order), with `policy` (YAML)."""
+def scripted_config(
+    tmp_path: Path, policy: str, *providers: ScriptedProvider,
+    settings: dict[str, dict[str, Any]] | None = None,
+) -> Config:  # fmt: skip
+    """Model "m" on scripted providers p0, p1, ... (in that order), with `policy` (YAML);
+    `settings`: more config fields per provider name."""
+    more = settings or {}
     return Config.model_validate({
         "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
-        "providers": {f"p{i}": {"kind": "openai", "base_url": p.base_url, "api_key": "k"}
+        "providers": {f"p{i}": {"kind": "openai", "base_url": p.base_url, "api_key": "k",
+                                **more.get(f"p{i}", {})}
                       for i, p in enumerate(providers)},
         "models": {"m": {"providers": {f"p{i}": "u" for i in range(len(providers))}}},
         "buffer": {"flush_interval_s": 0.02},

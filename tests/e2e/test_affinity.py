@@ -15,6 +15,7 @@ POLICY = """\
 defaults:
   order: [p0, p1]
   affinity: {enabled: true, ttl_s: 600}
+  client_controls: [affinity, only]
 """
 MESSAGES = [{"role": "user", "content": "hi"}]
 

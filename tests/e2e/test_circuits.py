@@ -39,8 +39,9 @@ async def test_a_failing_provider_is_left_out_after_exactly_the_configured_failu
 
 
 async def test_after_a_total_outage_one_trial_request_recovers_the_model(tmp_path: Path) -> None:
-    policy = ("defaults:\n  circuit: {consecutive_errors: 2, cooldown_s: 300}\n"
-              "  failover: {max_attempts: 2}\n")  # fmt: skip
+    # trial_interval_s 0: the trials' pacing is tested apart (a trial per request here)
+    policy = ("defaults:\n  circuit: {consecutive_errors: 2, cooldown_s: 300, "
+              "trial_interval_s: 0}\n  failover: {max_attempts: 2}\n")  # fmt: skip
     async with (
         scripted_provider("500") as a,
         scripted_provider("500") as b,

@@ -296,7 +296,8 @@ async def test_oversized_headers_get_431_and_a_close() -> None:
         writer.close()
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
         # a request with a large body is not mistaken for large headers
-        raw = orjson.dumps({"model": "m", "messages": HI, "pad": "x" * 300_000})
+        long = [{"role": "user", "content": "x" * 300_000}]
+        raw = orjson.dumps({"model": "m", "messages": long})
         reader, writer = await asyncio.open_connection("127.0.0.1", port_of(proxy.url))
         writer.write(chat_request({}).split(b"Content-Length")[0]
                      + f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)  # fmt: skip

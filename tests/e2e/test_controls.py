@@ -1,6 +1,7 @@
 """Request controls end to end, through the openai SDK (extra_body / extra_headers): each
 control changes the provider that served (x-ttft-router-provider and the simulated
-providers' counts), a forbidden control is a 400 naming it, `only` a provider that is down
+providers' counts), a control not granted is a 403 naming it (none is, unless the policy or
+the client's key grants it), a contradictory one a 400, `only` a provider that is down
 without fallbacks is a 503 naming it, and the `provider` field never reaches a provider."""
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ MODELS = {"m": {p: "org/M-1" for p in NAMES}}
 # USD per million tokens: c is the cheapest, a the dearest
 PRICES = {"a": (3.0, 9.0), "b": (2.0, 6.0), "c": (1.0, 2.0)}
 MESSAGES = [{"role": "user", "content": "hello there"}]
+GRANTED = "defaults:\n  client_controls: [order, only, ignore, allow_fallbacks, sort, max_price]\n"
 
 
 def market() -> Market:
     return Market(scenario({p: {"org/M-1": FAST} for p in NAMES}))
 
 
-def priced(m: Market, tmp_path: Path, policy: str = "defaults: {}\n") -> Any:
+def priced(m: Market, tmp_path: Path, policy: str = GRANTED) -> Any:
     providers = {
         name: {**entry, "price": {"prompt_per_million": PRICES[name][0],
                                   "completion_per_million": PRICES[name][1]}}
@@ -84,18 +86,18 @@ async def test_each_control_changes_the_provider_that_served(tmp_path: Path) -> 
             "provider.order a (body)", "allow_fallbacks false (body)"]  # fmt: skip
 
 
-async def test_a_forbidden_or_contradictory_control_is_a_400_naming_it(tmp_path: Path) -> None:
+async def test_a_control_not_granted_is_a_403_a_contradictory_one_a_400(tmp_path: Path) -> None:
     policy = "models:\n  m:\n    client_controls: [sort]\n"
     async with market() as m, running_proxy(priced(m, tmp_path, policy)) as proxy:
         client = proxy.client()
-        with pytest.raises(openai.BadRequestError) as forbidden:
+        with pytest.raises(openai.PermissionDeniedError) as forbidden:
             await client.chat.completions.create(
                 model="m", messages=MESSAGES, extra_body={"provider": {"only": ["b"]}}
             )
         error = forbidden.value.body
         assert isinstance(error, dict) and error["param"] == "provider.only"
-        assert "provider.only is not allowed" in error["message"]
-        with pytest.raises(openai.BadRequestError, match=r"provider\.order is not allowed"):
+        assert "provider.only is not granted to this key" in error["message"]
+        with pytest.raises(openai.PermissionDeniedError, match=r"provider\.order is not granted"):
             await client.chat.completions.create(
                 model="m", messages=MESSAGES, extra_headers={"x-ttft-router-provider-order": "a"}
             )
@@ -108,7 +110,7 @@ async def test_a_forbidden_or_contradictory_control_is_a_400_naming_it(tmp_path:
 async def test_only_a_provider_that_is_down_without_fallbacks_is_a_503_naming_it(
     tmp_path: Path,
 ) -> None:
-    policy = "defaults:\n  circuit: {consecutive_errors: 1, cooldown_s: 300}\n"
+    policy = GRANTED + "  circuit: {consecutive_errors: 1, cooldown_s: 300}\n"
     async with market() as m:
         down = {"down": {"kind": "openai", "base_url": f"http://127.0.0.1:{closed_port()}/v1"}}
         config = config_for(m, {"m": {**MODELS["m"], "down": "org/M-1"}}, extra_providers=down,
@@ -133,7 +135,9 @@ async def test_only_a_provider_that_is_down_without_fallbacks_is_a_503_naming_it
 
 async def test_the_provider_field_never_reaches_the_upstream(tmp_path: Path) -> None:
     async with scripted_provider() as p0, scripted_provider() as p1:
-        config = scripted_config(tmp_path, "defaults: {}\n", p0, p1)
+        config = scripted_config(
+            tmp_path, GRANTED, p0, p1, settings={"p1": {"extra_fields": ["custom_field"]}}
+        )
         async with running_proxy(config) as proxy:
             client = proxy.client()
             for stream in (False, True):

@@ -141,7 +141,8 @@ async def test_the_cost_objective_cheaper_under_the_ceiling_faster_above_it(
     tmp_path: Path,
 ) -> None:
     prices = {"cheap": (0.5, 1.0), "fast": (5.0, 15.0)}
-    policy = "defaults:\n  objective: p50\n  exploration_share: 0\n  cost: {ceiling_s: 1.0}\n"
+    policy = ("defaults:\n  objective: p50\n  exploration_share: 0\n  cost: {ceiling_s: 1.0}\n"
+              "  client_controls: [only]\n")  # fmt: skip
     async with market(cheap=0.06, fast=0.004) as m:
         cfg = config(m, tmp_path, policy, prices)
         async with running_proxy(cfg) as proxy:

@@ -25,6 +25,7 @@ from proxy.api import session
 from proxy.app import create_app
 from proxy.core.domain import Outcome, Sample, Source
 from proxy.demo import MISSION_MODELS, DemoKeys, demo_policies, mission_config
+from proxy.settings.auth import ClientSpec
 from proxy.simulator import Market, load_scenario
 from tests.e2e.conftest import Proxy
 from tests.fakes.scripted import serving
@@ -34,6 +35,7 @@ TIME_SCALE = 0.02  # cold starts of 10-90 s become 0.2-1.8 s
 REQUESTS = 150  # enough for every pair to get samples (unproven pairs are measured first)
 MARKER = "browser-check-1"
 KEYS = DemoKeys.random()
+NAMED_KEY = "browser-app-4e8c2a6f1d9b3e7c5a0d"
 
 
 def chromium_or_skip() -> str:
@@ -64,10 +66,9 @@ async def send_traffic(proxy: Proxy, count: int, concurrency: int = 8) -> None:
 
 
 def demo_client(proxy: Proxy, **kw: Any) -> openai.AsyncOpenAI:
-    """A client with the demo config's key (proxy.demo.mission_config)."""
-    return openai.AsyncOpenAI(
-        base_url=proxy.url + "/v1", api_key=KEYS.client, max_retries=0, timeout=30, **kw
-    )
+    """A client with the demo config's key (proxy.demo.mission_config), or `api_key`."""
+    kw.setdefault("api_key", KEYS.client)
+    return openai.AsyncOpenAI(base_url=proxy.url + "/v1", max_retries=0, timeout=30, **kw)
 
 
 def probe_like_samples(proxy: Proxy) -> None:
@@ -84,6 +85,33 @@ def probe_like_samples(proxy: Proxy) -> None:
                 ))  # fmt: skip
 
 
+def sized_samples(proxy: Proxy) -> None:
+    """Samples at prompt sizes from 100 to 12,000 tokens (TTFT growing with them), so that the
+    chart of TTFT against prompt tokens spreads out (the traffic's prompts are all tiny)."""
+    now = time.time()
+    for model, providers in MISSION_MODELS.items():
+        for i, provider in enumerate(providers):
+            for k, tokens in enumerate((100, 1000, 4000, 12_000)):
+                proxy.services.buffer.add_sample(Sample(
+                    model=model, provider=provider, outcome=Outcome.OK,
+                    ttft_s=0.02 + (1 + i) * 2e-6 * tokens, timestamp=now - 1 + 0.1 * k,
+                    prompt_tokens=tokens, output_tokens=40, decode_s=0.5,
+                ))  # fmt: skip
+
+
+async def with_prefill(route: Any) -> None:
+    """/admin/scores as the browser gets it, each model's first pair given a fitted prefill
+    line where the scores carry none yet (the latency model in prompt tokens fills it)."""
+    response = await route.fetch()
+    body = await response.json()
+    seen: set[str] = set()
+    for pair in body["pairs"]:
+        if pair["model"] not in seen and not pair.get("prefill"):
+            pair["prefill"] = {"base_s": 0.02, "s_per_token": 2e-6, "identified": True}
+        seen.add(pair["model"])
+    await route.fulfill(response=response, json=body)
+
+
 async def test_dashboard_in_chromium(tmp_path: Path) -> None:
     chromium = chromium_or_skip()
     from playwright.async_api import ConsoleMessage, async_playwright
@@ -93,12 +121,16 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
         config = mission_config(market, 0, KEYS)
         # as behind a TLS-terminating balancer: the __Host- cookie, Secure (Chromium keeps
         # Secure cookies of http://127.0.0.1, a potentially trustworthy origin)
-        secure = config.auth.model_copy(update={"session_cookie_secure": "always"})
+        named = {"browser-app": ClientSpec(key=NAMED_KEY, budget={"usd_per_day": 5.0},
+                                           limits={"requests_per_minute": 1000})}  # fmt: skip
+        secure = config.auth.model_copy(update={"session_cookie_secure": "always",
+                                                "clients": named})  # fmt: skip
         app = create_app(config.model_copy(update={"auth": secure}), demo_policies(TIME_SCALE))
         async with serve_app(app) as url:
             proxy = Proxy(url, app)
             await send_traffic(proxy, REQUESTS)
             probe_like_samples(proxy)
+            sized_samples(proxy)
             pairs = [(m, p) for m, providers in MISSION_MODELS.items() for p in providers]
             board = proxy.services.scoreboard
             await wait_until(lambda: all(board.snapshot.get(p) for p in pairs_of(pairs)), 10)
@@ -115,6 +147,7 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
                     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
                     page.on("console", on_console)
                     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+                    await page.route("**/admin/scores*", with_prefill)
                     await page.goto(url + "/dashboard")
                     assert await page.title() == "ttft-router: sign in"
                     await page.fill("#key", KEYS.admin)
@@ -128,16 +161,49 @@ async def test_dashboard_in_chromium(tmp_path: Path) -> None:
                         await section.locator(f"tr[data-pair='{provider}']").wait_for()
                         charts = section.locator(f".pair[data-pair='{provider}'] .uplot canvas")
                         await wait_until(_count_is(charts, 2), timeout=10)
+                    # per model: TTFT against prompt tokens, with the fitted line, and the
+                    # last 5 min / 30 min / day; throughput percentiles in the scores table
+                    for model, providers in MISSION_MODELS.items():
+                        first = next(iter(providers))
+                        section = page.locator(f"#model-{model.replace('.', '_')}")
+                        chart = section.locator(".prompt-chart .uplot")
+                        await chart.locator("canvas").wait_for(timeout=10_000)
+                        legend = chart.locator(".u-legend")
+                        await wait_until(_has_text(legend, f"{first} fit"), timeout=10)
+                        figures = section.locator(f".published tr[data-published='{first}']")
+                        await figures.wait_for(timeout=10_000)
+                        assert "%" in (await figures.text_content() or "")
+                        head = await section.locator("table.pairs thead").text_content() or ""
+                        assert "tok/s p50" in head and "tok/s p99" in head
                     drawn = await page.evaluate(DRAWN_PIXELS)
                     assert min(drawn) > 100, drawn  # each canvas has painted pixels
                     explain = page.locator(".explain .reason-text").first
                     assert (await explain.text_content() or "").strip()
                     health = await page.locator("#health").text_content() or ""
-                    assert "memory: reachable" in health and "prober: not available" in health
+                    assert "memory: reachable" in health and "prober" in health
+                    assert "prober: not available" not in health  # the demo runs its prober
+                    # per pair, what the prober plans for it (a standby is kept warm)
+                    plans = page.locator("table.pairs td.plan")
+
+                    async def planned() -> bool:
+                        return any(t.strip() for t in await plans.all_text_contents())
+
+                    await wait_until(planned, timeout=10)
                     assert "Policy in force" in (await page.locator("#policy").text_content() or "")
 
-                    # a new decision appears without a reload
+                    # a new decision appears without a reload, naming its client
                     await page.evaluate("window.__noReload = true")
+                    named = demo_client(proxy, api_key=NAMED_KEY)
+                    await named.chat.completions.create(
+                        model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}]
+                    )
+                    client_row = page.locator("#clients tr[data-client='browser-app']")
+                    await wait_until(_text_has(client_row, "1 / 1000"), timeout=10)
+                    row_text = await client_row.text_content() or ""
+                    assert "/ 5.00" in row_text and "all" in row_text  # budget, models
+                    assert "anonymous" in (await page.locator("#clients").text_content() or "")
+                    content = await page.content()
+                    assert NAMED_KEY not in content and KEYS.client not in content
                     client = demo_client(proxy, default_headers={"x-request-id": MARKER})
                     await client.chat.completions.create(
                         model="kimi-k2.6", messages=[{"role": "user", "content": "hi"}]
@@ -209,9 +275,23 @@ def pairs_of(pairs: list[tuple[str, str]]) -> list[Any]:
     return [Pair(m, p) for m, p in pairs]
 
 
+def _has_text(locator: Any, text: str) -> Any:
+    async def check() -> bool:
+        return text in (await locator.text_content() or "")
+
+    return check
+
+
 def _count_is(locator: Any, n: int) -> Any:
     async def check() -> bool:
         return bool(await locator.count() == n)
+
+    return check
+
+
+def _text_has(locator: Any, text: str) -> Any:
+    async def check() -> bool:
+        return await locator.count() == 1 and text in (await locator.text_content() or "")
 
     return check
 

@@ -4,11 +4,20 @@ error about a max price names the client's limit, never the configured price."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 from proxy.settings.config import Config
 from proxy.simulator import Market
-from tests.e2e.conftest import ADMIN_KEY, CLIENT_KEY, config_for, running_proxy, scenario
+from tests.e2e.conftest import (
+    ADMIN_KEY,
+    CLIENT_KEY,
+    config_for,
+    policy_file,
+    running_proxy,
+    scenario,
+)
 from tests.e2e.test_connections import FAST, guarded
 from tests.fakes.scripted import closed_port
 from tests.helpers import wait_until
@@ -58,13 +67,15 @@ async def test_metrics_need_the_admin_key_except_on_the_admin_listener() -> None
             assert (await http.get("/metrics")).status_code == 200  # loosened on purpose
 
 
-async def test_a_max_price_refusal_names_the_limit_not_the_price() -> None:
+async def test_a_max_price_refusal_names_the_limit_not_the_price(tmp_path: Path) -> None:
     async with Market(scenario({"p": {"m-p": FAST}})) as market:
         priced = {
             name: {**entry, "price": {"prompt_per_million": 2.75, "completion_per_million": 9.5}}
             for name, entry in market.provider_configs().items()
         }
-        config: Config = config_for(market, {"m": {"p": "m-p"}}, extra_providers=priced)
+        grant = policy_file(tmp_path, "defaults: {client_controls: [max_price]}\n")
+        config: Config = config_for(market, {"m": {"p": "m-p"}}, extra_providers=priced,
+                                    policy_file=grant)  # fmt: skip
         async with running_proxy(config) as proxy, httpx.AsyncClient(base_url=proxy.url) as http:
             reply = await http.post(
                 "/v1/chat/completions",

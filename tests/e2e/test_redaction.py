@@ -49,7 +49,9 @@ async def answer_400(body: bytes) -> str:
                 proxy.url + "/v1/chat/completions", json={"model": "m", "messages": HI},
                 headers={"Authorization": f"Bearer {CLIENT_KEY}"},
             )  # fmt: skip
-        assert reply.status_code == 400, reply.text
+        # a 400 the request's (returned as is); one that blames the provider's deployment
+        # (its key, say) the pair's: failed over, then a 502 quoting it. Redacted either way.
+        assert reply.status_code in (400, 502), reply.text
         return reply.text
 
 

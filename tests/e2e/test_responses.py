@@ -190,13 +190,13 @@ async def test_failover_before_the_first_output_event(tmp_path: Path) -> None:
             assert outcomes == [("stuck", "timeout"), ("good", "ok")]
 
 
-async def test_unknown_fields_pass_through_untouched(tmp_path: Path) -> None:
+async def test_a_providers_extra_fields_pass_through_untouched(tmp_path: Path) -> None:
     async with scripted_provider() as upstream:
         config = Config.model_validate({
             "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
             "providers": {"p0": {"kind": "openai", "base_url": upstream.base_url,
                                  "api_key": "k", "responses": True,
-                                 "stream_for_non_stream": False}},
+                                 "stream_for_non_stream": False, "extra_fields": ["x_custom"]}},
             "models": {"m": {"providers": {"p0": "u"}}},
             "prober": {"enabled": False},
         })  # fmt: skip

@@ -8,6 +8,7 @@ record what they were sent and quote every header they saw in their error messag
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,8 @@ import pytest
 import pytest_asyncio
 
 from proxy.settings.config import Config
-from tests.e2e.conftest import ADMIN_KEY, CLIENT_KEY, running_proxy
+from proxy.upstream.params import OPENAI_PARAMS
+from tests.e2e.conftest import ADMIN_KEY, CLIENT_KEY, policy_file, running_proxy
 from tests.fakes.scripted import ScriptedProvider, closed_port, scripted_provider
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -26,7 +28,10 @@ HEADER_SECRET = "orgsecret-9876543210"
 LITELLM_KEY = "lite-secret-key-5555aaaa"
 
 
-def _config(providers: dict[str, dict[str, Any]], models: dict[str, dict[str, str]]) -> Config:
+def _config(
+    providers: dict[str, dict[str, Any]], models: dict[str, dict[str, str]],
+    policy: Path | None = None,
+) -> Config:  # fmt: skip
     return Config.model_validate({
         "auth": {"api_keys": [CLIENT_KEY], "admin_keys": [ADMIN_KEY]},
         "providers": providers,
@@ -34,6 +39,7 @@ def _config(providers: dict[str, dict[str, Any]], models: dict[str, dict[str, st
         "buffer": {"flush_interval_s": 0.02},
         "scoreboard": {"refresh_s": 0.05},
         "prober": {"enabled": False},  # exact request counts
+        "policies": [str(policy)] if policy else [],
     })  # fmt: skip
 
 
@@ -62,6 +68,13 @@ async def test_no_litellm_routing_or_credential_argument_comes_from_a_client(
     real, thief, proxy = litellm_pair
     before = len(real.requests)
     value = _hostile(thief.base_url)[field]
+    if field not in OPENAI_PARAMS["/chat/completions"]:  # not even taken from the body
+        with pytest.raises(openai.BadRequestError, match="Unrecognized request argument"):
+            await proxy.client().chat.completions.create(
+                model="lite", messages=MESSAGES, stream=True, extra_body={field: value}
+            )
+        assert thief.requests == [] and len(real.requests) == before
+        return
     reply = await proxy.client().chat.completions.create(
         model="lite", messages=MESSAGES, stream=True, extra_body={field: value}
     )
@@ -92,18 +105,23 @@ async def test_openai_provider_headers_never_come_from_the_client() -> None:
             await proxy.client().chat.completions.create(
                 model="m", messages=MESSAGES,
                 extra_headers={"X-Injected": "yes", "OpenAI-Organization": "evil"},
-                extra_body={"extra_headers": {"X-Injected": "yes"}},
             )  # fmt: skip
+            with pytest.raises(openai.BadRequestError, match="extra_headers"):
+                await proxy.client().chat.completions.create(
+                    model="m", messages=MESSAGES, extra_body={"extra_headers": {"X": "y"}}
+                )
+    assert len(real.requests) == 1
     seen = real.requests[-1]
     assert seen.headers["Authorization"] == f"Bearer {PROVIDER_KEY}"
     assert "X-Injected" not in seen.headers and "OpenAI-Organization" not in seen.headers
-    assert seen.body["extra_headers"] == {"X-Injected": "yes"}  # the body stays as sent
 
 
 async def test_no_secret_or_internal_address_leaves_through_any_error_path(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # every error path, every time: a trial per request while every circuit is open
+    policy = policy_file(tmp_path, "defaults:\n  circuit: {trial_interval_s: 0}\n")
     dead = closed_port()
     async with scripted_provider() as leaky, scripted_provider() as lite_up:
         providers = {
@@ -121,7 +139,7 @@ async def test_no_secret_or_internal_address_leaves_through_any_error_path(
                   "m-all": {"dead": "u", "plain": "u", "leaky": "u"}}  # fmt: skip
         seen: list[str] = []
         responses: list[str] = []  # through /v1/responses
-        async with running_proxy(_config(providers, models)) as proxy:
+        async with running_proxy(_config(providers, models, policy)) as proxy:
             client = proxy.client()
             for mode in ("500", "401", "400", "error-before", "error-after"):
                 leaky.mode = lite_up.mode = mode

@@ -249,7 +249,7 @@ async def test_dashboard_login_sets_a_strict_http_only_cookie() -> None:
                 assert static.status_code == 200 and static.content
             assert (await web.get("/dashboard/static/../config.py")).status_code == 404
             assert (await web.get("/dashboard/static/NOTICE")).status_code == 404
-            assert (await web.get("/dashboard/features")).json() == {"routes": []}
+            assert (await web.get("/dashboard/features")).json() == {"routes": ["/admin/prober"]}
             # a client key is not an admin key; a forged or expired cookie admits nothing
             client_login = await web.post("/dashboard/login", data={"key": CLIENT_KEY})
             assert client_login.status_code == 401

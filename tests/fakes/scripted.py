@@ -5,7 +5,10 @@ test may change while it runs. Streams real SSE (a role-only chunk, content chun
 
 Modes: "ok"; "500", "401", "400" (an error whose message quotes every header value it was
 sent, as leaky providers do); "error-before" (an SSE error event before any output, quoting
-the headers); "error-after" (one content chunk, then such an error event). POST
+the headers); "error-after" (one content chunk, then such an error event); "429" (a rate
+limit with `retry_after` as its Retry-After); "429-too-large" (OpenAI's 429 for one request
+above the tokens-per-minute limit); "filtered-before" (an SSE error event before any output
+that blames the request: invalid_request_error, content_filter). POST
 /v1/responses answers the same modes in the Responses API's shape (typed events: an `error`
 event before any output, a `response.failed` after one delta). `delay_s` delays every
 answer; a client that leaves during it is counted in `aborted`.
@@ -41,6 +44,7 @@ class ScriptedProvider:
     delay_s: float = 0.0  # before answering, whatever the mode
     aborted: int = 0  # requests whose client closed the connection during the delay
     chunk_delay_s: float = 0.0  # "ok" streams: after the first content chunk, before the rest
+    retry_after: str = "1"  # the "429" modes' Retry-After
 
     @property
     def base_url(self) -> str:
@@ -66,6 +70,15 @@ class ScriptedProvider:
         if mode in ("500", "401", "400"):
             error = {"error": {"message": self.leak(request), "type": "x", "code": None}}
             return web.json_response(error, status=int(mode))
+        if mode in ("429", "429-too-large"):
+            message = (
+                "Request too large for u on tokens per min (TPM): Limit 30000, Requested 41000."
+                if mode == "429-too-large"
+                else "Rate limit reached for u on requests per min (RPM): Limit 3, Used 3."
+            )
+            error = {"error": {"message": message, "type": "tokens", "code": "rate_limit_exceeded"}}
+            headers = {"Retry-After": self.retry_after}
+            return web.json_response(error, status=429, headers=headers)
         model = body.get("model", "m")
         if request.path.endswith("/responses"):
             return await self._responses(request, model, bool(body.get("stream")), mode)
@@ -76,6 +89,11 @@ class ScriptedProvider:
         await response.write(_event(_chunk(model, {"role": "assistant", "content": ""})))
         if mode == "error-before":
             await response.write(_event({"error": {"message": self.leak(request)}}))
+            return response
+        if mode == "filtered-before":
+            error = {"message": "The prompt was filtered.", "type": "invalid_request_error",
+                     "code": "content_filter", "param": "messages"}  # fmt: skip
+            await response.write(_event({"error": error}))
             return response
         await response.write(_event(_chunk(model, {"content": "hello"})))
         if self.chunk_delay_s:

@@ -50,6 +50,19 @@ def test_time_scale_multiplies_delays() -> None:
     assert fast == pytest.approx([x * 0.01 for x in slow])
 
 
+def test_prefill_grows_with_the_prompt_at_the_model_rate_and_phase() -> None:
+    fields = {"prefill_tokens_per_s": 2000.0,
+              "phases": [{"from_request": 1, "prefill_tokens_per_s": 8000.0}]}  # fmt: skip
+    engine = ModelEngine(behaviour(**fields), derive_rng(1, "p", "m"), 0.5)
+    engine.counters.requests = 1
+    first = engine.draw()
+    assert engine.prefill_s(first, 4000) == 4000 / 2000 * 0.5  # scaled like every delay
+    engine.counters.requests = 2
+    assert engine.prefill_s(engine.draw(), 4000) == 4000 / 8000 * 0.5
+    plain = ModelEngine(behaviour(), derive_rng(1, "p", "m"), 1.0)
+    assert plain.prefill_s(plain.draw(), 20_000) == 0.0  # no rate: the prompt costs nothing
+
+
 def test_fault_shares_follow_rates() -> None:
     rates = {
         "error_500_rate": 0.1,

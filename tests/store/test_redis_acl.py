@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from proxy.core.domain import Outcome, Pair, Sample
-from proxy.learning.store.base import BudgetLimits, ProbeSpend, StoreUnavailable
+from proxy.learning.store.base import (
+    BudgetLimits,
+    ClientAsk,
+    ClientCharge,
+    ClientLimits,
+    ProbeSpend,
+    StoreUnavailable,
+)
 from proxy.learning.store.redis_commands import Commands
 from proxy.learning.store.redis_schema import (
     ACL_CLUSTER_COMMANDS,
@@ -57,6 +64,12 @@ async def exercise(store: RedisStore, reader: RedisStore) -> None:
     limits = BudgetLimits(60, 5, 1.0, 2, 0.5)
     assert (await store.spend_budget(ProbeSpend("s1", "model-1", 0.01), limits)).granted
     assert (await reader.refund_budget(ProbeSpend("s1", "model-1", 0.01), limits)).probes == 0
+    ask = ClientAsk("app", f"r-{now}", 5, "20250131", "202501")
+    assert (await store.admit_client(ask, ClientLimits(requests=2, tokens=50))).granted
+    await reader.charge_clients([ClientCharge("app", ask.request_id, 4, 0.001, ask.day,
+                                              ask.month)])  # fmt: skip
+    [use] = (await reader.client_use(["app"], ClientLimits(), ask.day, ask.month)).values()
+    assert use.tokens_day >= 4 and use.usd_day >= 0.001
     assert store.health().ok and reader.health().ok, (store.health(), reader.health())
 
 

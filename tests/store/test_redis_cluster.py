@@ -1,7 +1,8 @@
 """RedisStore on a real Redis Cluster (three primaries, a replica each, over TLS, as the
 documented least-privilege ACL user): windows spread over the primaries, a flush that fails
 on one node, a slot moved mid-use (ASK, then MOVED), forgotten scripts, one probe budget,
-and a primary killed mid-writes. One cluster for the module; the kill comes last."""
+one client limit, and a primary killed mid-writes. One cluster for the module; the kill
+comes last."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from tests.redis_server import (
     needs_redis_cli,
     wait_sync,
 )
-from tests.store import budget_contract
+from tests.store import budget_contract, clients_contract
 from tests.store.conftest import StoreFactory
 from tests.store.failover import Writer, kill_under_writes, lost, readers_agree
 from tests.store.test_redis_acl import PASSWORD, USER, denials, exercise, restrict
@@ -154,6 +155,15 @@ async def test_three_replicas_spend_one_budget_on_the_cluster(
     replicas = [await stores(url, prefix, replica=f"r{i}", **tls) for i in range(3)]
     await budget_contract.replicas_spend_one_budget(replicas)
     await budget_contract.caps_settles_and_refunds(await stores(url, prefix + "x", **tls))
+
+
+async def test_three_replicas_admit_one_client_limit_on_the_cluster(
+    url: str, prefix: str, stores: StoreFactory, tls: dict[str, Any]
+) -> None:
+    prefix = f"c{prefix}"
+    replicas = [await stores(url, prefix, replica=f"r{i}", **tls) for i in range(3)]
+    await clients_contract.replicas_admit_one_limit(replicas, "app")
+    await clients_contract.tokens_slots_and_spend(await stores(url, prefix + "t", **tls), "app")
 
 
 async def test_a_primary_killed_mid_writes(

@@ -9,7 +9,8 @@ import pytest
 
 from proxy.api.auth import KeySet, bearer_token
 from proxy.core.errors import ConfigError
-from proxy.settings.config import AuthConfig, key_digest, parse_config
+from proxy.settings.auth import AuthConfig, key_digest
+from proxy.settings.config import parse_config
 
 GOOD = "c2f1e0d9b8a7-client-key-4b3a"  # 29 characters, no placeholder word
 MINIMAL = {

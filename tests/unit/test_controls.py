@@ -5,16 +5,20 @@ order the candidates routing ranked."""
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.api.controls import parse
-from proxy.core.domain import Pair
-from proxy.core.errors import ConfigError, InvalidRequest
+from proxy.core.domain import Pair, Throughput
+from proxy.core.errors import ConfigError, InvalidRequest, PermissionDenied
+from proxy.routing.preferences import Cutoffs
 from proxy.routing.ranking import ModelView, Ranking, rank
 from proxy.routing.steering import Controls, steer, steers
+from proxy.settings.auth import CLIENT_CONTROLS
 from proxy.settings.policy import ModelPolicy, load_policies
 from proxy.settings.pricing import PairPrice
 from tests.unit.test_routing import NOW, board
@@ -45,12 +49,15 @@ def order_of(pol: ModelPolicy, controls: Controls | None = None, bound: str | No
 
 
 def parsed(provider: Any = None, headers: dict[str, str] | None = None,
-           pol: ModelPolicy | None = None, **body: Any) -> Controls | None:  # fmt: skip
+           pol: ModelPolicy | None = None, allowed: Collection[str] = CLIENT_CONTROLS,
+           **body: Any) -> Controls | None:  # fmt: skip
+    """The controls of a request with `provider` and `headers` (and `body` fields), whose
+    client may use `allowed` (default: all of them)."""
     full: dict[str, Any] = {"model": "m", "messages": [], **body}
     if provider is not None:
         full["provider"] = provider
     raw = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    controls = parse(full, raw, pol or policy(), PROVIDERS)
+    controls = parse(full, raw, pol or policy(), PROVIDERS, allowed)
     assert "provider" not in full  # never goes upstream
     return controls
 
@@ -59,6 +66,13 @@ def rejected(match: str, provider: Any = None, headers: dict[str, str] | None = 
              pol: ModelPolicy | None = None) -> InvalidRequest:  # fmt: skip
     with pytest.raises(InvalidRequest, match=match) as info:
         parsed(provider, headers, pol)
+    return info.value
+
+
+def forbidden(match: str, provider: Any = None, headers: dict[str, str] | None = None,
+              allowed: Collection[str] = ()) -> PermissionDenied:  # fmt: skip
+    with pytest.raises(PermissionDenied, match=match) as info:
+        parsed(provider, headers, policy(affinity={"enabled": True}), allowed)
     return info.value
 
 
@@ -120,14 +134,14 @@ def test_bad_or_contradictory_controls_are_400_naming_them(
     assert error.status == 400 and error.param == param
 
 
-def test_a_control_the_policy_forbids_is_named() -> None:
-    pol = policy(client_controls=["sort"])
-    error = rejected("provider.only is not allowed .* \\(allowed: sort\\)", {"only": ["a"]},
-                     pol=pol)  # fmt: skip
-    assert error.param == "provider.only"
-    assert parsed({"sort": "price"}, pol=pol) is not None
-    rejected("provider.order is not allowed", headers={"x-ttft-router-provider-order": "a"},
-             pol=pol)  # fmt: skip
+def test_a_control_not_granted_is_403_naming_it_and_what_is_granted() -> None:
+    error = forbidden("provider.only is not granted .* \\(granted: sort\\)", {"only": ["a"]},
+                      allowed=["sort"])  # fmt: skip
+    assert error.status == 403 and error.param == "provider.only"
+    assert parsed({"sort": "price"}, allowed=["sort"]) is not None
+    forbidden("provider.order is not granted", headers={"x-ttft-router-provider-order": "a"},
+              allowed=["sort"])  # fmt: skip
+    forbidden("\\(granted: none\\)", {"sort": "price"})  # nothing granted: no control at all
 
 
 def test_a_provider_the_policy_rules_out_cannot_be_asked_for() -> None:
@@ -144,11 +158,10 @@ def test_affinity_key_from_header_or_user_when_enabled() -> None:
     assert user is not None and user.affinity_key == "u-7"
     no_user = policy(affinity={"enabled": True, "from_user": False})
     assert parsed(pol=no_user, user="u-7") is None
-    # not a client control here: `user` is only OpenAI's field, the header a 400
-    closed = policy(affinity={"enabled": True}, client_controls=["sort"])
-    assert parsed(pol=closed, user="u-7") is None
-    error = rejected("x-ttft-router-affinity is not allowed", headers={
-        "x-ttft-router-affinity": "k"}, pol=closed)  # fmt: skip
+    # not granted to this client: `user` is only OpenAI's field, the header a 403
+    assert parsed(pol=pol, allowed=["sort"], user="u-7") is None
+    error = forbidden("x-ttft-router-affinity is not granted", headers={
+        "x-ttft-router-affinity": "k"}, allowed=["sort"])  # fmt: skip
     assert error.param == "x-ttft-router-affinity"
 
 
@@ -186,8 +199,95 @@ def test_sort_price_and_latency() -> None:
     assert order_of(pol, Controls(sort="price", given={"sort": "body"})) == ["c", "b", "a"]
     assert order_of(pol, Controls(sort="latency", given={"sort": "body"})) == ["a", "b", "c"]
     steered = steer(measured(pol), Controls(sort="throughput", given={"sort": "body"}), pol, {})
-    assert [c.provider for c in steered.ranked] == ["a", "b", "c"]
-    assert "throughput is not measured" in steered.shaped_by[0]
+    assert [c.provider for c in steered.ranked] == ["a", "b", "c"]  # none measured: as ranked
+    assert steered.shaped_by[0].endswith("a unmeasured, b unmeasured, c unmeasured")
+
+
+def with_throughput(**p50: float) -> Ranking:
+    """The measured ranking (a, b, c by TTFT) with decode throughput p50 per provider."""
+    ranking = measured(policy())
+    ranked = tuple(
+        replace(c, score=replace(c.score, throughput=Throughput(20, v, v, v, v, 100.0)))
+        if (v := p50.get(c.provider)) is not None else c
+        for c in ranking.ranked
+    )  # fmt: skip
+    return replace(ranking, ranked=ranked)
+
+
+def test_sort_throughput_orders_by_decode_throughput_unmeasured_last() -> None:
+    c = Controls(sort="throughput", given={"sort": "body"}, output_tokens=128)
+    steered = steer(with_throughput(a=20.0, c=400.0), c, policy(), {})
+    assert [x.provider for x in steered.ranked] == ["c", "a", "b"]
+    assert "c 400 tok/s (~0.72 s for 128 tokens), a 20 tok/s (~6.4 s), b unmeasured" in (
+        steered.shaped_by[0])  # fmt: skip
+
+
+def test_preferences_deprioritise_pairs_that_miss_never_exclude_them() -> None:
+    slow = Cutoffs((("p50", 100.0),))
+    c = Controls(min_throughput=slow, given={"preferred_min_throughput": "body"})
+    steered = steer(with_throughput(a=20.0, b=150.0), c, policy(), {})
+    assert [x.provider for x in steered.ranked] == ["b", "c", "a"] and not steered.excluded
+    assert steered.shaped_by == [
+        "preferred_min_throughput p50 100 tok/s: b meet it; c not measured; a miss it "
+        "(deprioritised)"]  # fmt: skip
+    # TTFT: a 0.1 s, b 0.2 s, c 0.4 s; p90 within 0.25 s: a and b meet it, in their order
+    latency = Controls(max_latency=Cutoffs((("p90", 0.25),)), given={"preferred_max_latency": "b"})
+    assert order_of(policy(), latency) == ["a", "b", "c"]
+    both = replace(latency, min_throughput=slow)
+    assert [x.provider for x in steer(with_throughput(a=20.0, b=150.0, c=500.0), both,
+                                      policy(), {}).ranked] == ["b", "a", "c"]  # fmt: skip
+    # the request's own order still comes first (precedence), preferences only reorder
+    ordered = replace(c, order=("a",), given={**c.given, "order": "body"})
+    first = steer(with_throughput(a=20.0, b=150.0), ordered, policy(), {}).ranked[0]
+    assert first.provider == "a"
+
+
+def test_preferences_and_sort_objects_parse_from_body_and_headers() -> None:
+    body = parsed({"preferred_max_latency": 2, "sort": {"by": "throughput", "partition": "none"},
+                   "preferred_min_throughput": {"p50": 50, "p90": 20}}, max_tokens=64)  # fmt: skip
+    header = parsed(headers={
+        "x-ttft-router-provider-preferred-max-latency": "2",
+        "x-ttft-router-provider-preferred-min-throughput": "p90=20, p50=50",
+        "x-ttft-router-provider-sort": "throughput",
+    }, max_tokens=64)  # fmt: skip
+    assert body is not None and header is not None
+    for name in ("max_latency", "min_throughput", "sort", "output_tokens"):
+        assert getattr(body, name) == getattr(header, name), name
+    assert body.max_latency == Cutoffs((("p50", 2.0),))
+    assert body.min_throughput == Cutoffs((("p50", 50.0), ("p90", 20.0)))
+    assert (body.sort, body.partition, body.output_tokens) == ("throughput", "none", 64)
+    assert parsed({"sort": {"by": "price"}}, max_completion_tokens=9).output_tokens == 9  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("provider", "headers", "param"),
+    [
+        ({"preferred_max_latency": -1}, None, "provider.preferred_max_latency.p50"),
+        ({"preferred_min_throughput": {"p95": 3}}, None, "provider.preferred_min_throughput"),
+        ({"preferred_min_throughput": {"p90": "fast"}}, None,
+         "provider.preferred_min_throughput.p90"),
+        ({"preferred_max_latency": {}}, None, "provider.preferred_max_latency"),
+        ({"sort": {"by": "throughput", "partition": "provider"}}, None,
+         "provider.sort.partition"),
+        ({"sort": {"by": "speed"}}, None, "provider.sort"),
+        ({"sort": {"order": "asc"}}, None, "provider.sort.order"),
+        (None, {"x-ttft-router-provider-preferred-max-latency": "p50=soon"},
+         "x-ttft-router-provider-preferred-max-latency"),
+    ],
+)  # fmt: skip
+def test_bad_preferences_are_400_naming_the_field(
+    provider: Any, headers: dict[str, str] | None, param: str
+) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        parsed(provider, headers)
+    assert info.value.status == 400 and info.value.param == param
+
+
+def test_the_preferences_need_a_grant_like_every_control() -> None:
+    error = forbidden("provider.preferred_min_throughput is not granted",
+                      {"preferred_min_throughput": 10}, allowed=["sort"])  # fmt: skip
+    assert error.param == "provider.preferred_min_throughput"
+    assert parsed({"sort": {"by": "throughput"}}, allowed=["sort"]) is not None
 
 
 def test_precedence_request_order_then_pin_then_affinity_then_policy_order() -> None:

@@ -9,6 +9,7 @@ import pytest
 from proxy.core.domain import Outcome, Pair, Sample, Source
 from proxy.learning.coldness import learn_idle_to_cold
 from proxy.learning.stats import compute_score
+from proxy.probing.runner import long_prompt
 from proxy.probing.schedule import (
     Budget,
     PairView,
@@ -34,8 +35,10 @@ def view(window: Sequence[Sample], **kw: object) -> PairView:
     score = compute_score(PAIR, window, policy.window_params(), NOW) if window else None
     fields: dict[str, object] = {
         "score": score, "window": window, "bursting": False, "is_chosen": False,
-        "uncertain": None, "idle_to_cold_s": None, "done": None, **kw,
+        "uncertain": None, "idle_to_cold_s": None, "done": (), **kw,
     }  # fmt: skip
+    if isinstance(fields["done"], str):  # one slot fired
+        fields["done"] = {fields["done"]}
     return PairView(**fields)  # type: ignore[arg-type]
 
 
@@ -44,7 +47,7 @@ def test_every_time_setting_scales_with_the_market() -> None:
     scaled = Timing.of(policy, 0.01)
     assert (scaled.interval_s, scaled.burst_spacing_s, scaled.stale_after_s) == (1.0, 0.04, 5.0)
     assert scaled.timeout_s == pytest.approx(1.2)  # 120 s default
-    assert scaled.idle_to_cold_s == pytest.approx(3.0) and scaled.min_idle_s == 0.6
+    assert scaled.idle_to_cold_s == pytest.approx(3.0) and scaled.min_idle_s == 0.2
 
 
 def test_slots_are_the_same_on_every_replica_and_inside_their_jitter() -> None:
@@ -103,8 +106,8 @@ def test_keep_warm_probes_the_chosen_pair_before_its_learned_idle_to_cold_time()
     timing = Timing.of(ModelPolicy.model_validate({"probe": {"keep_warm": {"enabled": True}}}), 1)
     window = [sample(NOW - 100 + i) for i in range(20)]
     warm = plan(PAIR, timing, view(window, is_chosen=True, idle_to_cold_s=80.0), NOW)
-    assert warm.reason is Reason.KEEP_WARM and warm.period_s == 60.0  # max(60, 0.5 x 80)
-    assert warm.due == pytest.approx(NOW - 100 + 19 + 0.3 + 60.0)
+    assert warm.reason is Reason.KEEP_WARM and warm.period_s == 40.0  # max(20, 0.5 x 80)
+    assert warm.due == pytest.approx(NOW - 100 + 19 + 0.3 + 40.0)
     assert plan(PAIR, timing, view(window, idle_to_cold_s=80.0), NOW).reason is Reason.GAP
     assert plan(PAIR, TIMING, view(window, is_chosen=True), NOW).reason is Reason.GAP  # off
 
@@ -147,3 +150,47 @@ def test_the_budget_caps_probes_and_cost_per_window_and_refunds_unsent_probes() 
     assert budget.resumes_at(NOW + 3) == NOW + 3600.0
     assert budget.refusal(NOW + 3602, 0.1) is None  # the hour has moved on
     assert budget.used(NOW + 3602) == (0, 0.0)
+
+
+def test_a_pair_of_unknown_prefill_rate_gets_a_long_probe_beside_its_gap_probes() -> None:
+    """Gap (or stale) slots every `interval_s` (120 s); a long probe slot every 1800 s:
+    whichever is due first. Without the want (or with long probes off), no long probe."""
+    window = [sample(NOW - 3000 + 200 * i) for i in range(10)]  # quiet: gap probing
+    slots = set()
+    for k in range(40):  # a market hour in 90 s steps
+        now = NOW + 90 * k
+        planned = plan(PAIR, TIMING, view(window, wants_prefill=True), now)
+        if planned.due is not None and planned.due <= now + 90:
+            slots.add((planned.reason, planned.slot))
+    kinds = {reason for reason, _ in slots}
+    assert Reason.PREFILL in kinds and kinds - {Reason.PREFILL} <= {Reason.GAP, Reason.STALE}
+    assert sum(1 for reason, _ in slots if reason is Reason.PREFILL) <= 3  # one per 1800 s
+    off = Timing.of(ModelPolicy.model_validate({"prefill": {"long_probes": False}}), 1.0)
+    assert plan(PAIR, off, view(window, wants_prefill=True), NOW).reason is not Reason.PREFILL
+    assert plan(PAIR, TIMING, view(window), NOW).reason is not Reason.PREFILL
+
+
+def test_a_long_probe_prompt_has_about_the_size_asked_and_is_new_each_time() -> None:
+    first, second = long_prompt(4000), long_prompt(4000)
+    assert first != second
+    assert abs(len(first) / 4 - 4000) < 50  # 4 bytes a token, as the proxy estimates them
+
+
+def test_firing_what_is_due_each_tick_sends_each_slot_once() -> None:
+    """The prober's loop, in miniature: every second, fire the plan if it is due and
+    remember the slot fired per kind. A long probe and the gap probes take turns without
+    firing a slot twice (one shared 'last slot fired' re-fired the gap slot after each
+    long probe and the long one after each gap probe: a storm)."""
+    window = [sample(NOW - 3000 + 200 * i) for i in range(10)]
+    done: dict[str, str] = {}
+    fired: list[tuple[Reason, str]] = []
+    for t in range(3600):
+        now = NOW + t
+        planned = plan(
+            PAIR, TIMING, view(window, wants_prefill=True, done=frozenset(done.values())), now
+        )
+        if planned.due is not None and planned.due <= now and planned.slot is not None:
+            fired.append((planned.reason, planned.slot))
+            done[planned.slot.rstrip("0123456789-")] = planned.slot
+    assert len(fired) == len(set(slot for _, slot in fired))  # no slot twice
+    assert len(fired) <= 3600 / 120 + 3 + 2, fired  # the gap slots, a stale one, the long ones

@@ -8,10 +8,11 @@ from typing import Any
 
 from proxy.core.domain import Decision, Outcome, Pair, Sample, Score
 from proxy.learning.stats import score_model
-from proxy.routing import AttemptEnded, AttemptStarted, Plan, RouteRequest, Routing
+from proxy.routing import AttemptEnded, AttemptStarted, FirstToken, Plan, RouteRequest, Routing
 from proxy.routing.advice import evidence_wanted, out_of_contention
 from proxy.routing.circuit import CircuitState
 from proxy.routing.ranking import ModelView, Ranking, rank
+from proxy.routing.steering import Controls
 from proxy.settings.policy import ModelPolicy, PolicyHolder, PolicySet
 from proxy.settings.pricing import PairPrice
 
@@ -109,6 +110,14 @@ def firsts(
     return out
 
 
+def mixed(values: list[float], seed: int = 0) -> list[float]:
+    """`values` in a random order: a window whose slow samples come and go, as a
+    stationary pair's do (appended at the end, they would read as a change: learning.change)."""
+    out = list(values)
+    random.Random(seed).shuffle(out)
+    return out
+
+
 def tight(median: float, n: int, seed: int) -> list[float]:
     rng = random.Random(seed)
     return [median * rng.lognormvariate(0, 0.15) for _ in range(n)]
@@ -134,7 +143,7 @@ def test_fifteen_tight_samples_beat_twenty_one_with_a_cold_tail_and_reason_says_
 
 def test_small_n_can_reveal_a_tail_and_fifteen_lucky_samples_are_not_blindly_trusted() -> None:
     scores = board(
-        a=tight(0.3, 15, 1), b=[*tight(0.3, 14, 2), 8.0], c=tight(0.5, 100, 3) + [8.0] * 5
+        a=tight(0.3, 15, 1), b=[*tight(0.3, 14, 2), 8.0], c=mixed(tight(0.5, 100, 3) + [8.0] * 5)
     )
     a, b = scores[Pair("m", "a")].belief, scores[Pair("m", "b")].belief
     assert a is not None and b is not None
@@ -166,7 +175,7 @@ def test_a_censored_or_cancelled_slow_attempt_never_makes_a_pair_rank_better() -
 
 
 def test_an_unmeasured_pair_is_neither_starved_nor_preferred_blindly() -> None:
-    scores = board(a=tight(0.3, 60, 1), b=tight(0.6, 60, 2) + [6.0] * 4)  # c: never measured
+    scores = board(a=tight(0.3, 60, 1), b=mixed(tight(0.6, 60, 2) + [6.0] * 4))  # c: never measured
     assert Pair("m", "c") not in scores
     assert ranked(exploit(), scores) == ["a", "b", "c"]  # the choice is never a blind one
     share = firsts(policy(), scores)
@@ -202,7 +211,9 @@ def test_pending_attempts_shrink_an_uncertain_pairs_exploration() -> None:
 
 def test_exploration_stops_when_a_pair_is_clearly_worse_and_the_ranking_is_reused() -> None:
     scores = board(
-        a=tight(0.3, 150, 1), b=tight(3.0, 150, 2) + [9.0] * 8, c=tight(6, 150, 3) + [20.0] * 8
+        a=tight(0.3, 150, 1),
+        b=mixed(tight(3.0, 150, 2) + [9.0] * 8),
+        c=mixed(tight(6, 150, 3) + [20.0] * 8),
     )
     share = firsts(policy(), scores)
     assert share["a"] == 2000, share
@@ -392,3 +403,69 @@ def test_a_pair_that_only_fails_is_not_wanted_as_unmeasured_for_ever() -> None:
     many = board(a=tight(0.3, 30, 1), b=tight(0.5, 30, 2), c=failing * 20)
     assert "c" in {w.provider for w in evidence_wanted(view(policy(), few))}
     assert "c" not in {w.provider for w in evidence_wanted(view(policy(), many))}
+
+
+def test_a_pair_stuck_in_a_cold_start_is_tried_last_until_it_answers() -> None:
+    """An attempt in flight past its cold-start-like time: the pair is probably loading,
+    so the next requests go elsewhere first; once its first token comes, it is back."""
+    pol = policy(uncertainty={"prior_weight": 0}, exploration_share=0.0)
+    router = Router(pol)
+    scores = board(pol, a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    assert router.route(scores).ranked[0].provider == "a"
+    router.routing.observe(AttemptStarted(Pair("m", "a"), token=7, slow_at=NOW + 2.0))
+    assert router.route(scores, NOW + 1.0).ranked[0].provider == "a"  # not late yet
+    late = router.route(scores, NOW + 3.0)
+    assert [c.provider for c in late.ranked] == ["b", "c", "a"]
+    assert "tried last: a (an attempt in flight past its cold-start-like time" in str(late.reason)
+    router.routing.observe(FirstToken(Pair("m", "a"), token=7))
+    assert router.route(scores, NOW + 4.0).ranked[0].provider == "a"
+
+
+def test_a_429_keeps_a_pair_out_for_the_newest_retry_after_capped_a_clients_not_at_all() -> None:
+    pol = policy(uncertainty={"prior_weight": 0}, exploration_share=0.0,
+                 circuit={"max_retry_after_s": 60})  # fmt: skip
+    router = Router(pol)
+    scores = board(pol, a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    a = Pair("m", "a")
+
+    def out_for() -> str:
+        return next(
+            c.excluded_because or "" for c in router.route(scores).excluded if c.provider == "a"
+        )
+
+    # an hour's Retry-After keeps the pair out for the cap only
+    router.routing.observe(AttemptEnded(a, Outcome.RATE_LIMITED, NOW, 3600.0))
+    assert out_for() == "rate-limited (429) for another 60.0 s"
+    # the newest Retry-After holds, even a shorter one
+    router.routing.observe(AttemptEnded(a, Outcome.RATE_LIMITED, NOW, 5.0))
+    assert out_for() == "rate-limited (429) for another 5.0 s"
+    assert router.route(scores, NOW + 6.0).ranked[0].provider == "a"
+    # a 429 the request caused (one prompt above the provider's per-minute limit) excludes
+    # nothing and counts nothing against the pair
+    for _ in range(10):
+        router.routing.observe(AttemptEnded(a, Outcome.RATE_LIMITED, NOW + 7.0, 60.0, True))
+    assert router.route(scores, NOW + 8.0).ranked[0].provider == "a"
+
+
+def test_client_caused_failures_never_open_a_circuit() -> None:
+    pol = policy(uncertainty={"prior_weight": 0}, exploration_share=0.0,
+                 circuit={"consecutive_errors": 3})  # fmt: skip
+    router = Router(pol)
+    scores = board(pol, a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    a = Pair("m", "a")
+    for outcome in (Outcome.HTTP_4XX, Outcome.TIMEOUT, Outcome.HTTP_4XX, Outcome.TIMEOUT):
+        router.routing.observe(AttemptEnded(a, outcome, NOW, None, True))
+    assert router.route(scores).ranked[0].provider == "a"
+    for _ in range(3):
+        router.routing.observe(AttemptEnded(a, Outcome.TIMEOUT, NOW))
+    assert router.route(scores).ranked[0].provider == "b"
+
+
+def test_a_client_placed_request_is_marked_steered_an_affinity_key_is_not() -> None:
+    router = Router(policy())
+    router.board.snapshot = board(a=[0.5] * 30, b=[0.6] * 30, c=[0.7] * 30)
+    only = Controls(only=("c",), given={"only": "body"})
+    assert router.routing.plan(RouteRequest("m", NOW, only)).steered
+    fallbacks = Controls(allow_fallbacks=False, given={"allow_fallbacks": "body"})
+    assert not router.routing.plan(RouteRequest("m", NOW, fallbacks)).steered
+    assert not router.routing.plan(RouteRequest("m", NOW)).steered

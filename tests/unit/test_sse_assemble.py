@@ -184,6 +184,28 @@ def test_the_litellm_adapter_remembers_a_bounded_number_of_dropped_names() -> No
     for i in range(50):
         names = {f"{i}-{j}-{'n' * 1000}": 1 for j in range(100)}
         request = upstream._request("/chat/completions", {"model": "m", "messages": [], **names})
-        assert set(request) == {"model", "messages"}
+        assert set(request) == {"model", "messages", "timeout", "num_retries"}
     seen = upstream._dropped_seen
     assert len(seen) == MAX_DROPPED_NAMES and max(map(len, seen)) <= 64
+
+
+def test_the_litellm_adapter_sends_extra_fields_as_body_and_config_params_win() -> None:
+    """A provider's extra_fields go as extra_body (never a keyword argument litellm would
+    read as its own); a client field the config's params also set is the config's (a clash
+    used to raise TypeError, recorded as the provider's connect_error); metadata, litellm's
+    own argument, never comes from a client."""
+    from proxy.settings.config import LiteLLMProvider
+    from proxy.upstream.litellm_adapter import LiteLLMUpstream
+
+    config = LiteLLMProvider(
+        kind="litellm", litellm_provider="openai", extra_fields=["top_k"],
+        params={"temperature": 0.0},
+    )  # fmt: skip
+    request = LiteLLMUpstream("p", config)._request(
+        "/chat/completions",
+        {"model": "m", "messages": [], "top_k": 5, "temperature": 1.5, "metadata": {"a": 1},
+         "api_base": "http://elsewhere"},
+    )  # fmt: skip
+    assert request["extra_body"] == {"top_k": 5}
+    assert request["temperature"] == 0.0
+    assert "metadata" not in request and "api_base" not in request

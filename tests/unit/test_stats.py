@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.core.domain import Outcome, Pair, Sample
-from proxy.learning.stats import compute_score, cv_band, km_quantiles
-from proxy.settings.policy import WindowParams
+from proxy.core.domain import Outcome, Pair, Sample, Source
+from proxy.learning.stats import compute_score, cv_band, km_quantiles, score_model
+from proxy.settings.policy import ModelPolicy, WindowParams
 
 PAIR = Pair("m", "p")
 NOW = 1_000_000.0
@@ -102,3 +104,29 @@ def test_km_is_at_least_as_slow_as_counting_at_the_censoring_time(
     counted = compute_score(PAIR, [ok(v) for v in observed + cuts], params, NOW)
     for q in ("median", "p90", "p95", "p99", "tail_mean"):
         assert getattr(km, q) >= getattr(counted, q) - 1e-9, q
+
+
+def test_steered_samples_count_a_tenth_and_a_steered_window_scores() -> None:
+    """Requests the client's own controls placed (Source.STEERED) may be chosen to make a
+    pair look slow: two slow steered samples among forty fast (5%, enough to own the
+    slowest 5% the tail mean is made of) move the pair's objective far less than two slow
+    routed ones; at weight 0 they are out of the belief, without error."""
+    now = 10_000.0
+    pair, other = Pair("m", "a"), Pair("m", "b")
+
+    def window(source: Source) -> list[Sample]:
+        fast = [Sample("m", "a", Outcome.OK, 0.3, now - 100 + i) for i in range(40)]
+        slow = [Sample("m", "a", Outcome.OK, 8.0, now - 50 + i, source=source) for i in range(2)]
+        return fast + slow
+
+    ref = [Sample("m", "b", Outcome.OK, 0.5, now - 100 + i) for i in range(40)]
+    params = ModelPolicy().window_params()
+    routed = score_model({pair: window(Source.PASSIVE), other: ref}, params, now, 3)[pair]
+    steered = score_model({pair: window(Source.STEERED), other: ref}, params, now, 3)[pair]
+    assert routed.belief is not None and steered.belief is not None
+    assert steered.n_steered == 2 and steered.n_passive == 40
+    assert routed.belief.estimate > 5.0 and steered.belief.estimate < 2.0
+    zero = replace(params, steered_weight=0.0, prior_weight=0.0)
+    only = [Sample("m", "a", Outcome.OK, 8.0, now - 5, source=Source.STEERED)] * 5
+    scored = score_model({pair: only, other: ref}, zero, now, 3)[pair]
+    assert scored.n == 5 and scored.n_steered == 5

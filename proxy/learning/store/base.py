@@ -4,15 +4,16 @@ A store keeps, per pair, a window of samples bounded by count and age, a version
 changes whenever the window does, a capped log of decisions, the probe leases (one per
 pair and probe slot, so that replicas sharing the store send one probe, not one each) and
 the probe budget's spends (so that replicas sharing the store spend one budget, not one
-each). The request path never calls a store: samples and decisions reach it through
-`store.buffer.SampleBuffer`.
+each), and each named client's use of its limits and budget (proxy.clients). The request
+path calls a store for one thing only, a limited client's admission (`admit_client`, one
+script on Redis); samples and decisions reach it through `store.buffer.SampleBuffer`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from proxy.core.domain import Pair, Sample
 from proxy.core.errors import TtftRouterError
@@ -77,6 +78,76 @@ class BudgetUse:
     frees_in_s: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """One client's caps as the store checks them (None: no cap). The rate limits count over
+    a sliding `window_s`; the budgets are USD per UTC day and month. Every replica must pass
+    the same limits for a client."""
+
+    requests: int | None = None
+    tokens: int | None = None
+    concurrent: int | None = None
+    usd_per_day: float | None = None
+    usd_per_month: float | None = None
+    window_s: float = 60.0
+    hold_s: float = 900.0  # a concurrency slot not freed by then (a replica died) frees itself
+
+
+class ClientAsk(NamedTuple):
+    """One request's claim on its client's limits. `request_id` is unique per request (the
+    charge names it again); `tokens` the estimate counted until the answer's own; `day` and
+    `month` name the UTC periods the spend is counted in ("20250131", "202501")."""
+
+    client: str
+    request_id: str
+    tokens: int
+    day: str
+    month: str
+
+
+class ClientCharge(NamedTuple):
+    """What one finished request used: its tokens (the answer's, else the estimate), its
+    cost in USD (hedges and failover attempts included), and it frees its concurrency slot.
+    Counted once per `request_id` (a re-sent batch changes nothing)."""
+
+    client: str
+    request_id: str
+    tokens: int
+    cost_usd: float
+    day: str
+    month: str
+
+
+# ClientUse.refusal values, in the order they are checked
+REFUSALS = ("day", "month", "concurrent", "requests", "too_large", "tokens")
+
+
+class ClientUse(NamedTuple):
+    """A client's use of its limits, every replica's (after an admission, or read for the
+    admin API). `refusal`: why an admission was refused (one of REFUSALS), None when granted
+    or not asked. `retry_after_s`: when a refused request would fit (None: unknown).
+    `reset_s`: until the window holds nothing (OpenAI's x-ratelimit-reset-*). The day's and
+    month's figures are of the periods asked about; `refused_day` counts refusals today.
+    A NamedTuple: one is made per admission, and a frozen dataclass of 16 fields costs
+    several times more to make."""
+
+    granted: bool
+    refusal: str | None
+    requests: int
+    tokens: int
+    concurrent: int
+    usd_day: float
+    usd_month: float
+    retry_after_s: float | None = None
+    reset_s: float = 0.0
+    requests_day: int = 0
+    tokens_day: int = 0
+    refused_day: int = 0
+    requests_month: int = 0
+    tokens_month: int = 0
+    last_seen: float | None = None  # wall clock of its last request (admission or charge)
+
+
 class Store(Protocol):
     backend: str
 
@@ -126,6 +197,27 @@ class Store(Protocol):
 
     async def get_value(self, name: str) -> bytes | None:
         """The shared value `name`, None when unset or expired. Raises StoreUnavailable."""
+        ...
+
+    async def admit_client(
+        self, ask: ClientAsk, limits: ClientLimits, charges: Sequence[ClientCharge] = ()
+    ) -> ClientUse:
+        """Count `ask` against its client's limits if it fits every one, atomically across
+        replicas (one script on Redis); a refused ask counts nothing but the refusal.
+        `charges` (as for charge_clients) are counted first, in the same round trip. Raises
+        StoreUnavailable: the caller then applies its own share of the limits (and keeps
+        the charges: counting them again changes nothing)."""
+        ...
+
+    async def charge_clients(self, charges: Sequence[ClientCharge]) -> None:
+        """Count finished requests: tokens corrected, concurrency slots freed, the day's and
+        month's use and spend. Raises StoreUnavailable (the caller keeps the batch)."""
+        ...
+
+    async def client_use(
+        self, clients: Sequence[str], limits: ClientLimits, day: str, month: str
+    ) -> dict[str, ClientUse]:
+        """Each client's use now, changing nothing (the admin API). Raises StoreUnavailable."""
         ...
 
     def health(self) -> StoreHealth: ...

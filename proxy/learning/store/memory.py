@@ -14,8 +14,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from proxy.core.domain import Pair, Sample
-from proxy.learning.store.base import BudgetLimits, BudgetUse, ProbeSpend, StoreHealth, Window
+from proxy.learning.store.base import (
+    BudgetLimits,
+    BudgetUse,
+    ClientAsk,
+    ClientCharge,
+    ClientLimits,
+    ClientUse,
+    ProbeSpend,
+    StoreHealth,
+    Window,
+)
 from proxy.learning.store.budget import LocalBudget
+from proxy.learning.store.client_windows import ClientWindows
 from proxy.learning.store.local_windows import LocalWindows
 from proxy.settings.config import MemoryStoreConfig
 
@@ -31,6 +42,7 @@ class MemoryStore:
         self._decisions: deque[dict[str, Any]] = deque(maxlen=config.max_decisions)
         self._leases: dict[tuple[Pair, str], tuple[str, float]] = {}  # -> (holder, expiry)
         self._budget = LocalBudget()
+        self._clients = ClientWindows()
         self._values: dict[str, tuple[bytes, float]] = {}  # name -> (value, expiry)
 
     async def start(self) -> None:
@@ -84,6 +96,25 @@ class MemoryStore:
     async def get_value(self, name: str) -> bytes | None:
         held = self._values.get(name)
         return held[0] if held is not None and held[1] > time.monotonic() else None
+
+    async def admit_client(
+        self, ask: ClientAsk, limits: ClientLimits, charges: Sequence[ClientCharge] = ()
+    ) -> ClientUse:
+        now = time.time()
+        for charge in charges:
+            self._clients.charge(charge, now)
+        return self._clients.admit(ask, limits, now)
+
+    async def charge_clients(self, charges: Sequence[ClientCharge]) -> None:
+        now = time.time()
+        for charge in charges:
+            self._clients.charge(charge, now)
+
+    async def client_use(
+        self, clients: Sequence[str], limits: ClientLimits, day: str, month: str
+    ) -> dict[str, ClientUse]:
+        now = time.time()
+        return {name: self._clients.use(name, limits, day, month, now) for name in clients}
 
     def health(self) -> StoreHealth:
         return StoreHealth(self.backend, True, "in-memory (this process only)")

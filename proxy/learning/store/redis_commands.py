@@ -20,10 +20,22 @@ from typing import Any
 import orjson
 
 from proxy.core.domain import Pair, Sample
-from proxy.learning.store.base import BudgetLimits, BudgetUse, ProbeSpend
+from proxy.learning.store.base import (
+    REFUSALS,
+    BudgetLimits,
+    BudgetUse,
+    ClientAsk,
+    ClientCharge,
+    ClientLimits,
+    ClientUse,
+    ProbeSpend,
+)
 from proxy.learning.store.budget import NANO
 from proxy.learning.store.redis_schema import (
+    ADMIT_CLIENT,
     APPEND_SAMPLES,
+    CHARGE_CLIENT,
+    CLIENT_USE,
     LATE_S,
     READ_WINDOW,
     SPEND_BUDGET,
@@ -32,6 +44,7 @@ from proxy.learning.store.redis_schema import (
     Command,
     budget_keys,
     changes_key,
+    client_keys,
     decisions_key,
     epoch_key,
     late_key,
@@ -152,6 +165,70 @@ class Commands:
         return ("EVALSHA", SPEND_BUDGET.sha, 3, *budget_keys(self.prefix), op, spend.spend_id,
                 spend.model, _nano(spend.cost_usd), window_ms, limits.max_probes,
                 _nano(limits.max_cost_usd), model_probes, model_cost)  # fmt: skip
+
+
+# How long a client's day and month keys live (past their period, for late readers), and
+# how long a charge's request id is remembered (a batch re-sent within it counts once).
+DAY_TTL_S = 2 * 86400
+MONTH_TTL_S = 33 * 86400
+CHARGED_TTL_MS = 60_000
+
+
+def admit_client(prefix: str, ask: ClientAsk, limits: ClientLimits) -> Command:
+    """ADMIT_CLIENT for `ask` (docs/clients.md, "How limits are counted")."""
+    keys = client_keys(prefix, ask.client, ask.day, ask.month)[:7]
+    return ("EVALSHA", ADMIT_CLIENT.sha, len(keys), *keys, ask.request_id, ask.tokens,
+            _ms(limits.window_s), _cap(limits.requests), _cap(limits.tokens),
+            _cap(limits.concurrent), _ms(limits.hold_s), _nano_cap(limits.usd_per_day),
+            _nano_cap(limits.usd_per_month), DAY_TTL_S, MONTH_TTL_S)  # fmt: skip
+
+
+def charge_client(prefix: str, charge: ClientCharge) -> Command:
+    keys = client_keys(prefix, charge.client, charge.day, charge.month)
+    return ("EVALSHA", CHARGE_CLIENT.sha, len(keys), *keys, charge.request_id,
+            max(0, charge.tokens), _nano(charge.cost_usd), DAY_TTL_S, MONTH_TTL_S,
+            CHARGED_TTL_MS)  # fmt: skip
+
+
+def read_client_use(prefix: str, client: str, limits: ClientLimits, day: str,
+                    month: str) -> Command:  # fmt: skip
+    keys = client_keys(prefix, client, day, month)[:7]
+    return ("EVALSHA", CLIENT_USE.sha, len(keys), *keys, _ms(limits.window_s))
+
+
+def admission(reply: list[Any]) -> ClientUse:
+    """ADMIT_CLIENT's reply as a ClientUse."""
+    refusal, requests, tokens, live, day, month, retry_ms, reset_ms = map(int, reply)
+    return ClientUse(
+        granted=refusal == 0, refusal=REFUSALS[refusal - 1] if refusal else None,
+        requests=requests, tokens=tokens, concurrent=live, usd_day=day / NANO,
+        usd_month=month / NANO, retry_after_s=None if retry_ms < 0 else retry_ms / 1000,
+        reset_s=max(reset_ms, 0) / 1000,
+    )  # fmt: skip
+
+
+def client_use(reply: list[Any]) -> ClientUse:
+    """CLIENT_USE's reply as a ClientUse (granted: True, nothing was asked)."""
+    (requests, tokens, live, req_day, tok_day, usd_day, refused_day, req_month, tok_month,
+     usd_month, seen_ms) = map(int, reply)  # fmt: skip
+    return ClientUse(
+        granted=True, refusal=None, requests=requests, tokens=tokens, concurrent=live,
+        usd_day=usd_day / NANO, usd_month=usd_month / NANO, requests_day=req_day,
+        tokens_day=tok_day, refused_day=refused_day, requests_month=req_month,
+        tokens_month=tok_month, last_seen=None if seen_ms < 0 else seen_ms / 1000,
+    )  # fmt: skip
+
+
+def _ms(seconds: float) -> int:
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _cap(cap: int | None) -> int:
+    return -1 if cap is None else cap
+
+
+def _nano_cap(usd: float | None) -> int:
+    return -1 if usd is None else _nano(usd)
 
 
 def budget_use(reply: list[Any]) -> BudgetUse:

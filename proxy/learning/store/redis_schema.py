@@ -94,15 +94,36 @@ def budget_keys(prefix: str) -> tuple[str, str, str]:
     return f"{base}:spends", f"{base}:spent", f"{base}:totals"
 
 
+def client_keys(prefix: str, client: str, day: str, month: str) -> tuple[str, ...]:
+    """One client's keys, one slot (the hash tag `{c:NAME}`): its window (sorted set:
+    request id -> ms admitted), the tokens counted per request (hash), the window's totals
+    (hash: n, tok), its concurrency slots (sorted set: request id -> ms the slot frees
+    itself), the use of the UTC day and month (hashes: req, tok, usd in nano-USD, refused),
+    when it was last seen (string, ms) and the requests charged in the last minute (sorted
+    set: request id -> ms)."""
+    base = f"{prefix}:{{c:{client}}}"
+    return (f"{base}:log", f"{base}:tok", f"{base}:tot", f"{base}:live", f"{base}:d:{day}",
+            f"{base}:m:{month}", f"{base}:seen", f"{base}:charged")  # fmt: skip
+
+
 # Sample <-> bytes: a JSON array readable with redis-cli, timestamp first (the append script
 # reads it as the score). Model and provider are in the key; times are rounded to the
 # microsecond, which halves a member's size. Never contains a newline (batches are joined
-# with them).
+# with them). Fields are only ever appended: a member written before a field existed has
+# fewer and still decodes (the missing ones are None), and a sample without the newer
+# fields packs as the older, shorter array: nine elements; then output_tokens and decode_s
+# (decode throughput, v2); then the client's name (v3: only when the sample has one, with
+# the v2 pair as nulls if the sample has none).
 def pack_sample(s: Sample) -> bytes:
-    return orjson.dumps(
-        [round(s.timestamp, 6), s.outcome, _us(s.ttft_s), _us(s.ttfb_s), _us(s.total_s),
-         _us(s.censored_at_s), s.source, s.prompt_tokens, s.replica]
-    )  # fmt: skip
+    fields: list[object] = [
+        round(s.timestamp, 6), s.outcome, _us(s.ttft_s), _us(s.ttfb_s), _us(s.total_s),
+        _us(s.censored_at_s), s.source, s.prompt_tokens, s.replica,
+    ]  # fmt: skip
+    if s.output_tokens is not None or s.decode_s is not None or s.client:  # v2
+        fields += [s.output_tokens, _us(s.decode_s)]
+    if s.client:  # v3
+        fields.append(s.client)
+    return orjson.dumps(fields)
 
 
 def _us(seconds: float | None) -> float | None:
@@ -119,10 +140,13 @@ def unpack_samples(pair: Pair, members: Iterable[bytes]) -> list[Sample]:
     out = []
     for member in members:
         try:
-            ts, outcome, ttft, ttfb, total, censored, source, tokens, replica = orjson.loads(member)
+            fields = orjson.loads(member)
+            ts, outcome, ttft, ttfb, total, censored, source, tokens, replica = fields[:9]
+            output_tokens, decode_s = [*fields[9:11], None, None][:2]  # absent before v2
+            client = str(fields[11]) if len(fields) > 11 else ""  # absent before v3
             out.append(
                 Sample(model, provider, _OUTCOMES[outcome], ttft, ts, ttfb, total, censored,
-                       _SOURCES[source], tokens, replica)
+                       _SOURCES[source], tokens, replica, output_tokens, decode_s, client)
             )  # fmt: skip
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("skipped an undecodable sample of %s: %r (%s)", pair, member[:80], exc)
@@ -297,7 +321,145 @@ return {granted, refusal, total('n'), total('usd'), total('n:' .. model),
 """,
 )
 
-SCRIPTS = (APPEND_SAMPLES, TOUCH_INDEX, READ_WINDOW, SPEND_BUDGET)
+_CLIENT_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function hnum(key, field) return tonumber(redis.call('HGET', key, field) or '0') end
+"""
+
+ADMIT_CLIENT = Script(
+    "admit_client",
+    _CLIENT_PRELUDE
+    + """
+-- One request's admission against its client's limits, atomically for every replica.
+-- KEYS[1] window (zset: id -> ms admitted)   KEYS[2] tokens (hash: id -> tokens counted)
+-- KEYS[3] totals (hash: n, tok)   KEYS[4] slots (zset: id -> ms the slot frees itself)
+-- KEYS[5] the day's use   KEYS[6] the month's use (hashes: req, tok, usd, refused)
+-- KEYS[7] last seen (ms)
+-- ARGV[1] request id   ARGV[2] tokens (estimate)   ARGV[3] window (ms)   ARGV[4] max requests
+-- ARGV[5] max tokens   ARGV[6] max concurrent   ARGV[7] slot hold (ms)
+-- ARGV[8] max USD of the day   ARGV[9] of the month (nano-USD); caps of -1: none
+-- ARGV[10] day ttl (s)   ARGV[11] month ttl (s)
+-- A refused request counts nothing but the refusal (in the day's and month's use).
+-- Returns {refusal (0 none, 1 day, 2 month, 3 concurrent, 4 requests, 5 too large,
+--          6 tokens), requests, tokens, concurrent, day nano, month nano,
+--          ms until the request would fit (-1: unknown), ms until the window is empty}.
+local window = tonumber(ARGV[3])
+while true do  -- the requests that left the window, 500 at a time (unpack's stack)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window, 'LIMIT', 0, 500)
+  if #old == 0 then break end
+  local gone = 0
+  for _, v in ipairs(redis.call('HMGET', KEYS[2], unpack(old))) do
+    gone = gone + tonumber(v or '0')
+  end
+  redis.call('HINCRBY', KEYS[3], 'n', -#old)
+  redis.call('HINCRBY', KEYS[3], 'tok', -gone)
+  redis.call('HDEL', KEYS[2], unpack(old))
+  redis.call('ZREM', KEYS[1], unpack(old))
+  if #old < 500 then break end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+local n, tok = hnum(KEYS[3], 'n'), hnum(KEYS[3], 'tok')
+local live = redis.call('ZCARD', KEYS[4])
+local day, month = hnum(KEYS[5], 'usd'), hnum(KEYS[6], 'usd')
+local est = tonumber(ARGV[2])
+local max_n, max_tok, max_live = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_day, max_month = tonumber(ARGV[8]), tonumber(ARGV[9])
+local refusal, retry = 0, -1
+if max_day >= 0 and day >= max_day then refusal = 1
+elseif max_month >= 0 and month >= max_month then refusal = 2
+elseif max_live >= 0 and live >= max_live then refusal = 3
+elseif max_n >= 0 and n >= max_n then
+  refusal = 4
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
+  if oldest then retry = tonumber(oldest) + window - now end
+elseif max_tok >= 0 and est > max_tok then refusal = 5
+elseif max_tok >= 0 and tok + est > max_tok then
+  refusal = 6
+  local entries = redis.call('ZRANGE', KEYS[1], 0, 999, 'WITHSCORES')
+  local freed = 0
+  for i = 1, #entries, 2 do
+    freed = freed + hnum(KEYS[2], entries[i])
+    if tok - freed + est <= max_tok then
+      retry = tonumber(entries[i + 1]) + window - now
+      break
+    end
+  end
+end
+if refusal == 0 then
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[1], est)
+  n = redis.call('HINCRBY', KEYS[3], 'n', 1)
+  tok = redis.call('HINCRBY', KEYS[3], 'tok', est)
+  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[7]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[4], ARGV[7])
+  live = live + 1
+  for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], window) end
+else
+  for i = 5, 6 do
+    redis.call('HINCRBY', KEYS[i], 'refused', 1)
+    redis.call('EXPIRE', KEYS[i], ARGV[i + 5])
+  end
+end
+redis.call('SET', KEYS[7], now, 'EX', ARGV[11])
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]
+local reset = newest and (tonumber(newest) + window - now) or 0
+return {refusal, n, tok, live, day, month, retry, reset}
+""",
+)
+
+CHARGE_CLIENT = Script(
+    "charge_client",
+    _CLIENT_PRELUDE
+    + """
+-- A finished request's use: its tokens corrected in the window (while it is there), its
+-- concurrency slot freed, its tokens and cost added to the day's and month's use. Counted
+-- once per request id: a batch re-sent after a lost reply changes nothing.
+-- KEYS[1..7] as ADMIT_CLIENT's   KEYS[8] charged (zset: id -> ms charged)
+-- ARGV[1] request id   ARGV[2] tokens   ARGV[3] cost (nano-USD)   ARGV[4] day ttl (s)
+-- ARGV[5] month ttl (s)   ARGV[6] how long a charge's id is remembered (ms)
+-- Returns 1 when counted, 0 when the id was counted before.
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now - tonumber(ARGV[6]))
+if redis.call('ZADD', KEYS[8], 'NX', now, ARGV[1]) == 0 then return 0 end
+redis.call('PEXPIRE', KEYS[8], ARGV[6])
+redis.call('ZREM', KEYS[4], ARGV[1])
+local known = redis.call('HGET', KEYS[2], ARGV[1])
+if known then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('HINCRBY', KEYS[3], 'tok', tonumber(ARGV[2]) - tonumber(known))
+end
+for i = 5, 6 do
+  redis.call('HINCRBY', KEYS[i], 'req', 1)
+  redis.call('HINCRBY', KEYS[i], 'tok', ARGV[2])
+  redis.call('HINCRBY', KEYS[i], 'usd', ARGV[3])
+  redis.call('EXPIRE', KEYS[i], ARGV[i - 1])
+end
+redis.call('SET', KEYS[7], now, 'EX', ARGV[5])
+return 1
+""",
+)
+
+CLIENT_USE = Script(
+    "client_use",
+    _CLIENT_PRELUDE
+    + """
+-- A client's use now, changing nothing (the admin API).
+-- KEYS[1..7] as ADMIT_CLIENT's   ARGV[1] window (ms)
+-- Returns {requests, tokens, concurrent in the window; the day's req, tok, usd, refused;
+--          the month's req, tok, usd; last seen (ms, -1: never)}.
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - tonumber(ARGV[1])), '+inf')
+local tok = 0
+for _, id in ipairs(ids) do tok = tok + hnum(KEYS[2], id) end
+local live = redis.call('ZCOUNT', KEYS[4], '(' .. now, '+inf')
+local seen = redis.call('GET', KEYS[7])
+return {#ids, tok, live, hnum(KEYS[5], 'req'), hnum(KEYS[5], 'tok'), hnum(KEYS[5], 'usd'),
+        hnum(KEYS[5], 'refused'), hnum(KEYS[6], 'req'), hnum(KEYS[6], 'tok'),
+        hnum(KEYS[6], 'usd'), tonumber(seen or '-1')}
+""",
+)
+
+SCRIPTS = (APPEND_SAMPLES, TOUCH_INDEX, READ_WINDOW, SPEND_BUDGET, ADMIT_CLIENT, CHARGE_CLIENT,
+           CLIENT_USE)  # fmt: skip
 
 # The commands this store sends, directly (redis_commands.py, redis_store.py) and from its
 # scripts, for a least-privilege ACL user (docs/redis.md, "TLS and ACL"). The tests run the
@@ -306,7 +468,7 @@ ACL_COMMANDS = (
     "ping", "evalsha", "script|load", "get", "set", "lrange", "lpush", "ltrim", "expire",
     "zrangebyscore", "hgetall",
     "zrange", "zadd", "zrem", "zremrangebyscore", "zremrangebyrank", "hget", "hset", "hdel",
-    "hincrby", "pexpire", "time",
+    "hincrby", "pexpire", "time", "hmget", "zcard", "zcount",
 )  # fmt: skip
 ACL_CLUSTER_COMMANDS = ("cluster|slots", "command", "asking")  # redis-py's Cluster client
 ACL_SENTINEL_COMMANDS = ("sentinel|masters",)  # on the Sentinels: finding the primary

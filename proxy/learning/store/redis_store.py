@@ -40,9 +40,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from proxy.core.domain import Pair, Sample
+from proxy.learning.store import redis_commands
 from proxy.learning.store.base import (
     BudgetLimits,
     BudgetUse,
+    ClientAsk,
+    ClientCharge,
+    ClientLimits,
+    ClientUse,
     ProbeSpend,
     StoreHealth,
     StoreUnavailable,
@@ -167,6 +172,40 @@ class RedisStore:
             [reply] = await self._execute(client, [self._commands.budget(op, spend, limits)])
         self._up()
         return budget_use(reply)
+
+    # Clients' limits (proxy.clients)
+
+    async def admit_client(
+        self, ask: ClientAsk, limits: ClientLimits, charges: Sequence[ClientCharge] = ()
+    ) -> ClientUse:
+        """One pipeline: the charges' CHARGE_CLIENT scripts, then one ADMIT_CLIENT: one
+        round trip, the only one on a request's path."""
+        commands = [redis_commands.charge_client(self._prefix, c) for c in charges]
+        commands.append(redis_commands.admit_client(self._prefix, ask, limits))
+        async with self._translated("client limits") as client:
+            replies = await self._execute(client, commands)
+        self._up()
+        return redis_commands.admission(replies[-1])
+
+    async def charge_clients(self, charges: Sequence[ClientCharge]) -> None:
+        """One pipeline of CHARGE_CLIENT scripts (one per request)."""
+        if not charges:
+            return
+        commands = [redis_commands.charge_client(self._prefix, c) for c in charges]
+        async with self._translated("client charges") as client:
+            await self._execute(client, commands)
+        self._up()
+
+    async def client_use(
+        self, clients: Sequence[str], limits: ClientLimits, day: str, month: str
+    ) -> dict[str, ClientUse]:
+        commands = [redis_commands.read_client_use(self._prefix, name, limits, day, month)
+                    for name in clients]  # fmt: skip
+        async with self._translated("client use") as client:
+            replies = await self._execute(client, commands)
+        self._up()
+        pairs = zip(clients, replies, strict=True)
+        return {name: redis_commands.client_use(reply) for name, reply in pairs}
 
     # Failover
 
