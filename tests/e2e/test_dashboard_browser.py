@@ -101,8 +101,12 @@ def sized_samples(proxy: Proxy) -> None:
 
 async def with_prefill(route: Any) -> None:
     """/admin/scores as the browser gets it, each model's first pair given a fitted prefill
-    line where the scores carry none yet (the latency model in prompt tokens fills it)."""
+    line where the scores carry none yet (the latency model in prompt tokens fills it); any
+    other answer passes unchanged."""
     response = await route.fetch()
+    if not response.ok:  # a poll caught by the sign-out sees 401: passed on as it came
+        await route.fulfill(response=response)
+        return
     body = await response.json()
     seen: set[str] = set()
     for pair in body["pairs"]:
