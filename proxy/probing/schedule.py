@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from proxy.core.domain import Pair, Sample, Score
 from proxy.learning.coldness import last_activity
+from proxy.learning.prefill import MIN_LONG
 from proxy.settings.policy import ModelPolicy
 
 
@@ -53,6 +54,7 @@ class Timing:
     min_idle_s: float
     prefill_interval_s: float
     long_probes: bool
+    long_tokens: int = 2000  # a sample this long counts towards a slope (half a long probe)
 
     @classmethod
     def of(cls, policy: ModelPolicy, time_scale: float) -> Timing:
@@ -68,6 +70,7 @@ class Timing:
             min_idle_s=p.keep_warm.min_idle_s * time_scale,
             prefill_interval_s=policy.prefill.probe_interval_s * time_scale,
             long_probes=policy.prefill.long_probes,
+            long_tokens=policy.prefill.probe_tokens // 2,
         )  # fmt: skip
 
 
@@ -127,12 +130,25 @@ class PairView:
 def plan(pair: Pair, timing: Timing, view: PairView, now: float) -> Plan:
     """The pair's next probe (`_plan`), or its long probe when that is due first: a pair
     whose prefill rate is unknown while its model gets long prompts is probed with a long
-    prompt once per `prefill.probe_interval_s`, beside its other probes."""
+    prompt, beside its other probes: one per burst spacing while its window holds fewer
+    than the long samples a slope needs (learning.prefill.MIN_LONG), else once per
+    `prefill.probe_interval_s`. One long probe per interval alone would leave a pair that
+    gets no long traffic unidentified for MIN_LONG intervals (an hour and a half by
+    default), ranked meanwhile with the slope of the pairs that have one."""
     planned = _plan(pair, timing, view, now)
     if not (timing.long_probes and view.wants_prefill):
         return planned
-    long = _slotted(pair, Reason.PREFILL, "l", timing.prefill_interval_s, timing, view, now,
-                    "prefill rate unknown and the model gets long prompts")  # fmt: skip
+    why = "prefill rate unknown and the model gets long prompts"
+    have = sum(sample.prompt_tokens >= timing.long_tokens for sample in view.window)
+    if have < MIN_LONG:
+        long = _slotted(pair, Reason.PREFILL, "lb", timing.burst_spacing_s, timing, view, now,
+                        f"{why}: {have} of the {MIN_LONG} long samples a slope needs")  # fmt: skip
+    else:  # not again in the slot of the newest long sample (the burst's last probe)
+        period = timing.prefill_interval_s
+        newest = max(x.timestamp for x in view.window if x.prompt_tokens >= timing.long_tokens)
+        done = {*view.done, f"l{math.floor(newest / period)}"}
+        slot, due = next_slot(pair, "l", period, timing.jitter, now, done)
+        long = Plan(Reason.PREFILL, due, slot, period, why)
     return _earliest([planned, long])
 
 

@@ -180,7 +180,10 @@ class PrefillPolicy(Frozen):
         4000, ge=600, le=100_000, description="the long probe's prompt size (tokens)"
     )
     probe_interval_s: float = Field(
-        1800.0, gt=0, description="a long probe per pair at most this often"
+        1800.0,
+        gt=0,
+        description="a long probe per pair at most this often once its window holds the "
+        "3 long samples a slope needs (before that: one per probe.burst_spacing_s)",
     )
     long_probes: bool = Field(
         True, description="false: never a long probe (they cost more than short ones)"

@@ -26,8 +26,11 @@ NOW = 1_000_000.0
 TIMING = Timing.of(ModelPolicy(), 1.0)
 
 
-def sample(ts: float, ttft_s: float = 0.3, source: Source = Source.PROBE) -> Sample:
-    return Sample("m", "p", Outcome.OK, ttft_s, ts, total_s=ttft_s, source=source)
+def sample(
+    ts: float, ttft_s: float = 0.3, source: Source = Source.PROBE, tokens: int = 0
+) -> Sample:
+    return Sample("m", "p", Outcome.OK, ttft_s, ts, total_s=ttft_s, source=source,
+                  prompt_tokens=tokens)  # fmt: skip
 
 
 def view(window: Sequence[Sample], **kw: object) -> PairView:
@@ -153,9 +156,15 @@ def test_the_budget_caps_probes_and_cost_per_window_and_refunds_unsent_probes() 
 
 
 def test_a_pair_of_unknown_prefill_rate_gets_a_long_probe_beside_its_gap_probes() -> None:
-    """Gap (or stale) slots every `interval_s` (120 s); a long probe slot every 1800 s:
-    whichever is due first. Without the want (or with long probes off), no long probe."""
-    window = [sample(NOW - 3000 + 200 * i) for i in range(10)]  # quiet: gap probing
+    """Until its window holds the 3 long samples a slope needs, the long probe's slot comes
+    every burst spacing; from then on every 1800 s (`prefill.probe_interval_s`), beside the
+    gap (or stale) slots every `interval_s` (120 s): whichever is due first. Without the
+    want (or with long probes off), no long probe."""
+    short = [sample(NOW - 3000 + 200 * i) for i in range(10)]  # quiet: gap probing
+    longs_fired = fire_each_second(short, seconds=300)
+    assert len(longs_fired) >= 300 / TIMING.burst_spacing_s - 2, longs_fired
+    longs = [sample(NOW - 2900 + 200 * i, tokens=4000) for i in range(3)]
+    window = sorted(short + longs, key=lambda s: s.timestamp)
     slots = set()
     for k in range(40):  # a market hour in 90 s steps
         now = NOW + 90 * k
@@ -176,6 +185,21 @@ def test_a_long_probe_prompt_has_about_the_size_asked_and_is_new_each_time() -> 
     assert abs(len(first) / 4 - 4000) < 50  # 4 bytes a token, as the proxy estimates them
 
 
+def fire_each_second(window: list[Sample], seconds: int) -> list[str]:
+    """Fire every due plan of a pair of unknown prefill rate for `seconds`, its samples not
+    added to the window (as if they never arrived); the long probes' slots fired."""
+    done: dict[str, str] = {}
+    longs = []
+    for t in range(seconds):
+        planned = plan(PAIR, TIMING, view(window, wants_prefill=True, done=set(done.values())),
+                       NOW + t)  # fmt: skip
+        if planned.due is not None and planned.due <= NOW + t and planned.slot is not None:
+            done[planned.slot.rstrip("0123456789-")] = planned.slot
+            if planned.reason is Reason.PREFILL:
+                longs.append(planned.slot)
+    return longs
+
+
 def test_firing_what_is_due_each_tick_sends_each_slot_once() -> None:
     """The prober's loop, in miniature: every second, fire the plan if it is due and
     remember the slot fired per kind. A long probe and the gap probes take turns without
@@ -192,5 +216,10 @@ def test_firing_what_is_due_each_tick_sends_each_slot_once() -> None:
         if planned.due is not None and planned.due <= now and planned.slot is not None:
             fired.append((planned.reason, planned.slot))
             done[planned.slot.rstrip("0123456789-")] = planned.slot
+            tokens = 4000 if planned.reason is Reason.PREFILL else 0
+            window = [*window, sample(now, tokens=tokens)]  # its sample, failed or not
     assert len(fired) == len(set(slot for _, slot in fired))  # no slot twice
-    assert len(fired) <= 3600 / 120 + 3 + 2, fired  # the gap slots, a stale one, the long ones
+    longs = [slot for reason, slot in fired if reason is Reason.PREFILL]
+    assert 3 <= len(longs) <= 3 + 2, longs  # the 3 a slope needs, then one per 1800 s
+    assert all(slot.startswith("lb") for slot in longs[:3])
+    assert len(fired) <= 3600 / 120 + 3 + 5, fired  # the gap slots, a stale one, the long ones
