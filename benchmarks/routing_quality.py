@@ -95,6 +95,7 @@ TARGET_AFTER_SHIFT, TARGET_OUTAGE, TARGET_PHASES = 1.5, 1.5, 1.3
 TARGET_SIZES = 1.1
 FIXED, RR, ROUTER, PROBER = "fixed", "round-robin", "ttft-router", "ttft-router+probe"
 HEDGER = "ttft-router+hedging"
+PROBE_PRICE = {"prompt_per_million": 0.5, "completion_per_million": 1.5}  # USD
 # Issue 12's targets: with hedging, p95 <= 0.6x the oracle's, with at most 10% more upstream
 # requests per client request than the same router without hedging (+probe).
 TARGET_HEDGE_RATIO, TARGET_HEDGE_EXTRA = 0.6, 0.10
@@ -320,7 +321,11 @@ def router_config(
     }  # fmt: skip
     if probe is not None:
         # prober.time_scale scales the probe policy's times, its tick and its budget's hour
-        config["prober"] = {"enabled": probe, "time_scale": ts}
+        # priced like a typical open-weight provider, as litellm's map or the config would
+        # price a real one: at the unknown-price fallback (10/30 USD per 1M) the default
+        # cost cap ($0.05 an hour) pauses the prober within a run (one long probe: $0.04)
+        config["prober"] = {"enabled": probe, "time_scale": ts,
+                            "prices": {p: dict(PROBE_PRICE) for p in urls}}  # fmt: skip
     return config
 
 
@@ -753,7 +758,8 @@ def detect_prober(fleet_dir: Path) -> tuple[bool, str]:
                                                    probe=True)))  # fmt: skip
     ok, text = check_config(config)
     return ok, (
-        "prober: on (policy `probe:` section enabled, prober.time_scale = the scenario's)"
+        "prober: on (policy `probe:` section enabled, prober.time_scale = the scenario's, "
+        "every pair priced $0.50 / $1.50 per 1M prompt / completion tokens)"
         if ok
         else f"prober: not available (check-config: {text[-300:]})"
     )
