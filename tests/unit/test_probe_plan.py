@@ -1,4 +1,4 @@
-"""The probe schedule and budget (pure): reasons, slots, time scaling, idle-to-cold learning."""
+"""The probe schedule (pure): reasons, slots, time scaling, idle-to-cold learning."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from proxy.learning.coldness import learn_idle_to_cold
 from proxy.learning.stats import compute_score
 from proxy.probing.runner import long_prompt
 from proxy.probing.schedule import (
-    Budget,
     PairView,
     Reason,
     Timing,
@@ -137,19 +136,6 @@ def test_idle_to_cold_is_the_shortest_cold_idle_beyond_every_warm_one() -> None:
     # warm after 30 s idle; cold after 0.001 s (chance), 40 s, 50 s and 90 s: learned 40
     assert learn_idle_to_cold(window, 4.0, 2.0) == pytest.approx(40.0)
     assert learn_idle_to_cold(window[:3], 4.0, 2.0) is None
-
-
-def test_the_budget_caps_probes_and_cost_per_window_and_refunds_unsent_probes() -> None:
-    budget = Budget(max_probes=3, max_cost_usd=1.0, window_s=3600.0)
-    entries = [budget.spend(NOW + i, 0.1) for i in range(3)]
-    assert "probe cap reached: 3 of 3" in (budget.refusal(NOW + 3, 0.1) or "")
-    budget.refund(entries[2])
-    assert budget.refusal(NOW + 3, 0.1) is None
-    budget.correct(entries[1], 0.85)
-    assert "cost cap reached" in (budget.refusal(NOW + 3, 0.1) or "")
-    assert budget.resumes_at(NOW + 3) == NOW + 3600.0
-    assert budget.refusal(NOW + 3602, 0.1) is None  # the hour has moved on
-    assert budget.used(NOW + 3602) == (0, 0.0)
 
 
 def test_a_pair_of_unknown_prefill_rate_gets_a_long_probe_beside_its_gap_probes() -> None:
