@@ -91,8 +91,12 @@ class ProbeBudget:
         if pooled:
             return BudgetLimits(self.window_s, probes, cost, math.floor(probes * self.unused_share),
                                 cost * self.unused_share)  # fmt: skip
-        kept = round(probes * self.kept)
-        return BudgetLimits(self.window_s, probes - kept, cost * (1.0 - self.kept))
+        # what the unused models have not spent of their kept part (as last seen)
+        group_probes, group_usd = (0, 0.0) if self.group is None else (
+            self.group.model_probes, self.group.model_cost_usd)  # fmt: skip
+        kept = max(0, round(probes * self.kept) - group_probes)
+        kept_usd = max(0.0, cost * self.kept - group_usd)
+        return BudgetLimits(self.window_s, probes - kept, cost - kept_usd)
 
     # -- before a tick fires a probe ----------------------------------------------------
 

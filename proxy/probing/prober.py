@@ -156,7 +156,7 @@ class Prober:
             when = state.plan.due
             if state.in_flight or when is None or when > now or state.plan.slot is None:
                 continue
-            rank = priority(state.plan.reason, when, pair.model in self.used_models)
+            rank = priority(state.plan.reason, pair.model in self.used_models, self._measured(pair))
             due.append((rank, pair, state, state.plan))
         due.sort(key=lambda d: d[0])
         for _, pair, state, planned in due:
@@ -180,6 +180,15 @@ class Prober:
         )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _measured(self, pair: Pair) -> float | None:
+        """When the pair's newest sample was taken (this replica's last probe included)."""
+        score = self._scoreboard.snapshot.get(pair)
+        newest = score.newest_ts if score is not None else None
+        mine = _end_of(self.states[pair].last)
+        if mine is None or (newest is not None and newest >= mine):
+            return newest
+        return mine
 
     def _used(self, now: float) -> frozenset[str]:
         """The models with a client request measured within `prober.used_within_s`."""

@@ -237,15 +237,17 @@ def recent_passive(window: Sequence[Sample], since: float) -> int:
 DECIDING, USED_GAP, UNUSED = 0, 1, 2  # priority tiers, first to last
 
 
-def priority(reason: Reason, due: float, used: bool) -> tuple[int, float]:
+def priority(reason: Reason, used: bool, measured_at: float | None) -> tuple[int, float]:
     """The order in which a tick fires due probes, first first: a model with client traffic
     (`used`) before one without; among a used model's pairs, the probes that change
     decisions (burst, uncertain, keep-warm, standby, prefill, stale) before gap filling;
-    within a tier the most overdue first, so that a budget too small for all of them still
-    goes round every pair of the tier."""
+    within a tier the pair measured longest ago first (`measured_at`: its newest sample,
+    None: never), so that a budget too small for all of them still goes round every pair of
+    the tier."""
+    since = -math.inf if measured_at is None else measured_at
     if not used:
-        return UNUSED, due
-    return (USED_GAP if reason is Reason.GAP else DECIDING), due
+        return UNUSED, since
+    return (USED_GAP if reason is Reason.GAP else DECIDING), since
 
 
 def unused_timing(timing: Timing, interval_s: float) -> Timing:
