@@ -37,13 +37,17 @@ from proxy.probing.budget import ProbeBudget, Refusal
 from proxy.probing.prober import HOUR_S
 from proxy.probing.runner import ProbeRunner
 from proxy.probing.schedule import (
+    GAP_SHARE,
     PairView,
     Plan,
+    Reason,
     Timing,
+    gap_stretch,
     is_bursting,
     kept_share,
     plan,
     priority,
+    stretched,
     unused_timing,
 )
 from proxy.settings.config import MemoryStoreConfig, ProberConfig
@@ -106,7 +110,7 @@ async def simulate(
     policy = ModelPolicy()
     params = policy.window_params()
     base = Timing.of(policy, 1.0)
-    pooled_timing = unused_timing(base, settings.unused_interval_s)
+    used_timing, pooled_timing = base, unused_timing(base, settings.unused_interval_s)
     clock = Clock(START)
     store = MemoryStore(MemoryStoreConfig(), budget_clock=clock)
     budget = ProbeBudget(settings, store, "sim", HOUR_S, str, clock)
@@ -141,11 +145,13 @@ async def simulate(
                 if sp.routed:
                     _add(sp, _sample(sp.pair, now, Source.PASSIVE), params, now)
                     heapq.heappush(looks, (now, i))
+        if step % int(RELOOK_S / TICK_S) == 0:  # the budget's pace (the prober: every tick)
+            used_timing, pooled_timing = _pace(pairs, large, budget.kept, settings, estimate)
         while looks and looks[0][0] <= now:
             _, i = heapq.heappop(looks)
             sp = pairs[i]
             pooled = large and not sp.used
-            sp.planned = _plan(sp, pooled_timing if pooled else base, pooled, policy, now)
+            sp.planned = _plan(sp, pooled_timing if pooled else used_timing, pooled, policy, now)
             due = sp.planned.due
             if due is not None and due <= now and sp.planned.slot is not None:
                 waiting[i] = (priority(sp.planned.reason, sp.used, _newest(sp)), sp.planned)
@@ -167,7 +173,7 @@ async def simulate(
                     refused = True
                     break
                 del waiting[i]
-                planned = _plan(sp, pooled_timing if pooled else base, pooled, policy, now)
+                planned = _plan(sp, pooled_timing if pooled else used_timing, pooled, policy, now)
                 if planned.due is None or planned.due > now or planned.slot is None:
                     heapq.heappush(looks, (now + TICK_S, i))  # its slot has passed: plan again
                     continue
@@ -182,7 +188,23 @@ async def simulate(
                 cost += estimate
                 _add(sp, _sample(sp.pair, now, Source.PROBE), params, now)
                 heapq.heappush(looks, (now + TICK_S, i))
-    return _result(pairs, hours, cost, base, pooled_timing, START + ticks * TICK_S)
+    return _result(pairs, hours, cost, used_timing, pooled_timing, START + ticks * TICK_S)
+
+
+def _pace(pairs: list[SimPair], large: bool, kept: float, settings: ProberConfig,
+          estimate: float) -> tuple[Timing, Timing]:  # fmt: skip
+    """As Prober._pace: the gap intervals stretched to what the budget pays for."""
+    base = Timing.of(ModelPolicy(), 1.0)
+    gaps = [(3600.0 / base.interval_s, estimate) for sp in pairs
+            if not (large and not sp.used) and sp.planned is not None
+            and sp.planned.reason in (Reason.GAP, Reason.STALE)]  # fmt: skip
+    unused = [(3600.0 / settings.unused_interval_s, estimate) for sp in pairs
+              if large and not sp.used]  # fmt: skip
+    caps = (settings.max_probes_per_hour, settings.max_cost_per_hour_usd)
+    used_factor = gap_stretch(gaps, *caps, (1.0 - kept) * GAP_SHARE)
+    unused_factor = gap_stretch(unused, *caps, settings.unused_share)
+    every = settings.unused_interval_s * unused_factor
+    return stretched(base, used_factor), unused_timing(base, every)
 
 
 def _plan(sp: SimPair, timing: Timing, pooled: bool, policy: ModelPolicy, now: float) -> Plan:

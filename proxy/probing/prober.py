@@ -30,19 +30,22 @@ from proxy.learning.store.buffer import SampleBuffer
 from proxy.probing.budget import ProbeBudget, Refusal, Ticket
 from proxy.probing.runner import ProbeRunner
 from proxy.probing.schedule import (
+    GAP_SHARE,
     PairView,
     Plan,
     Reason,
     Timing,
+    gap_stretch,
     is_bursting,
     kept_share,
     plan,
     priority,
+    stretched,
     unused_timing,
 )
 from proxy.routing import Routing
 from proxy.settings.config import Config
-from proxy.settings.policy import ModelPolicy, PolicyHolder
+from proxy.settings.policy import ModelPolicy, PolicyHolder, Probe
 from proxy.telemetry.metrics import Metrics
 
 log = logging.getLogger("ttft_router.prober")
@@ -119,6 +122,9 @@ class Prober:
         # budget (below full_schedule_pairs every model gets its full schedule)
         self.large_catalog = len(self.states) > self.settings.full_schedule_pairs
         self.used_models: frozenset[str] = frozenset()  # as of the last tick
+        self.gap_stretch = 1.0  # gap intervals x this: the budget's pace (schedule.stretch)
+        self.unused_stretch = 1.0  # the unused interval x this, likewise
+        self._estimates: dict[Pair, tuple[Probe, float]] = {}  # pair -> (its probe policy, USD)
         # per scores snapshot: model -> whether its clients sent long prompts
         self._long_seen: tuple[object, dict[str, bool]] = (None, {})
         self._learned: dict[Pair, tuple[tuple[float, float, int, int], float | None]] = {}
@@ -147,6 +153,7 @@ class Prober:
         budget seems to hold them (the probe's task spends it in the store)."""
         self.used_models = self._used(now)
         self._share_for_unused()
+        self._pace()
         if self.paused_because is not None and self.budget.check(False, 0.0) is None:
             self._resume()
         due: list[tuple[tuple[int, float], Pair, PairState, Plan]] = []
@@ -206,6 +213,24 @@ class Prober:
             self.settings.unused_share,
         )  # fmt: skip
 
+    def _pace(self) -> None:
+        """Stretch the gap intervals to what the budget pays for, from the last tick's plans:
+        the pairs of used models (in a small catalog, every pair) filling gaps, on what is
+        not kept for the unused; the unused models' pairs, on their share."""
+        gaps: list[tuple[float, float]] = []
+        unused: list[tuple[float, float]] = []
+        per_unused = HOUR_S / self.settings.unused_interval_s
+        for pair, state in self.states.items():
+            if state.pooled:
+                unused.append((per_unused, self._estimate_usd(pair)))
+            elif state.plan is not None and state.plan.reason in (Reason.GAP, Reason.STALE):
+                rate = HOUR_S / self.policy(pair.model).probe.interval_s
+                gaps.append((rate, self._estimate_usd(pair)))
+        settings = self.settings
+        caps = (settings.max_probes_per_hour, settings.max_cost_per_hour_usd)
+        self.gap_stretch = gap_stretch(gaps, *caps, (1.0 - self.budget.kept) * GAP_SHARE)
+        self.unused_stretch = gap_stretch(unused, *caps, settings.unused_share)
+
     def _plan(self, pair: Pair, state: PairState, now: float) -> Plan:
         policy = self._policies.current.for_model(pair.model)
         timing = Timing.of(policy, self.time_scale)
@@ -213,13 +238,15 @@ class Prober:
             off = "off in the config" if not self.settings.enabled else "off in the policy"
             return Plan(Reason.SKIPPED, None, None, timing.interval_s, f"probing {off}")
         if state.pooled:  # no bursts, no routing's wishes: one probe per unused interval
-            timing = unused_timing(timing, self.settings.unused_interval_s * self.time_scale)
+            every = self.settings.unused_interval_s * self.unused_stretch * self.time_scale
+            timing = unused_timing(timing, every)
             view = PairView(
                 score=self._scoreboard.snapshot.get(pair), window=self._scoreboard.window(pair),
                 bursting=False, is_chosen=False, uncertain=None, idle_to_cold_s=None,
                 done=frozenset(state.done.values()), local_end=_end_of(state.last),
             )  # fmt: skip
             return plan(pair, timing, view, now)
+        timing = stretched(timing, self.gap_stretch)
         score = self._scoreboard.snapshot.get(pair)
         evidence = self._routing.evidence(pair.model, now)
         state.bursting = is_bursting(state.bursting, score, policy.min_samples) and (
@@ -305,7 +332,12 @@ class Prober:
 
     def _estimate_usd(self, pair: Pair) -> float:
         probe = self._policies.current.for_model(pair.model).probe
-        return self._runner.estimate_usd(pair, self.upstream_models[pair], probe)
+        known = self._estimates.get(pair)
+        if known is not None and known[0] is probe:
+            return known[1]
+        usd = self._runner.estimate_usd(pair, self.upstream_models[pair], probe)
+        self._estimates[pair] = (probe, usd)
+        return usd
 
     async def _read_budget(self) -> None:
         """Refresh the budget's use (while paused: to see it free up, and resume)."""

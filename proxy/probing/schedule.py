@@ -252,13 +252,52 @@ def priority(reason: Reason, used: bool, measured_at: float | None) -> tuple[int
 
 def unused_timing(timing: Timing, interval_s: float) -> Timing:
     """A model without client traffic in a large catalog: its pairs get gap probes once per
-    `interval_s` (scaled) and are probed at once when older than that; no keep-warm, standby
-    or long probes (the caller also turns bursts and routing's wishes off)."""
+    `interval_s` (scaled), the slot's moment anywhere in it (jitter 1: spread evenly, not
+    bunched at the start of each interval), and are probed at once when older than that; no
+    keep-warm, standby or long probes (the caller also turns bursts and routing's wishes
+    off)."""
     return replace(
-        timing, interval_s=max(timing.interval_s, interval_s),
+        timing, interval_s=max(timing.interval_s, interval_s), jitter=1.0,
         stale_after_s=max(timing.stale_after_s, interval_s), keep_warm=False, standby=False,
         long_probes=False,
     )  # fmt: skip
+
+
+GAP_SHARE = 0.9  # gap filling may plan on this share of its budget; the rest: bursts & co
+
+
+def stretch(demand_per_hour: float, supply_per_hour: float) -> float:
+    """By how much gap intervals grow so that gap probes wanted at `demand_per_hour` fit
+    `supply_per_hour`: 1 when they fit, else the ratio rounded up to a quarter (replicas
+    seeing the same demand compute the same slots). A budget spent in the first minutes of
+    its hour would leave every pair unmeasured for the rest of it; stretched, each pair is
+    probed evenly, less often."""
+    if demand_per_hour <= supply_per_hour or supply_per_hour <= 0:
+        return 1.0
+    return math.ceil(demand_per_hour / supply_per_hour * 4) / 4
+
+
+def gap_stretch(
+    rates: Sequence[tuple[float, float]], max_probes: int, max_cost_usd: float, share: float
+) -> float:
+    """`stretch` for pairs wanting gap probes, `rates` (probes per hour, USD a probe) of each,
+    planning on `share` of the budget's caps (per hour): the probes' count and cost."""
+    demand = sum(rate for rate, _ in rates)
+    usd = sum(rate * cost for rate, cost in rates)
+    supply = max_probes * share
+    if usd > 0:  # the cost cap, in probes of these pairs' mean cost
+        supply = min(supply, max_cost_usd * share * demand / usd)
+    return stretch(demand, supply)
+
+
+def stretched(timing: Timing, factor: float) -> Timing:
+    """`timing` with its gap interval `factor` times longer (stale follows: never due before
+    the stretched slot)."""
+    if factor == 1.0:
+        return timing
+    interval = timing.interval_s * factor
+    stale = max(timing.stale_after_s, interval * (1 + timing.jitter))
+    return replace(timing, interval_s=interval, stale_after_s=stale)
 
 
 def kept_share(unused_pairs: int, interval_s: float, window_s: float, max_probes: int,

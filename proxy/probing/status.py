@@ -77,6 +77,8 @@ def _demand(prober: Prober) -> dict[str, Any]:
         "used_within_s": settings.used_within_s * prober.time_scale,
         "unused_interval_s": settings.unused_interval_s * prober.time_scale,
         "unused_share": settings.unused_share,
+        "gap_stretch": prober.gap_stretch,
+        "unused_stretch": prober.unused_stretch,
     }
 
 

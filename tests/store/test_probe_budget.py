@@ -53,16 +53,29 @@ async def test_three_replicas_spend_one_budget_settle_and_refund(
 async def test_models_without_traffic_take_their_share_and_leave_the_rest_for_the_used() -> None:
     config = settings(max_probes_per_hour=20, max_cost_per_hour_usd=1.0, unused_share=0.25)
     budget = ProbeBudget(config, MemoryStore(MemoryStoreConfig()), "r", 3600.0, str)
-    budget.kept = 0.2  # 4 of 20 kept for them: the used may take 16
+    budget.kept = 0.2  # 4 of 20 kept for them while they have not spent them
+    used = [await budget.spend("m", False, 0.001, held=False) for _ in range(17)]
+    assert sum(isinstance(s, Ticket) for s in used) == 16
+    assert budget.check(False, 0.0) is not None and budget.check(True, 0.0) is None
+    pooled = [await budget.spend("u", True, 0.001, held=False) for _ in range(5)]
+    assert [isinstance(s, Ticket) for s in pooled] == [True] * 4 + [False]
+    last = pooled[-1]
+    assert isinstance(last, Refusal) and last.pauses  # the whole budget: 20 of 20
+
+
+async def test_the_unused_group_is_capped_at_its_share_and_the_used_take_what_it_left() -> None:
+    config = settings(max_probes_per_hour=20, max_cost_per_hour_usd=1.0, unused_share=0.25)
+    budget = ProbeBudget(config, MemoryStore(MemoryStoreConfig()), "r", 3600.0, str)
+    budget.kept = 0.2
     pooled = [await budget.spend("u", True, 0.001, held=False) for _ in range(6)]
     assert [isinstance(s, Ticket) for s in pooled] == [True] * 5 + [False]
     last = pooled[-1]
     assert isinstance(last, Refusal) and not last.pauses and "their share" in last.why
     assert budget.group is not None and budget.group.model_probes == 5
     assert isinstance(pooled[0], Ticket) and pooled[0].spend.model == UNUSED_GROUP
-    used = [await budget.spend("m", False, 0.001, held=False) for _ in range(12)]
-    assert sum(isinstance(s, Ticket) for s in used) == 11  # 16 - the 5 pooled
-    assert budget.check(False, 0.0) is not None and budget.check(True, 0.0) is not None
+    assert budget.check(True, 0.0) is not None  # the group's cap, seen without a store call
+    used = [await budget.spend("m", False, 0.001, held=False) for _ in range(16)]
+    assert sum(isinstance(s, Ticket) for s in used) == 15  # the kept 4 are spent: 20 - 5
 
 
 async def test_store_unreachable_each_replica_spends_its_share_until_the_window_moves() -> None:
