@@ -136,8 +136,7 @@ class Prober:
         tick = max(MIN_TICK_S, self.settings.tick_s * self.time_scale)
         try:
             while not stop.is_set():
-                if self.paused_because is not None or self.budget.use is None:
-                    await self._read_budget()
+                await self.prepare()
                 self.tick(time.time())
                 if await pause(stop, tick):
                     break
@@ -339,8 +338,11 @@ class Prober:
         self._estimates[pair] = (probe, usd)
         return usd
 
-    async def _read_budget(self) -> None:
-        """Refresh the budget's use (while paused: to see it free up, and resume)."""
+    async def prepare(self) -> None:
+        """Before a tick: refresh the budget's use while paused (to see it free up, and
+        resume) or before anything was seen."""
+        if self.paused_because is None and self.budget.use is not None:
+            return
         await self.budget.read()
         if self.paused_because is not None and self.budget.check(False, 0.0) is None:
             self._resume()
