@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import heapq
+import logging
 import math
 import statistics
 import uuid
@@ -308,7 +309,7 @@ async def fleet(cap: int, windows: float, time_scale: float) -> None:
                 "store": {"kind": "redis", "url": "redis://127.0.0.1:6379/0", "prefix": prefix},
                 "prober": {"time_scale": time_scale, "max_probes_per_hour": cap},
             })  # fmt: skip
-            policy = PolicySet(default=ModelPolicy.model_validate({"min_samples": 10_000}))
+            policy = PolicySet(default=ModelPolicy.model_validate({"min_samples": 100}))
             svc = build_services(config, PolicyHolder([], initial=policy), session)
             await svc.store.start()
             built.append(svc)
@@ -337,6 +338,7 @@ async def main() -> None:
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--no-fleet", action="store_true")
     args = parser.parse_args()
+    logging.getLogger("ttft_router").setLevel(logging.ERROR)  # the pauses at the cap: expected
     unknown = ProberConfig().unknown_price
     prices = {
         f"typical price {TYPICAL[0]}/{TYPICAL[1]} USD per 1M": TYPICAL,
