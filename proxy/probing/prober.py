@@ -109,6 +109,7 @@ class Prober:
         self.budget = ProbeBudget(self.settings, store, self.replica, HOUR_S * self.time_scale,
                                   runner.redact)  # fmt: skip
         self.paused_because: str | None = None
+        self._paused_estimate = 0.0  # USD of the probe refused last
         self.coordination_error: str | None = None
         self._slots = asyncio.Semaphore(self.settings.max_in_flight)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -153,8 +154,7 @@ class Prober:
         self.used_models = self._used(now)
         self._share_for_unused()
         self._pace()
-        if self.paused_because is not None and self.budget.check(False, 0.0) is None:
-            self._resume()
+        self._resume_if_room()
         due: list[tuple[tuple[int, float], Pair, PairState, Plan]] = []
         for pair, state in self.states.items():
             state.pooled = self.large_catalog and pair.model not in self.used_models
@@ -170,7 +170,7 @@ class Prober:
             refusal = self.budget.check(state.pooled, estimate)
             if refusal is not None:
                 if refusal.pauses:
-                    self._pause(refusal.why)
+                    self._pause(refusal.why, estimate)
                 continue
             self._fire(pair, state, planned, estimate)
 
@@ -344,13 +344,21 @@ class Prober:
         if self.paused_because is None and self.budget.use is not None:
             return
         await self.budget.read()
-        if self.paused_because is not None and self.budget.check(False, 0.0) is None:
-            self._resume()
+        self._resume_if_room()
 
-    def _pause(self, why: str) -> None:
+    def _pause(self, why: str, estimate: float) -> None:
+        """A probe estimated at `estimate` USD was refused: paused until one would fit."""
         if self.paused_because is None:
             log.warning("prober paused at its budget: %s", why)
         self.paused_because = why
+        self._paused_estimate = estimate
+
+    def _resume_if_room(self) -> None:
+        """Resume once the probe refused last would fit the use seen (not at once when only a
+        cheaper one would: one warning per pause, one info per resume)."""
+        paused = self.paused_because is not None
+        if paused and self.budget.check(False, self._paused_estimate) is None:
+            self._resume()
 
     def _resume(self) -> None:
         if self.paused_because is not None:
@@ -372,7 +380,7 @@ class Prober:
                 else:
                     state.done[kind] = before
                 if spent.pauses:
-                    self._pause(spent.why)
+                    self._pause(spent.why, estimate)
                 return
             self._resume()
             holder = await self._lease(pair, planned)
@@ -406,9 +414,10 @@ class Prober:
         """POST /admin/probe: probe at once (after a probe of the pair in flight), within the
         budget (the part of models with traffic). Returns the sample and the error text
         (redacted). Raises BudgetExhausted."""
-        spent = await self.budget.spend(pair.model, False, self._estimate_usd(pair), held=False)
+        estimate = self._estimate_usd(pair)
+        spent = await self.budget.spend(pair.model, False, estimate, held=False)
         if isinstance(spent, Refusal):
-            self._pause(spent.why)
+            self._pause(spent.why, estimate)
             raise BudgetExhausted(spent.why)
         return await self._probe(pair, self.states[pair], Reason.MANUAL, spent)
 
