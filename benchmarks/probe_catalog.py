@@ -134,7 +134,8 @@ async def simulate(
             _rescore(sp, params, START)
     looks = [(START, i) for i in range(len(pairs))]
     heapq.heapify(looks)
-    waiting: dict[int, tuple[tuple[int, float], Plan]] = {}  # due, not fired yet
+    # due, not fired yet; by pooled (a model without traffic in a large catalog) or not
+    waits: dict[bool, dict[int, tuple[tuple[int, float], Plan]]] = {False: {}, True: {}}
     cost = 0.0
     refused = False
     ticks = int(hours * HOUR_S / TICK_S)
@@ -154,6 +155,7 @@ async def simulate(
             pooled = large and not sp.used
             sp.planned = _plan(sp, pooled_timing if pooled else used_timing, pooled, policy, now)
             due = sp.planned.due
+            waiting = waits[pooled]
             if due is not None and due <= now and sp.planned.slot is not None:
                 waiting[i] = (priority(sp.planned.reason, sp.used, _newest(sp)), sp.planned)
                 continue
@@ -164,11 +166,11 @@ async def simulate(
             await budget.read()
         refused = False
         for pooled in (False, True):  # the used models' pairs first (unpooled: all of them)
-            tier = [i for i in waiting if (large and not pairs[i].used) == pooled]
-            if not tier or budget.check(pooled, estimate) is not None:
-                refused = refused or bool(tier)
+            waiting = waits[pooled]
+            if not waiting or budget.check(pooled, estimate) is not None:
+                refused = refused or bool(waiting)
                 continue
-            for i in sorted(tier, key=lambda j: waiting[j][0]):
+            for i in sorted(waiting, key=lambda j: waiting[j][0]):
                 sp = pairs[i]
                 if budget.check(pooled, estimate) is not None:
                     refused = True
