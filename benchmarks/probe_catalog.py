@@ -59,6 +59,7 @@ START = 1_800_000_000.0
 TICK_S = 1.0
 TRAFFIC_S = 30.0
 RELOOK_S = 60.0
+SETTLE_S = 2 * 3600.0
 TYPICAL = (0.5, 1.5)  # USD per 1M prompt / completion tokens: a typical open-weight price
 
 
@@ -86,6 +87,7 @@ class Result:
     unused_pairs_probed: int
     unused_pairs: int
     used_max_gap_s: float  # the longest a used model's probed pair went without a probe
+    used_max_gap_settled_s: float  # the same after the first SETTLE_S (the pace found)
     unused_min_slot_repeat: int  # most probes of one unused pair in one unused interval
     unused_age_max_s: float  # at the end: age of the newest sample of an unused pair
     unused_age_median_s: float
@@ -247,6 +249,12 @@ def _result(pairs: list[SimPair], hours: float, cost: float, base: Timing, poole
         for sp in probed_used
         for a, b in zip([START, *sp.probes], [*sp.probes, end], strict=True)
     ]
+    settled = [
+        b - a
+        for sp in probed_used
+        for a, b in zip([START, *sp.probes], [*sp.probes, end], strict=True)
+        if a >= START + SETTLE_S
+    ]
     repeat = 0
     for sp in unused:
         by_slot: dict[int, int] = {}
@@ -263,6 +271,7 @@ def _result(pairs: list[SimPair], hours: float, cost: float, base: Timing, poole
         used_pairs_probed=sum(bool(sp.probes) for sp in pairs if sp.used),
         unused_pairs_probed=sum(bool(sp.probes) for sp in unused), unused_pairs=len(unused),
         used_max_gap_s=max(gaps, default=0.0), unused_min_slot_repeat=repeat,
+        used_max_gap_settled_s=max(settled, default=0.0),
         unused_age_max_s=max(ages, default=math.inf),
         unused_age_median_s=statistics.median(ages) if ages else math.inf, unused_never=never,
         used_gap_bound_s=base.interval_s * (1 + base.jitter) + TICK_S,
@@ -275,8 +284,9 @@ def report(name: str, r: Result) -> None:
     print(f"{name}: {per_hour:.0f} probes/hour ({r.probes} in {r.hours:g} h), "
           f"${r.cost_usd / r.hours * 24:.2f}/day (estimates)")  # fmt: skip
     print(f"  used models' pairs: {r.used_probes} probes, {r.used_pairs_probed} pairs probed; "
-          f"longest unprobed gap of a non-routed pair {r.used_max_gap_s:.0f} s "
-          f"(schedule: <= {r.used_gap_bound_s:.0f} s)")  # fmt: skip
+          f"longest unprobed gap of a non-routed pair {r.used_max_gap_s:.0f} s, after the "
+          f"first {SETTLE_S / 3600:g} h {r.used_max_gap_settled_s:.0f} s (the paced schedule: "
+          f"<= {r.used_gap_bound_s:.0f} s)")  # fmt: skip
     print(f"  unused models' pairs: {r.unused_probes} probes, {r.unused_pairs_probed} of "
           f"{r.unused_pairs} pairs probed, never: {r.unused_never}; at most "
           f"{r.unused_min_slot_repeat} per {r.unused_interval_s / 3600:g} h interval; newest "
