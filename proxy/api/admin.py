@@ -163,6 +163,7 @@ async def status(request: Request) -> dict[str, Any]:
 async def prober(request: Request, model: str | None = None) -> dict[str, Any]:
     svc = authenticate_admin(request)
     _known(svc, model)
+    await svc.prober.budget.read()
     return prober_status(svc.prober, time.time(), model)
 
 
@@ -180,8 +181,7 @@ async def probe(request: Request, model: str, provider: str) -> dict[str, Any]:
     try:
         sample, error = await svc.prober.probe_now(Pair(model, provider))
     except BudgetExhausted as exc:
-        budget = svc.prober.budget
-        wait = (budget.resumes_at(time.time()) or time.time()) - time.time()
+        wait = svc.prober.budget.frees_in_s() or 0.0
         raise RateLimited(f"probe refused: {exc}", retry_after_s=max(wait, 1.0)) from None
     return {"sample": sample.to_dict(), "error": error}
 

@@ -114,13 +114,15 @@ def _throughput(name: str) -> Callable[[Score], float | None]:
 
 
 class ProberCollector(Collector):
-    """The probe budget left in this replica's hour and whether the prober is paused."""
+    """The probe budget left in the hour (the fleet's, or this replica's share while the store
+    is down: `ttft_router_probe_budget_shared`), as last seen, and whether the prober is
+    paused."""
 
     def __init__(self, prober: Prober) -> None:
         self._prober = prober
 
     def collect(self) -> Iterator[Metric]:
-        probes, cost = self._prober.budget_left(time.time())
+        probes, cost = self._prober.budget_left()
         left = GaugeMetricFamily(
             "ttft_router_probe_budget_left",
             "Probe budget left in the current hour (probes; estimated USD)", labels=["kind"],
@@ -128,5 +130,8 @@ class ProberCollector(Collector):
         left.add_metric(["probes"], float(probes))
         left.add_metric(["cost_usd"], cost)
         yield left
+        yield gauge("ttft_router_probe_budget_shared",
+                     "1: the fleet's budget in the store; 0: this replica's share (store down)",
+                     float(self._prober.budget.shared))  # fmt: skip
         yield gauge("ttft_router_prober_paused", "1 while the prober is paused at its budget",
                      float(self._prober.paused_because is not None))  # fmt: skip

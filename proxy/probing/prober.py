@@ -1,12 +1,15 @@
 """Scheduled probes of every pair: one streamed request through the same upstream and clock.
 
 Owns the probe loop of this replica: on every tick it plans each pair (probing.schedule.plan),
-and for each probe that is due asks the budget, takes the pair's lease for the slot in the
-store (so that replicas sharing the store send one probe per slot, not one each), sends it
-and puts the sample (source=probe) into the same buffer as real traffic, so it enters the
-same windows and scores. Each pair has at most one probe in flight, and each probe is a
-task of its own: a 90 s cold start holds up no other pair. Does not route and never touches
-a client's request. docs/probing.md tells the whole design.
+orders the probes that are due (schedule.priority: models with client traffic first) and
+fires those the budget seems to hold. Each fired probe is a task of its own: it spends the
+fleet's budget in the store (probing.budget; this replica's share while the store is down),
+takes the pair's lease for the slot (so that replicas sharing the store send one probe per
+slot, not one each), sends it and puts the sample (source=probe) into the same buffer as
+real traffic, so it enters the same windows and scores; then settles the probe's cost, or
+refunds it when another replica held the slot. Each pair has at most one probe in flight: a
+90 s cold start holds up no other pair. Does not route and never touches a client's
+request. docs/probing.md tells the whole design.
 """
 
 from __future__ import annotations
@@ -24,19 +27,25 @@ from proxy.learning.prefill import size_class
 from proxy.learning.scoreboard import Scoreboard
 from proxy.learning.store.base import Store, StoreUnavailable
 from proxy.learning.store.buffer import SampleBuffer
+from proxy.probing.budget import ProbeBudget, Refusal, Ticket
 from proxy.probing.runner import ProbeRunner
 from proxy.probing.schedule import (
-    Budget,
+    GAP_SHARE,
     PairView,
     Plan,
     Reason,
     Timing,
+    gap_stretch,
     is_bursting,
+    kept_share,
     plan,
+    priority,
+    stretched,
+    unused_timing,
 )
 from proxy.routing import Routing
 from proxy.settings.config import Config
-from proxy.settings.policy import ModelPolicy, PolicyHolder
+from proxy.settings.policy import ModelPolicy, PolicyHolder, Probe
 from proxy.telemetry.metrics import Metrics
 
 log = logging.getLogger("ttft_router.prober")
@@ -54,6 +63,7 @@ class PairState:
     in_flight: bool = False
     done: dict[str, str] = field(default_factory=dict)  # kind -> the last slot fired here
     plan: Plan | None = None
+    pooled: bool = False  # a model without traffic in a large catalog (its plan, its spends)
     last: Sample | None = None
     last_reason: Reason | None = None
     last_error: str | None = None
@@ -96,12 +106,10 @@ class Prober:
         self.replica = runner.replica
         self.pricing = runner.pricing
         self.time_scale = self.settings.time_scale
-        self.budget = Budget(
-            self.settings.max_probes_per_hour,
-            self.settings.max_cost_per_hour_usd,
-            HOUR_S * self.time_scale,
-        )
+        self.budget = ProbeBudget(self.settings, store, self.replica, HOUR_S * self.time_scale,
+                                  runner.redact)  # fmt: skip
         self.paused_because: str | None = None
+        self._paused_estimate = 0.0  # USD of the probe refused last
         self.coordination_error: str | None = None
         self._slots = asyncio.Semaphore(self.settings.max_in_flight)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -111,6 +119,13 @@ class Prober:
             for provider, upstream_model in entry.providers.items()
         }
         self.states = {pair: PairState() for pair in self.upstream_models}
+        # a large catalog: models without traffic get unused_timing and share a part of the
+        # budget (below full_schedule_pairs every model gets its full schedule)
+        self.large_catalog = len(self.states) > self.settings.full_schedule_pairs
+        self.used_models: frozenset[str] = frozenset()  # as of the last tick
+        self.gap_stretch = 1.0  # gap intervals x this: the budget's pace (schedule.stretch)
+        self.unused_stretch = 1.0  # the unused interval x this, likewise
+        self._estimates: dict[Pair, tuple[Probe, float]] = {}  # pair -> (its probe policy, USD)
         # per scores snapshot: model -> whether its clients sent long prompts
         self._long_seen: tuple[object, dict[str, bool]] = (None, {})
         self._learned: dict[Pair, tuple[tuple[float, float, int, int], float | None]] = {}
@@ -122,6 +137,7 @@ class Prober:
         tick = max(MIN_TICK_S, self.settings.tick_s * self.time_scale)
         try:
             while not stop.is_set():
+                await self.prepare()
                 self.tick(time.time())
                 if await pause(stop, tick):
                     break
@@ -133,27 +149,86 @@ class Prober:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
 
     def tick(self, now: float) -> None:
-        if self.paused_because is not None and self.budget.refusal(now, 0.0) is None:
-            self._resume()
+        """Plan every pair at `now`; fire the due probes, first by `priority`, while the
+        budget seems to hold them (the probe's task spends it in the store)."""
+        self.used_models = self._used(now)
+        self._share_for_unused()
+        self._pace()
+        self._resume_if_room()
+        due: list[tuple[tuple[int, float], Pair, PairState, Plan]] = []
         for pair, state in self.states.items():
+            state.pooled = self.large_catalog and pair.model not in self.used_models
             state.plan = self._plan(pair, state, now)
-            due = state.plan.due
-            if state.in_flight or due is None or due > now or state.plan.slot is None:
+            when = state.plan.due
+            if state.in_flight or when is None or when > now or state.plan.slot is None:
                 continue
-            refusal = self._refusal(pair, now)
+            rank = priority(state.plan.reason, pair.model in self.used_models, self._measured(pair))
+            due.append((rank, pair, state, state.plan))
+        due.sort(key=lambda d: d[0])
+        for _, pair, state, planned in due:
+            estimate = self._estimate_usd(pair)
+            refusal = self.budget.check(state.pooled, estimate)
             if refusal is not None:
-                self._pause(refusal)
+                if refusal.pauses:
+                    self._pause(refusal.why, estimate)
                 continue
-            self._resume()
-            state.in_flight = True
-            slot = state.plan.slot
-            state.done[slot.rstrip("0123456789-")] = slot
-            entry = self.budget.spend(now, self._estimate_usd(pair))  # before the next tick
-            task = asyncio.create_task(
-                self._scheduled(pair, state, state.plan, entry), name="probe"
-            )
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._fire(pair, state, planned, estimate)
+
+    def _fire(self, pair: Pair, state: PairState, planned: Plan, estimate: float) -> None:
+        assert planned.slot is not None
+        self.budget.hold(state.pooled, estimate)
+        state.in_flight = True
+        kind = planned.slot.rstrip("0123456789-")
+        before = state.done.get(kind)
+        state.done[kind] = planned.slot
+        task = asyncio.create_task(
+            self._scheduled(pair, state, planned, estimate, (kind, before)), name="probe"
+        )
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _measured(self, pair: Pair) -> float | None:
+        """When the pair's newest sample was taken (this replica's last probe included)."""
+        score = self._scoreboard.snapshot.get(pair)
+        newest = score.newest_ts if score is not None else None
+        mine = _end_of(self.states[pair].last)
+        if mine is None or (newest is not None and newest >= mine):
+            return newest
+        return mine
+
+    def _used(self, now: float) -> frozenset[str]:
+        """The models with a client request measured within `prober.used_within_s`."""
+        within = self.settings.used_within_s
+        return frozenset(m for m in self._config.models if self._has_traffic(m, within, now))
+
+    def _share_for_unused(self) -> None:
+        """Keep the part of the budget the unused models' pairs need (at most unused_share)."""
+        if not self.large_catalog or not self.settings.enabled:
+            self.budget.kept = 0.0
+            return
+        unused = sum(1 for pair in self.states if pair.model not in self.used_models)
+        self.budget.kept = kept_share(
+            unused, self.settings.unused_interval_s, HOUR_S, self.settings.max_probes_per_hour,
+            self.settings.unused_share,
+        )  # fmt: skip
+
+    def _pace(self) -> None:
+        """Stretch the gap intervals to what the budget pays for, from the last tick's plans:
+        the pairs of used models (in a small catalog, every pair) filling gaps, on what is
+        not kept for the unused; the unused models' pairs, on their share."""
+        gaps: list[tuple[float, float]] = []
+        unused: list[tuple[float, float]] = []
+        per_unused = HOUR_S / self.settings.unused_interval_s
+        for pair, state in self.states.items():
+            if state.pooled:
+                unused.append((per_unused, self._estimate_usd(pair)))
+            elif state.plan is not None and state.plan.reason in (Reason.GAP, Reason.STALE):
+                rate = HOUR_S / self.policy(pair.model).probe.interval_s
+                gaps.append((rate, self._estimate_usd(pair)))
+        settings = self.settings
+        caps = (settings.max_probes_per_hour, settings.max_cost_per_hour_usd)
+        self.gap_stretch = gap_stretch(gaps, *caps, (1.0 - self.budget.kept) * GAP_SHARE)
+        self.unused_stretch = gap_stretch(unused, *caps, settings.unused_share)
 
     def _plan(self, pair: Pair, state: PairState, now: float) -> Plan:
         policy = self._policies.current.for_model(pair.model)
@@ -161,6 +236,16 @@ class Prober:
         if not policy.probe.enabled or not self.settings.enabled:
             off = "off in the config" if not self.settings.enabled else "off in the policy"
             return Plan(Reason.SKIPPED, None, None, timing.interval_s, f"probing {off}")
+        if state.pooled:  # no bursts, no routing's wishes: one probe per unused interval
+            every = self.settings.unused_interval_s * self.unused_stretch * self.time_scale
+            timing = unused_timing(timing, every)
+            view = PairView(
+                score=self._scoreboard.snapshot.get(pair), window=self._scoreboard.window(pair),
+                bursting=False, is_chosen=False, uncertain=None, idle_to_cold_s=None,
+                done=frozenset(state.done.values()), local_end=_end_of(state.last),
+            )  # fmt: skip
+            return plan(pair, timing, view, now)
+        timing = stretched(timing, self.gap_stretch)
         score = self._scoreboard.snapshot.get(pair)
         evidence = self._routing.evidence(pair.model, now)
         state.bursting = is_bursting(state.bursting, score, policy.min_samples) and (
@@ -246,15 +331,34 @@ class Prober:
 
     def _estimate_usd(self, pair: Pair) -> float:
         probe = self._policies.current.for_model(pair.model).probe
-        return self._runner.estimate_usd(pair, self.upstream_models[pair], probe)
+        known = self._estimates.get(pair)
+        if known is not None and known[0] is probe:
+            return known[1]
+        usd = self._runner.estimate_usd(pair, self.upstream_models[pair], probe)
+        self._estimates[pair] = (probe, usd)
+        return usd
 
-    def _refusal(self, pair: Pair, now: float) -> str | None:
-        return self.budget.refusal(now, self._estimate_usd(pair))
+    async def prepare(self) -> None:
+        """Before a tick: refresh the budget's use while paused (to see it free up, and
+        resume) or before anything was seen."""
+        if self.paused_because is None and self.budget.use is not None:
+            return
+        await self.budget.read()
+        self._resume_if_room()
 
-    def _pause(self, why: str) -> None:
+    def _pause(self, why: str, estimate: float) -> None:
+        """A probe estimated at `estimate` USD was refused: paused until one would fit."""
         if self.paused_because is None:
             log.warning("prober paused at its budget: %s", why)
         self.paused_because = why
+        self._paused_estimate = estimate
+
+    def _resume_if_room(self) -> None:
+        """Resume once the probe refused last would fit the use seen (not at once when only a
+        cheaper one would: one warning per pause, one info per resume)."""
+        paused = self.paused_because is not None
+        if paused and self.budget.check(False, self._paused_estimate) is None:
+            self._resume()
 
     def _resume(self) -> None:
         if self.paused_because is not None:
@@ -264,16 +368,28 @@ class Prober:
     # -- one probe ----------------------------------------------------------------------
 
     async def _scheduled(
-        self, pair: Pair, state: PairState, planned: Plan, entry: list[float]
-    ) -> None:
+        self, pair: Pair, state: PairState, planned: Plan, estimate: float,
+        done: tuple[str, str | None],
+    ) -> None:  # fmt: skip
         try:
+            spent = await self.budget.spend(pair.model, state.pooled, estimate)
+            if isinstance(spent, Refusal):  # the slot is not spent: try it again later
+                kind, before = done
+                if before is None:
+                    state.done.pop(kind, None)
+                else:
+                    state.done[kind] = before
+                if spent.pauses:
+                    self._pause(spent.why, estimate)
+                return
+            self._resume()
             holder = await self._lease(pair, planned)
             state.lease_holder = holder
             if holder != self.replica and not holder.endswith("(store unavailable)"):
-                self.budget.refund(entry)
+                await self.budget.refund(spent)
                 return  # another replica has this slot
             async with self._slots:
-                await self._probe(pair, state, planned.reason, entry)
+                await self._probe(pair, state, planned.reason, spent)
         except Exception:  # a bug, not a provider's failure (those are samples): say so
             log.exception("probe of %s (%s) failed unexpectedly", pair, planned.reason)
         finally:
@@ -296,17 +412,17 @@ class Prober:
 
     async def probe_now(self, pair: Pair) -> tuple[Sample, str | None]:
         """POST /admin/probe: probe at once (after a probe of the pair in flight), within the
-        budget. Returns the sample and the error text (redacted). Raises BudgetExhausted."""
-        refusal = self._refusal(pair, time.time())
-        if refusal is not None:
-            self._pause(refusal)
-            raise BudgetExhausted(refusal)
-        state = self.states[pair]
-        entry = self.budget.spend(time.time(), self._estimate_usd(pair))
-        return await self._probe(pair, state, Reason.MANUAL, entry)
+        budget (the part of models with traffic). Returns the sample and the error text
+        (redacted). Raises BudgetExhausted."""
+        estimate = self._estimate_usd(pair)
+        spent = await self.budget.spend(pair.model, False, estimate, held=False)
+        if isinstance(spent, Refusal):
+            self._pause(spent.why, estimate)
+            raise BudgetExhausted(spent.why)
+        return await self._probe(pair, self.states[pair], Reason.MANUAL, spent)
 
     async def _probe(
-        self, pair: Pair, state: PairState, reason: Reason, entry: list[float]
+        self, pair: Pair, state: PairState, reason: Reason, ticket: Ticket
     ) -> tuple[Sample, str | None]:
         async with state.lock:  # concurrency 1 per pair
             policy = self._policies.current.for_model(pair.model)
@@ -316,20 +432,23 @@ class Prober:
             result = await self._runner.run(pair, self.upstream_models[pair], probe, timeout, size)
             sample = result.sample
             self._buffer.add_sample(sample)
-            self.budget.correct(entry, result.cost_usd)
             state.last, state.last_reason, state.last_error = sample, reason, result.error
             state.probes += 1
             state.cost_usd += result.cost_usd
             self._metrics.count_probe(pair, sample.outcome.value, reason.value)
             if result.error is not None:
                 log.info("probe %s (%s): %s: %s", pair, reason, sample.outcome, result.error)
-            return sample, result.error
+        await self.budget.settle(ticket, result.cost_usd)
+        return sample, result.error
 
     # -- what admin and metrics show ------------------------------------------------------
 
-    def budget_left(self, now: float) -> tuple[int, float]:
-        probes, cost = self.budget.used(now)
-        return self.budget.max_probes - probes, self.budget.max_cost_usd - cost
+    def budget_left(self) -> tuple[int, float]:
+        """What is left of the budget in use (the fleet's, or this replica's share), as last
+        seen."""
+        probes, cost = self.budget.used()
+        max_probes, max_cost = self.budget.caps(self.budget.shared)
+        return max(0, max_probes - probes), max(0.0, max_cost - cost)
 
     def policy(self, model: str) -> ModelPolicy:
         return self._policies.current.for_model(model)

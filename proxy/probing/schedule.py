@@ -1,8 +1,11 @@
-"""Pure: when a pair is probed next, why, and under which lease slot; and the probe budget.
+"""Pure: when a pair is probed next, why, and under which lease slot; and which due probes
+go first when the budget cannot pay for all of them.
 
 No I/O and no clock of its own (every function takes `now`), so a schedule can be replayed
-in a test. The prober (prober.py) calls `plan()` for each pair on every tick, fires the
-probes that are due, and asks `Budget` before each one. docs/probing.md tells the rules.
+in a test. The prober (prober.py) calls `plan()` for each pair on every tick and fires the
+due probes in `priority()` order while the budget (probing.budget) has room. A model
+without client traffic in a large catalog gets `unused_timing()`. docs/probing.md tells
+the rules.
 
 Slots: time is cut into slots of a period (the interval for gap filling, the burst spacing
 for bursts); slot k of a pair is due at k x period plus an offset within `jitter` x period
@@ -15,9 +18,8 @@ from __future__ import annotations
 import enum
 import math
 import zlib
-from collections import deque
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proxy.core.domain import Pair, Sample, Score
 from proxy.learning.coldness import last_activity
@@ -246,54 +248,79 @@ def recent_passive(window: Sequence[Sample], since: float) -> int:
     return count
 
 
-class Budget:
-    """Probes and their estimated cost in a sliding window (an hour of this market): a
-    probe is allowed while both stay under their caps. Per replica."""
+# -- demand: which probes the budget pays for first ---------------------------------------
 
-    def __init__(self, max_probes: int, max_cost_usd: float, window_s: float) -> None:
-        self.max_probes = max_probes
-        self.max_cost_usd = max_cost_usd
-        self.window_s = window_s
-        self._spent: deque[list[float]] = deque()  # [timestamp, cost]
+DECIDING, USED_GAP, UNUSED = 0, 1, 2  # priority tiers, first to last
 
-    def _expire(self, now: float) -> None:
-        while self._spent and self._spent[0][0] <= now - self.window_s:
-            self._spent.popleft()
 
-    def used(self, now: float) -> tuple[int, float]:
-        self._expire(now)
-        return len(self._spent), sum(cost for _, cost in self._spent)
+def priority(reason: Reason, used: bool, measured_at: float | None) -> tuple[int, float]:
+    """The order in which a tick fires due probes, first first: a model with client traffic
+    (`used`) before one without; among a used model's pairs, the probes that change
+    decisions (burst, uncertain, keep-warm, standby, prefill, stale) before gap filling;
+    within a tier the pair measured longest ago first (`measured_at`: its newest sample,
+    None: never), so that a budget too small for all of them still goes round every pair of
+    the tier."""
+    since = -math.inf if measured_at is None else measured_at
+    if not used:
+        return UNUSED, since
+    return (USED_GAP if reason is Reason.GAP else DECIDING), since
 
-    def refusal(self, now: float, cost_usd: float) -> str | None:
-        """Why a probe estimated at `cost_usd` may not go now, or None when it may."""
-        probes, cost = self.used(now)
-        hour = f"per {self.window_s:.4g} s"
-        if probes >= self.max_probes:
-            return f"probe cap reached: {probes} of {self.max_probes} probes {hour}"
-        if cost + cost_usd > self.max_cost_usd:
-            return (f"cost cap reached: ${cost:.6f} of ${self.max_cost_usd:g} {hour} "
-                    f"(next probe ~${cost_usd:.6f})")  # fmt: skip
-        return None
 
-    def spend(self, now: float, cost_usd: float) -> list[float]:
-        """Count one probe; returns its entry, to correct its cost with `settle`."""
-        entry = [now, cost_usd]
-        self._spent.append(entry)
-        return entry
+def unused_timing(timing: Timing, interval_s: float) -> Timing:
+    """A model without client traffic in a large catalog: its pairs get gap probes once per
+    `interval_s` (scaled), the slot's moment anywhere in it (jitter 1: spread evenly, not
+    bunched at the start of each interval), and are probed at once when older than that; no
+    keep-warm, standby or long probes (the caller also turns bursts and routing's wishes
+    off)."""
+    return replace(
+        timing, interval_s=max(timing.interval_s, interval_s), jitter=1.0,
+        stale_after_s=max(timing.stale_after_s, interval_s), keep_warm=False, standby=False,
+        long_probes=False,
+    )  # fmt: skip
 
-    @staticmethod
-    def correct(entry: list[float], cost_usd: float) -> None:
-        """The probe cost what it reported, not what was estimated."""
-        entry[1] = cost_usd
 
-    def refund(self, entry: list[float]) -> None:
-        """Uncount a probe that was not sent (another replica held its slot)."""
-        for i, spent in enumerate(self._spent):
-            if spent is entry:
-                del self._spent[i]
-                return
+GAP_SHARE = 0.9  # gap filling may plan on this share of its budget; the rest: bursts & co
 
-    def resumes_at(self, now: float) -> float | None:
-        """When the oldest spend leaves the window (None: nothing spent)."""
-        self._expire(now)
-        return self._spent[0][0] + self.window_s if self._spent else None
+
+def stretch(demand_per_hour: float, supply_per_hour: float) -> float:
+    """By how much gap intervals grow so that gap probes wanted at `demand_per_hour` fit
+    `supply_per_hour`: 1 when they fit, else the ratio rounded up to a quarter (replicas
+    seeing the same demand compute the same slots). A budget spent in the first minutes of
+    its hour would leave every pair unmeasured for the rest of it; stretched, each pair is
+    probed evenly, less often."""
+    if demand_per_hour <= supply_per_hour or supply_per_hour <= 0:
+        return 1.0
+    return math.ceil(demand_per_hour / supply_per_hour * 4) / 4
+
+
+def gap_stretch(
+    rates: Sequence[tuple[float, float]], max_probes: int, max_cost_usd: float, share: float
+) -> float:
+    """`stretch` for pairs wanting gap probes, `rates` (probes per hour, USD a probe) of each,
+    planning on `share` of the budget's caps (per hour): the probes' count and cost."""
+    demand = sum(rate for rate, _ in rates)
+    usd = sum(rate * cost for rate, cost in rates)
+    supply = max_probes * share
+    if usd > 0:  # the cost cap, in probes of these pairs' mean cost
+        supply = min(supply, max_cost_usd * share * demand / usd)
+    return stretch(demand, supply)
+
+
+def stretched(timing: Timing, factor: float) -> Timing:
+    """`timing` with its gap interval `factor` times longer (stale follows: never due before
+    the stretched slot)."""
+    if factor == 1.0:
+        return timing
+    interval = timing.interval_s * factor
+    stale = max(timing.stale_after_s, interval * (1 + timing.jitter))
+    return replace(timing, interval_s=interval, stale_after_s=stale)
+
+
+def kept_share(unused_pairs: int, interval_s: float, window_s: float, max_probes: int,
+               share: float) -> float:  # fmt: skip
+    """The share of the budget kept for models without traffic: what their `unused_pairs`
+    need at one probe per `interval_s` in a window of `window_s`, at most `share` (models
+    with traffic may spend the rest, not this)."""
+    if unused_pairs == 0 or max_probes <= 0:
+        return 0.0
+    return min(share, unused_pairs * window_s / interval_s / max_probes)

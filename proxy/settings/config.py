@@ -294,8 +294,27 @@ class ProberConfig(Frozen):
     )
     tick_s: float = Field(0.5, gt=0, description="how often the schedule is looked at")
     max_in_flight: int = Field(16, ge=1, le=1000, description="probes at once, all pairs")
-    max_probes_per_hour: int = Field(600, ge=0, description="per replica")
-    max_cost_per_hour_usd: float = Field(0.05, ge=0, description="estimated, per replica")
+    max_probes_per_hour: int = Field(
+        600, ge=0, description="the fleet's: every replica sharing the store spends one budget"
+    )
+    max_cost_per_hour_usd: float = Field(0.05, ge=0, description="estimated, the fleet's")
+    expected_replicas: int = Field(
+        1, ge=1, description="while the store is down a replica spends budget / this many"
+    )
+    full_schedule_pairs: int = Field(
+        40, ge=0, description="up to this many pairs every model gets its full schedule"
+    )
+    unused_interval_s: float = Field(
+        21600.0, gt=0, description="beyond full_schedule_pairs: a model without traffic's "
+        "pairs are probed once per this (no bursts)",
+    )  # fmt: skip
+    used_within_s: float = Field(
+        3600.0, gt=0, description="a model is used: a client request measured within this"
+    )
+    unused_share: float = Field(
+        0.25, ge=0, le=1, description="beyond full_schedule_pairs: the share of the budget "
+        "models without traffic may take together, kept for them as far as they need it",
+    )  # fmt: skip
     prices: dict[str, Price] = Field(
         default_factory=dict, description="'provider' or 'model@provider' -> price"
     )

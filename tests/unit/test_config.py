@@ -131,3 +131,12 @@ def test_serve_refuses_an_open_proxy_on_a_public_host(
     assert "--host: auth.allow_unauthenticated: refused on host '0.0.0.0'" in err
     public = write(tmp_path, open_config + "server: {host: 0.0.0.0}\n", "public.yaml")
     assert "refused on host '0.0.0.0'" in error_of(public)
+
+
+def test_the_prober_expects_at_least_one_replica(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "prober: {expected_replicas: 0, unused_share: 1.5}\n")
+    message = error_of(path)
+    assert "prober.expected_replicas: Input should be greater than or equal to 1" in message
+    assert "prober.unused_share: Input should be less than or equal to 1" in message
+    config = load_config(write(tmp_path, BASE + "prober: {expected_replicas: 3}\n"))
+    assert config.prober.expected_replicas == 3 and config.prober.unused_interval_s == 21600.0

@@ -1,4 +1,4 @@
-"""The probe schedule and budget (pure): reasons, slots, time scaling, idle-to-cold learning."""
+"""The probe schedule (pure): reasons, slots, time scaling, idle-to-cold learning."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ from proxy.learning.coldness import learn_idle_to_cold
 from proxy.learning.stats import compute_score
 from proxy.probing.runner import long_prompt
 from proxy.probing.schedule import (
-    Budget,
     PairView,
     Reason,
     Timing,
+    gap_stretch,
     is_bursting,
+    kept_share,
     plan,
+    priority,
     slot_due,
+    stretch,
+    stretched,
+    unused_timing,
 )
 from proxy.settings.policy import ModelPolicy, Probe
 
@@ -142,19 +147,6 @@ def test_idle_to_cold_is_the_shortest_cold_idle_beyond_every_warm_one() -> None:
     assert learn_idle_to_cold(window[:3], 4.0, 2.0) is None
 
 
-def test_the_budget_caps_probes_and_cost_per_window_and_refunds_unsent_probes() -> None:
-    budget = Budget(max_probes=3, max_cost_usd=1.0, window_s=3600.0)
-    entries = [budget.spend(NOW + i, 0.1) for i in range(3)]
-    assert "probe cap reached: 3 of 3" in (budget.refusal(NOW + 3, 0.1) or "")
-    budget.refund(entries[2])
-    assert budget.refusal(NOW + 3, 0.1) is None
-    budget.correct(entries[1], 0.85)
-    assert "cost cap reached" in (budget.refusal(NOW + 3, 0.1) or "")
-    assert budget.resumes_at(NOW + 3) == NOW + 3600.0
-    assert budget.refusal(NOW + 3602, 0.1) is None  # the hour has moved on
-    assert budget.used(NOW + 3602) == (0, 0.0)
-
-
 def test_a_pair_of_unknown_prefill_rate_gets_a_long_probe_beside_its_gap_probes() -> None:
     """Until its window holds the 3 long samples a slope needs, the long probe's slot comes
     every burst spacing; from then on every 1800 s (`prefill.probe_interval_s`), beside the
@@ -223,3 +215,36 @@ def test_firing_what_is_due_each_tick_sends_each_slot_once() -> None:
     assert 3 <= len(longs) <= 3 + 2, longs  # the 3 a slope needs, then one per 1800 s
     assert all(slot.startswith("lb") for slot in longs[:3])
     assert len(fired) <= 3600 / 120 + 3 + 5, fired  # the gap slots, a stale one, the long ones
+
+
+def test_due_probes_go_used_decisions_first_then_used_gaps_then_unused_oldest_first() -> None:
+    ranks = {
+        "unused, never measured": priority(Reason.GAP, False, None),
+        "unused, old": priority(Reason.STALE, False, NOW - 9000),
+        "used gap, old": priority(Reason.GAP, True, NOW - 500),
+        "used gap, recent": priority(Reason.GAP, True, NOW - 100),
+        "used burst": priority(Reason.BURST, True, NOW - 10),
+        "used standby": priority(Reason.STANDBY, True, NOW - 50),
+    }
+    assert sorted(ranks, key=ranks.__getitem__) == [
+        "used standby", "used burst", "used gap, old", "used gap, recent",
+        "unused, never measured", "unused, old",
+    ]  # fmt: skip
+
+
+def test_gap_intervals_stretch_to_the_budget_and_unused_pairs_spread_over_hours() -> None:
+    assert stretch(300.0, 450.0) == 1.0
+    assert stretch(1800.0, 405.0) == 4.5  # 4.44 rounded up to a quarter
+    rates = [(30.0, 0.0001)] * 60  # 60 pairs, 30 gap probes an hour each
+    assert gap_stretch(rates, 600, 1.0, 0.75) == 4.0  # 1800 against 450 probes
+    assert gap_stretch(rates, 600, 0.018, 0.75) == 13.5  # the cost cap: 135 probes an hour
+    assert stretched(TIMING, 4.0).stale_after_s == 600.0  # 1.2 x 480 s: the policy's is later
+    longer = stretched(TIMING, 8.0)
+    assert longer.interval_s == 960.0 and longer.stale_after_s == pytest.approx(1152.0)
+    assert longer.burst_spacing_s == TIMING.burst_spacing_s
+    rare = unused_timing(TIMING, 21600.0)
+    assert (rare.interval_s, rare.stale_after_s, rare.jitter) == (21600.0, 21600.0, 1.0)
+    assert not (rare.keep_warm or rare.standby or rare.long_probes)
+    assert kept_share(1920, 21600.0, 3600.0, 600, 0.25) == 0.25  # they need 320 of 600
+    assert kept_share(40, 21600.0, 3600.0, 600, 0.25) == pytest.approx(40 / 6 / 600)
+    assert kept_share(0, 21600.0, 3600.0, 600, 0.25) == 0.0

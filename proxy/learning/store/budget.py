@@ -3,13 +3,15 @@
 The same rules as the Redis store's SPEND_BUDGET script (redis_schema.py), which replicas
 sharing a Redis run instead: a sliding window of spends, counted in nano-dollars, capped
 overall and per model; a known spend id is settled, never counted twice; a refused spend
-counts nothing. Pure: no I/O; the clock is `time.monotonic()` (one process).
+counts nothing. Pure: no I/O; the clock is `time.monotonic()` (one process) unless another
+is given (a simulation's).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.learning.store.base import BudgetLimits, BudgetUse, ProbeSpend
@@ -25,7 +27,8 @@ class _Spent:
 
 
 class LocalBudget:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._spends: dict[str, _Spent] = {}  # oldest first: insertion order is time order
         self._totals: Counter[str] = Counter()
 
@@ -65,7 +68,7 @@ class LocalBudget:
         return None
 
     def _expire(self, window_s: float) -> float:
-        now = time.monotonic()
+        now = self._clock()
         while self._spends:
             spend_id, spent = next(iter(self._spends.items()))
             if spent.at > now - window_s:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from proxy.core.domain import Pair, Sample
@@ -37,11 +37,14 @@ VALUES_KEPT = 10_000  # expired shared values, likewise
 class MemoryStore:
     backend = "memory"
 
-    def __init__(self, config: MemoryStoreConfig) -> None:
+    def __init__(
+        self, config: MemoryStoreConfig, budget_clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """`budget_clock`: the probe budget's clock (a simulation gives its own)."""
         self._windows = LocalWindows(config.max_samples, config.max_age_s)
         self._decisions: deque[dict[str, Any]] = deque(maxlen=config.max_decisions)
         self._leases: dict[tuple[Pair, str], tuple[str, float]] = {}  # -> (holder, expiry)
-        self._budget = LocalBudget()
+        self._budget = LocalBudget(budget_clock)
         self._clients = ClientWindows()
         self._values: dict[str, tuple[bytes, float]] = {}  # name -> (value, expiry)
 
