@@ -166,7 +166,7 @@ class Prober:
             due.append((rank, pair, state, state.plan))
         due.sort(key=lambda d: d[0])
         for _, pair, state, planned in due:
-            estimate = self._estimate_usd(pair)
+            estimate = self._estimate_usd(pair, planned.reason)
             refusal = self.budget.check(state.pooled, estimate)
             if refusal is not None:
                 if refusal.pauses:
@@ -329,13 +329,19 @@ class Prober:
 
     # -- budget -------------------------------------------------------------------------
 
-    def _estimate_usd(self, pair: Pair) -> float:
-        probe = self._policies.current.for_model(pair.model).probe
+    def _estimate_usd(self, pair: Pair, reason: Reason | None = None) -> float:
+        """A probe's cost before it is sent; a long probe's (`Reason.PREFILL`) at its own
+        prompt size: it costs dozens of short ones."""
+        policy = self._policies.current.for_model(pair.model)
+        if reason is Reason.PREFILL:
+            return self._runner.estimate_usd(
+                pair, self.upstream_models[pair], policy.probe, policy.prefill.probe_tokens
+            )
         known = self._estimates.get(pair)
-        if known is not None and known[0] is probe:
+        if known is not None and known[0] is policy.probe:
             return known[1]
-        usd = self._runner.estimate_usd(pair, self.upstream_models[pair], probe)
-        self._estimates[pair] = (probe, usd)
+        usd = self._runner.estimate_usd(pair, self.upstream_models[pair], policy.probe)
+        self._estimates[pair] = (policy.probe, usd)
         return usd
 
     async def prepare(self) -> None:

@@ -55,11 +55,15 @@ class ProbeRunner:
             "stream_options": {"include_usage": True},
         })  # fmt: skip
 
-    def estimate_usd(self, pair: Pair, upstream_model: str, probe: Probe) -> float:
+    def estimate_usd(
+        self, pair: Pair, upstream_model: str, probe: Probe, prompt_tokens: int | None = None
+    ) -> float:
         """A probe's cost before it is sent: the body's size as prompt tokens (an
-        overestimate), max_tokens completion tokens, at the budget's price."""
+        overestimate), max_tokens completion tokens, at the budget's price; with
+        `prompt_tokens`, a long probe's."""
         price, _ = self.pricing.for_budget(pair)
-        prompt = estimate_prompt_tokens(len(self.body(upstream_model, probe)))
+        body = self.body(upstream_model, probe, prompt_tokens)
+        prompt = estimate_prompt_tokens(len(body))
         return prompt * price.prompt_usd + probe.max_tokens * price.completion_usd
 
     async def run(

@@ -87,3 +87,20 @@ def test_cost_is_tokens_times_price() -> None:
 def test_a_negative_price_is_a_config_error() -> None:
     with pytest.raises(ValueError, match=r"price\.prompt_per_million"):
         config({"prompt_per_million": -1, "completion_per_million": 1})
+
+
+def test_a_long_probe_is_estimated_at_its_own_prompt_size() -> None:
+    """The budget holds a probe's estimate before it is sent: a long probe's (4,000 tokens)
+    is dozens of short ones estimated as a short one, and three of them spent the
+    default hour's cost cap at the unknown price before the budget saw them)."""
+    from proxy.probing.runner import ProbeRunner
+    from proxy.settings.policy import ModelPolicy
+    from proxy.upstream.redact import Redactor
+
+    pricing = Pricing(config(prices={"vllm": PRICE}))
+    runner = ProbeRunner({}, pricing, Redactor((), {}), "r")
+    probe = ModelPolicy().probe
+    short = runner.estimate_usd(Pair("m", "vllm"), "gpt-4o-mini", probe)
+    long = runner.estimate_usd(Pair("m", "vllm"), "gpt-4o-mini", probe, 4000)
+    assert long == pytest.approx(4000 * 2e-6 + probe.max_tokens * 8e-6, rel=0.02)
+    assert long > 50 * short
