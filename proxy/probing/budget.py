@@ -51,6 +51,7 @@ class Ticket:
 class Refusal:
     why: str
     pauses: bool  # the whole budget (or its part for models with traffic) is spent
+    never_fits: bool = False  # the probe alone costs more than its part's whole cost cap
 
 
 class ProbeBudget:
@@ -77,6 +78,7 @@ class ProbeBudget:
         self._ids = itertools.count(1)
         # spends fired and not answered yet: probes, their estimated USD, pooled ones
         self._held_probes, self._held_usd, self._held_pooled = 0, 0.0, 0
+        self._held_pooled_usd = 0.0
 
     # -- caps ---------------------------------------------------------------------------
 
@@ -104,6 +106,11 @@ class ProbeBudget:
         """Whether a probe estimated at `cost_usd` seems to fit: the last use seen plus the
         spends started since. None: fire it (the store decides)."""
         limits = self.limits(pooled, self.shared)
+        if cost_usd > limits.max_cost_usd:  # waiting would not help: refused, not paused
+            why = (f"a probe of ~${cost_usd:.6f} exceeds the whole cost cap of "
+                   f"${limits.max_cost_usd:g} {self._suffix()}: price the pair or raise "
+                   "prober.max_cost_per_hour_usd")  # fmt: skip
+            return Refusal(why, False, never_fits=True)
         probes = self._held_probes + (self.use.probes if self.use is not None else 0)
         spent = self._held_usd + (self.use.cost_usd if self.use is not None else 0.0)
         if probes >= limits.max_probes:
@@ -114,13 +121,22 @@ class ProbeBudget:
             group = self.group.model_probes + self._held_pooled
             if limits.max_probes_per_model is not None and group >= limits.max_probes_per_model:
                 return Refusal(self._group_cap(group, limits.max_probes_per_model), False)
+            group_usd = self.group.model_cost_usd + self._held_pooled_usd
+            cap_usd = limits.max_cost_usd_per_model
+            if cap_usd is not None and group_usd + cost_usd > cap_usd + 1e-12:
+                return Refusal(self._group_cost_cap(group_usd, cap_usd), False)
         return None
+
+    def age_s(self) -> float | None:
+        """How long ago the use was last seen (None: never)."""
+        return None if self.use is None else self._clock() - self._use_at
 
     def hold(self, pooled: bool, cost_usd: float) -> None:
         """A probe was fired: count it until its spend is answered."""
         self._held_probes += 1
         self._held_usd += cost_usd
         self._held_pooled += pooled
+        self._held_pooled_usd += cost_usd if pooled else 0.0
 
     # -- in the probe's task --------------------------------------------------------------
 
@@ -138,12 +154,17 @@ class ProbeBudget:
                 self._held_probes -= 1
                 self._held_usd -= cost_usd
                 self._held_pooled -= pooled
+                self._held_pooled_usd -= cost_usd if pooled else 0.0
         if use.granted:
             return Ticket(spend, limits, shared)
         if use.refusal == "probes":
             return Refusal(self._probe_cap(use.probes, limits.max_probes), True)
         if use.refusal == "cost":
             return Refusal(self._cost_cap(use.cost_usd, limits.max_cost_usd, cost_usd), True)
+        if use.refusal == "model cost":
+            assert limits.max_cost_usd_per_model is not None
+            return Refusal(self._group_cost_cap(use.model_cost_usd, limits.max_cost_usd_per_model),
+                           False)  # fmt: skip
         assert limits.max_probes_per_model is not None
         return Refusal(self._group_cap(use.model_probes, limits.max_probes_per_model), False)
 
@@ -249,6 +270,10 @@ class ProbeBudget:
     def _cost_cap(self, spent: float, cap: float, next_usd: float) -> str:
         return (f"cost cap reached: ${spent:.6f} of ${cap:g} {self._suffix()} "
                 f"(next probe ~${next_usd:.6f})")  # fmt: skip
+
+    def _group_cost_cap(self, spent: float, cap: float) -> str:
+        return (f"models without traffic: their share reached, ${spent:.6f} of ${cap:g} "
+                f"{self._suffix()}")  # fmt: skip
 
     def _group_cap(self, probes: int, cap: int) -> str:
         return (f"models without traffic: their share reached, {probes} of {cap} probes "

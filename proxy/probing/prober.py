@@ -53,6 +53,7 @@ log = logging.getLogger("ttft_router.prober")
 HOUR_S = 3600.0
 LONG_CLASS = 2  # learning.prefill's size class of 2k-8k tokens: "long prompts" from here
 MIN_TICK_S = 0.01
+READ_EVERY = 1 / 360  # of the budget's window: the use seen is read again after 10 s an hour
 
 
 @dataclass(slots=True)
@@ -126,6 +127,7 @@ class Prober:
         self.gap_stretch = 1.0  # gap intervals x this: the budget's pace (schedule.stretch)
         self.unused_stretch = 1.0  # the unused interval x this, likewise
         self._estimates: dict[Pair, tuple[Probe, float]] = {}  # pair -> (its probe policy, USD)
+        self._never_fits: set[tuple[Pair, Reason]] = set()  # warned once: dearer than a cap
         # per scores snapshot: model -> whether its clients sent long prompts
         self._long_seen: tuple[object, dict[str, bool]] = (None, {})
         self._learned: dict[Pair, tuple[tuple[float, float, int, int], float | None]] = {}
@@ -137,8 +139,11 @@ class Prober:
         tick = max(MIN_TICK_S, self.settings.tick_s * self.time_scale)
         try:
             while not stop.is_set():
-                await self.prepare()
-                self.tick(time.time())
+                try:
+                    await self.prepare()
+                    self.tick(time.time())
+                except Exception:  # a bug: say so, and keep probing at the next tick
+                    log.exception("prober tick failed unexpectedly")
                 if await pause(stop, tick):
                     break
         finally:
@@ -171,6 +176,10 @@ class Prober:
             if refusal is not None:
                 if refusal.pauses:
                     self._pause(refusal.why, estimate)
+                elif refusal.never_fits and (pair, planned.reason) not in self._never_fits:
+                    self._never_fits.add((pair, planned.reason))
+                    log.warning("probe of %s (%s) never fits the budget: %s", pair,
+                                planned.reason, refusal.why)  # fmt: skip
                 continue
             self._fire(pair, state, planned, estimate)
 
@@ -226,7 +235,7 @@ class Prober:
                 rate = HOUR_S / self.policy(pair.model).probe.interval_s
                 gaps.append((rate, self._estimate_usd(pair)))
         settings = self.settings
-        caps = (settings.max_probes_per_hour, settings.max_cost_per_hour_usd)
+        caps = self.budget.caps(self.budget.shared)  # the local share while the store is down
         self.gap_stretch = gap_stretch(gaps, *caps, (1.0 - self.budget.kept) * GAP_SHARE)
         self.unused_stretch = gap_stretch(unused, *caps, settings.unused_share)
 
@@ -346,8 +355,12 @@ class Prober:
 
     async def prepare(self) -> None:
         """Before a tick: refresh the budget's use while paused (to see it free up, and
-        resume) or before anything was seen."""
-        if self.paused_because is None and self.budget.use is not None:
+        resume), before anything was seen, and when the use seen is older than
+        READ_EVERY of the budget's window (a part refused locally sends no spend that would
+        show it free up)."""
+        age = self.budget.age_s()
+        fresh = age is not None and age < self.budget.window_s * READ_EVERY
+        if self.paused_because is None and fresh:
             return
         await self.budget.read()
         self._resume_if_room()
@@ -388,7 +401,7 @@ class Prober:
                 if spent.pauses:
                     self._pause(spent.why, estimate)
                 return
-            self._resume()
+            self._resume_if_room()
             holder = await self._lease(pair, planned)
             state.lease_holder = holder
             if holder != self.replica and not holder.endswith("(store unavailable)"):

@@ -106,3 +106,40 @@ async def test_store_unreachable_each_replica_spends_its_share_until_the_window_
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_the_groups_cost_cap_is_checked_before_a_spend_and_named_when_refused() -> None:
+    """The unused group's cost share binds before its probe share at a high price: a tick
+    must see it (else every tick sends a wave of spends the store refuses)."""
+    config = settings(max_probes_per_hour=600, max_cost_per_hour_usd=0.04, unused_share=0.25)
+    budget = ProbeBudget(config, MemoryStore(MemoryStoreConfig()), "r", 3600.0, str)
+    pooled = [await budget.spend("u", True, 0.004, held=False) for _ in range(3)]
+    assert [isinstance(s, Ticket) for s in pooled] == [True, True, False]  # $0.01 a share
+    refused = pooled[-1]
+    assert isinstance(refused, Refusal) and not refused.pauses and "$0.008" in refused.why
+    seen = budget.check(True, 0.004)
+    assert seen is not None and not seen.pauses and "their share" in seen.why
+    assert budget.check(False, 0.004) is None  # the used models' part is untouched
+
+
+async def test_a_probe_dearer_than_the_whole_cap_is_refused_without_pausing() -> None:
+    """A long probe at the unknown price ($0.04) against a cap it can never fit: waiting
+    would not help, so it is refused alone and the prober is not paused for it."""
+    config = settings(max_probes_per_hour=600, max_cost_per_hour_usd=0.05, unused_share=0.25)
+    budget = ProbeBudget(config, MemoryStore(MemoryStoreConfig()), "r", 3600.0, str)
+    budget.kept = 0.25
+    refused = budget.check(False, 0.0405)  # the used models' part: $0.0375
+    assert refused is not None and refused.never_fits and not refused.pauses
+    assert "prober.max_cost_per_hour_usd" in refused.why
+    assert budget.check(False, 0.0005) is None
+
+
+async def test_the_use_seen_ages_until_it_is_read_again() -> None:
+    clock = Clock()
+    budget = ProbeBudget(settings(), MemoryStore(MemoryStoreConfig()), "r", 3600.0, str, clock)
+    assert budget.age_s() is None  # never seen: the prober reads before its first tick
+    await budget.read()
+    clock.now += 25.0
+    assert budget.age_s() == 25.0  # older than 10 s of an hour: the prober reads again
+    await budget.read()
+    assert budget.age_s() == 0.0
