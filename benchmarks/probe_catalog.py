@@ -35,7 +35,7 @@ from proxy.core.domain import Outcome, Pair, Sample, Score, Source
 from proxy.learning.stats import WindowParams, compute_score
 from proxy.learning.store.memory import MemoryStore
 from proxy.probing.budget import ProbeBudget, Refusal
-from proxy.probing.prober import HOUR_S
+from proxy.probing.prober import HOUR_S, READ_EVERY
 from proxy.probing.runner import ProbeRunner
 from proxy.probing.schedule import (
     GAP_SHARE,
@@ -164,18 +164,21 @@ async def simulate(
             waiting.pop(i, None)
             relook = now + RELOOK_S
             heapq.heappush(looks, (min(due, relook) if due is not None else relook, i))
-        if budget.use is None or refused:  # as the prober's loop: read while paused
+        age = budget.age_s()  # as the prober's loop: read while paused, and when it is old
+        if age is None or refused or age >= budget.window_s * READ_EVERY:
             await budget.read()
         refused = False
         for pooled in (False, True):  # the used models' pairs first (unpooled: all of them)
             waiting = waits[pooled]
-            if not waiting or budget.check(pooled, estimate) is not None:
-                refused = refused or bool(waiting)
+            refusal = budget.check(pooled, estimate) if waiting else None
+            if not waiting or refusal is not None:
+                refused = refused or (refusal is not None and refusal.pauses)
                 continue
             for i in sorted(waiting, key=lambda j: waiting[j][0]):
                 sp = pairs[i]
-                if budget.check(pooled, estimate) is not None:
-                    refused = True
+                refusal = budget.check(pooled, estimate)
+                if refusal is not None:
+                    refused = refused or refusal.pauses
                     break
                 del waiting[i]
                 planned = _plan(sp, pooled_timing if pooled else used_timing, pooled, policy, now)
@@ -184,7 +187,7 @@ async def simulate(
                     continue
                 spent = await budget.spend(sp.pair.model, pooled, estimate, held=False)
                 if isinstance(spent, Refusal):
-                    refused = True
+                    refused = refused or spent.pauses
                     waiting[i] = (priority(planned.reason, sp.used, _newest(sp)), planned)
                     break
                 assert planned.slot is not None
